@@ -1,0 +1,426 @@
+//! The broker's one typed configuration.
+//!
+//! Layering: built-in defaults ← TOML file ← `VEIL_*` environment ← flags.
+//! Environment keys map onto TOML paths: `VEIL_DATA_DIR` is `data_dir`,
+//! `VEIL_LOG__RETENTION_MS` is `log.retention_ms`, and
+//! `VEIL_LISTENERS__0__BIND` is `listeners[0].bind`. Unknown keys and invalid
+//! values are errors that say which key and what is allowed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use veil_meta::{topic_config, TopicConfigs};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This broker's id in Metadata responses.
+    pub node_id: i32,
+    /// Where logs and metadata live.
+    pub data_dir: PathBuf,
+    /// Kafka listeners; the first is the one advertised in Metadata.
+    pub listeners: Vec<ListenerConfig>,
+    pub admin: AdminConfig,
+    pub network: NetworkConfig,
+    pub log: LogDefaults,
+    pub topics: TopicDefaults,
+    /// Binding a plaintext listener to a non-loopback address exposes data
+    /// and credentials on the network; it must be asked for explicitly.
+    pub allow_plaintext_on_network: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SecurityProtocol {
+    Plaintext,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    #[serde(default = "default_protocol")]
+    pub protocol: SecurityProtocol,
+    pub bind: SocketAddr,
+    /// `host:port` clients should connect to; defaults to the bound address.
+    #[serde(default)]
+    pub advertised: Option<String>,
+}
+
+/// The default listener as TOML, for partial overrides of it.
+#[derive(serde::Serialize)]
+struct DefaultListener {
+    name: &'static str,
+    bind: &'static str,
+}
+
+impl Default for DefaultListener {
+    fn default() -> Self {
+        DefaultListener {
+            name: "PLAINTEXT",
+            bind: "127.0.0.1:9092",
+        }
+    }
+}
+
+fn default_protocol() -> SecurityProtocol {
+    SecurityProtocol::Plaintext
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve `/metrics` and `/healthz`.
+    pub enabled: bool,
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub max_connections: usize,
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
+    pub max_request_bytes: usize,
+    /// Close connections idle this long (Kafka's `connections.max.idle.ms`).
+    pub idle_timeout_ms: u64,
+    /// Requests read ahead of their responses on one connection.
+    pub max_in_flight_per_connection: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flush {
+    /// acks=all waits for fdatasync (group commit).
+    Sync,
+    /// Never fsync on the produce path; the OS writes back when it likes.
+    None,
+}
+
+/// Broker-wide defaults for topic configs (Kafka's `log.*` settings).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogDefaults {
+    pub flush: Flush,
+    pub segment_bytes: i64,
+    pub segment_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub max_message_bytes: i64,
+    pub index_interval_bytes: usize,
+    /// How often retention and age-based rolling run.
+    pub retention_check_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicDefaults {
+    /// Create unknown topics on Metadata/Produce (Kafka's `auto.create.topics.enable`).
+    pub auto_create: bool,
+    pub default_partitions: i32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 0,
+            data_dir: PathBuf::from("./veil-data"),
+            listeners: vec![ListenerConfig {
+                name: DefaultListener::default().name.into(),
+                protocol: SecurityProtocol::Plaintext,
+                bind: SocketAddr::from(([127, 0, 0, 1], 9092)),
+                advertised: None,
+            }],
+            admin: AdminConfig::default(),
+            network: NetworkConfig::default(),
+            log: LogDefaults::default(),
+            topics: TopicDefaults::default(),
+            allow_plaintext_on_network: false,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 9644)),
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            max_connections: 10_000,
+            max_request_bytes: 100 * 1024 * 1024,
+            idle_timeout_ms: 600_000,
+            max_in_flight_per_connection: 32,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for LogDefaults {
+    fn default() -> Self {
+        LogDefaults {
+            flush: Flush::Sync,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3_600_000,
+            retention_ms: 7 * 24 * 3_600_000,
+            retention_bytes: -1,
+            max_message_bytes: 1_048_588,
+            index_interval_bytes: 4096,
+            retention_check_interval_ms: 30_000,
+        }
+    }
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            auto_create: false,
+            default_partitions: 1,
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text, then applies `overrides` (dotted key, raw value) in order.
+    pub fn from_toml_with_overrides(
+        text: &str,
+        overrides: &[(String, String)],
+    ) -> Result<Config, String> {
+        let mut table: toml::Table = text.parse().map_err(|e| format!("invalid TOML: {e}"))?;
+        if !table.contains_key("listeners")
+            && overrides.iter().any(|(k, _)| k.starts_with("listeners."))
+        {
+            // Overriding one field of the default listener keeps the others.
+            let defaults =
+                toml::Value::try_from(DefaultListener::default()).map_err(|e| e.to_string())?;
+            table.insert("listeners".into(), toml::Value::Array(vec![defaults]));
+        }
+        for (key, value) in overrides {
+            set_path(&mut table, key, value)?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_owned())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Every check that does not need the network or the disk.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listeners.is_empty() {
+            return Err("at least one entry in [[listeners]] is required".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for l in &self.listeners {
+            if l.name.is_empty() || !names.insert(l.name.as_str()) {
+                return Err(format!(
+                    "listener names must be unique and non-empty, got '{}'",
+                    l.name
+                ));
+            }
+            if !l.bind.ip().is_loopback() && !self.allow_plaintext_on_network {
+                return Err(format!(
+                    "listener '{}' binds {} with PLAINTEXT, which sends data and credentials in clear; \
+                     bind a loopback address or set allow_plaintext_on_network = true",
+                    l.name, l.bind
+                ));
+            }
+        }
+        let n = &self.network;
+        if n.max_connections == 0 || n.max_in_flight_per_connection == 0 {
+            return Err("network.max_connections and network.max_in_flight_per_connection must be at least 1".into());
+        }
+        if n.max_request_bytes < 1024 {
+            return Err("network.max_request_bytes must be at least 1024".into());
+        }
+        if self.log.index_interval_bytes == 0 || self.log.retention_check_interval_ms == 0 {
+            return Err(
+                "log.index_interval_bytes and log.retention_check_interval_ms must be at least 1"
+                    .into(),
+            );
+        }
+        if !(1..=veil_meta::state_machine::MAX_PARTITIONS).contains(&self.topics.default_partitions)
+        {
+            return Err("topics.default_partitions must be between 1 and 10000".into());
+        }
+        for (key, value) in self.log.topic_defaults() {
+            topic_config::validate(&key, &value)
+                .map_err(|e| format!("log.{}: {e}", key.replace('.', "_")))?;
+        }
+        Ok(())
+    }
+}
+
+impl LogDefaults {
+    /// The broker-level defaults as topic config values.
+    pub fn topic_defaults(&self) -> TopicConfigs {
+        TopicConfigs::from([
+            (
+                topic_config::SEGMENT_BYTES.into(),
+                self.segment_bytes.to_string(),
+            ),
+            (topic_config::SEGMENT_MS.into(), self.segment_ms.to_string()),
+            (
+                topic_config::RETENTION_MS.into(),
+                self.retention_ms.to_string(),
+            ),
+            (
+                topic_config::RETENTION_BYTES.into(),
+                self.retention_bytes.to_string(),
+            ),
+            (
+                topic_config::MAX_MESSAGE_BYTES.into(),
+                self.max_message_bytes.to_string(),
+            ),
+        ])
+    }
+}
+
+/// Sets `a.b.0.c = value` inside a TOML table. The value is read as TOML
+/// (numbers, booleans, arrays) when it parses as such, else as a string.
+fn set_path(table: &mut toml::Table, key: &str, raw: &str) -> Result<(), String> {
+    let value = parse_scalar(raw);
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = table;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        if last {
+            cur.insert((*part).to_owned(), value);
+            return Ok(());
+        }
+        let next_is_index = parts[i + 1].parse::<usize>().is_ok();
+        let entry = cur.entry((*part).to_owned()).or_insert_with(|| {
+            if next_is_index {
+                toml::Value::Array(Vec::new())
+            } else {
+                toml::Value::Table(toml::Table::new())
+            }
+        });
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            toml::Value::Array(items) => {
+                let idx: usize = parts[i + 1]
+                    .parse()
+                    .map_err(|_| format!("'{key}': expected an index after '{part}'"))?;
+                while items.len() <= idx {
+                    items.push(toml::Value::Table(toml::Table::new()));
+                }
+                let toml::Value::Table(t) = &mut items[idx] else {
+                    return Err(format!("'{key}': '{part}[{idx}]' is not a table"));
+                };
+                if i + 2 == parts.len() {
+                    return Err(format!("'{key}': cannot replace a whole list entry"));
+                }
+                return set_path(t, &parts[i + 2..].join("."), raw);
+            }
+            _ => return Err(format!("'{key}': '{part}' is not a table")),
+        };
+    }
+    Ok(())
+}
+
+fn parse_scalar(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+/// Top-level keys that hold a value, and those that hold a table.
+const ENV_SCALARS: &[&str] = &["node_id", "data_dir", "allow_plaintext_on_network"];
+const ENV_TABLES: &[&str] = &["listeners", "admin", "network", "log", "topics"];
+
+/// Turns `VEIL_*` environment variables into overrides (`VEIL_LOG__FLUSH` →
+/// `log.flush`). Variables whose first segment is no config key (such as
+/// `VEIL_LOG`, the log filter, or `VEIL_CONFIG`) belong to the command line
+/// and are left alone; a misspelt key inside a known table is still an error.
+pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vars
+        .filter_map(|(k, v)| {
+            let key = k
+                .strip_prefix("VEIL_")?
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            let (first, rest) = key
+                .split_once('.')
+                .map_or((key.as_str(), None), |(f, r)| (f, Some(r)));
+            let known = match rest {
+                None => ENV_SCALARS.contains(&first),
+                Some(_) => ENV_TABLES.contains(&first),
+            };
+            known.then(|| (key.clone(), v))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let c = Config::from_toml_with_overrides("", &[]).unwrap();
+        assert_eq!(c.listeners[0].bind.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.admin.bind.to_string(), "127.0.0.1:9644");
+        assert_eq!(c.data_dir, PathBuf::from("./veil-data"));
+        assert_eq!(c.log.flush, Flush::Sync);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_naming_the_key() {
+        let err = Config::from_toml_with_overrides("dta_dir = 'x'", &[]).unwrap_err();
+        assert!(err.contains("dta_dir"), "{err}");
+        let err = Config::from_toml_with_overrides("[log]\nflush = 'sometimes'", &[]).unwrap_err();
+        assert!(err.contains("sometimes"), "{err}");
+        let err = Config::from_toml_with_overrides("[log]\nretention_ms = -5", &[]).unwrap_err();
+        assert!(err.contains("retention"), "{err}");
+    }
+
+    #[test]
+    fn env_and_flags_override_the_file() {
+        let env = env_overrides(
+            [
+                ("VEIL_DATA_DIR".to_owned(), "/tmp/x".to_owned()),
+                ("VEIL_LOG__FLUSH".to_owned(), "none".to_owned()),
+                (
+                    "VEIL_LISTENERS__0__BIND".to_owned(),
+                    "127.0.0.1:0".to_owned(),
+                ),
+                ("OTHER".to_owned(), "1".to_owned()),
+                ("VEIL_LOG".to_owned(), "debug".to_owned()),
+                ("VEIL_BIN".to_owned(), "/usr/bin/veil".to_owned()),
+            ]
+            .into_iter(),
+        );
+        let c =
+            Config::from_toml_with_overrides("data_dir = '/var/veil'\n[log]\nsegment_ms = 5", &env)
+                .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.log.flush, Flush::None);
+        assert_eq!(c.log.segment_ms, 5);
+        assert_eq!(c.listeners[0].bind.port(), 0);
+        assert_eq!(
+            c.listeners[0].name, "PLAINTEXT",
+            "other listener fields kept"
+        );
+    }
+
+    #[test]
+    fn plaintext_on_network_needs_opt_in() {
+        let toml = "[[listeners]]\nname = 'A'\nbind = '0.0.0.0:9092'\n";
+        let err = Config::from_toml_with_overrides(toml, &[]).unwrap_err();
+        assert!(err.contains("allow_plaintext_on_network"), "{err}");
+        let ok = format!("allow_plaintext_on_network = true\n{toml}");
+        Config::from_toml_with_overrides(&ok, &[]).unwrap();
+    }
+}

@@ -1,0 +1,153 @@
+//! The table of served Kafka APIs, request decoding, the one exhaustive
+//! dispatch, and response encoding.
+//!
+//! Every served API appears once in [`served_apis!`]; the `Request` and
+//! `Response` enums, the decoder, the dispatcher and the ApiVersions answer
+//! are all generated from that one list, so they cannot disagree.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, FetchRequest, FetchResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
+    ProduceResponse, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+use crate::context::RequestContext;
+use crate::handlers;
+
+/// What a handler produced: a response now, one that completes later
+/// (durability waits, long polls), or none at all (acks=0).
+pub enum Handled {
+    Ready(Response),
+    Deferred(Pin<Box<dyn Future<Output = Response> + Send>>),
+    NoResponse,
+}
+
+macro_rules! served_apis {
+    ($( $variant:ident : $req:ty, $resp:ty => $module:ident, $min:literal..=$max:literal; )*) => {
+        /// A decoded request of a served API.
+        #[derive(Debug)]
+        pub enum Request {
+            $( $variant($req), )*
+        }
+
+        /// A response of a served API.
+        #[derive(Debug)]
+        pub enum Response {
+            $( $variant($resp), )*
+        }
+
+        $(
+            impl From<$resp> for Handled {
+                fn from(r: $resp) -> Handled {
+                    Handled::Ready(Response::$variant(r))
+                }
+            }
+        )*
+
+        /// (api key, min version, max version) of every served API.
+        pub const SERVED: &[(ApiKey, i16, i16)] = &[ $( (ApiKey::$variant, $min, $max), )* ];
+
+        /// Decodes the body of a served API; `None` if the API is not served.
+        pub fn decode_body(key: ApiKey, version: i16, body: &mut Bytes) -> anyhow::Result<Option<Request>> {
+            Ok(match key {
+                $( ApiKey::$variant => Some(Request::$variant(<$req>::decode(body, version)?)), )*
+                _ => None,
+            })
+        }
+
+        impl Request {
+            pub fn api_key(&self) -> ApiKey {
+                match self { $( Request::$variant(_) => ApiKey::$variant, )* }
+            }
+        }
+
+        impl Response {
+            pub fn api_key(&self) -> ApiKey {
+                match self { $( Response::$variant(_) => ApiKey::$variant, )* }
+            }
+
+            /// Encodes header and body as one size-prefixed frame.
+            pub fn encode_frame(&self, version: i16, correlation_id: i32) -> anyhow::Result<BytesMut> {
+                match self {
+                    $( Response::$variant(r) => encode_frame(r, version, correlation_id), )*
+                }
+            }
+        }
+
+        /// Runs the handler of `request`.
+        pub async fn dispatch(ctx: &RequestContext, request: Request) -> Handled {
+            match request {
+                $( Request::$variant(r) => handlers::$module::handle(ctx, r).await.into(), )*
+            }
+        }
+    };
+}
+
+served_apis! {
+    Produce: ProduceRequest, ProduceResponse => produce, 3..=11;
+    Fetch: FetchRequest, FetchResponse => fetch, 4..=16;
+    ListOffsets: ListOffsetsRequest, ListOffsetsResponse => list_offsets, 1..=8;
+    Metadata: MetadataRequest, MetadataResponse => metadata, 0..=12;
+    OffsetForLeaderEpoch: OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse => offset_for_leader_epoch, 2..=4;
+    ApiVersions: ApiVersionsRequest, ApiVersionsResponse => api_versions, 0..=4;
+    CreateTopics: CreateTopicsRequest, CreateTopicsResponse => create_topics, 2..=7;
+    DeleteTopics: DeleteTopicsRequest, DeleteTopicsResponse => delete_topics, 1..=6;
+    DeleteRecords: DeleteRecordsRequest, DeleteRecordsResponse => delete_records, 0..=2;
+    DescribeConfigs: DescribeConfigsRequest, DescribeConfigsResponse => describe_configs, 1..=4;
+    AlterConfigs: AlterConfigsRequest, AlterConfigsResponse => alter_configs, 0..=2;
+    CreatePartitions: CreatePartitionsRequest, CreatePartitionsResponse => create_partitions, 0..=3;
+    IncrementalAlterConfigs: IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse => incremental_alter_configs, 0..=1;
+    DescribeCluster: DescribeClusterRequest, DescribeClusterResponse => describe_cluster, 0..=1;
+}
+
+/// The served version range of `key`, if served.
+pub fn served_versions(key: ApiKey) -> Option<(i16, i16)> {
+    SERVED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// A stable lowercase name for logs and metric labels.
+pub fn api_name(key: ApiKey) -> &'static str {
+    macro_rules! names {
+        ($($k:ident => $n:literal),* $(,)?) => {
+            match key { $( ApiKey::$k => $n, )* _ => "other" }
+        };
+    }
+    names! {
+        Produce => "produce", Fetch => "fetch", ListOffsets => "list_offsets",
+        Metadata => "metadata", OffsetForLeaderEpoch => "offset_for_leader_epoch",
+        ApiVersions => "api_versions", CreateTopics => "create_topics",
+        DeleteTopics => "delete_topics", DeleteRecords => "delete_records",
+        DescribeConfigs => "describe_configs", AlterConfigs => "alter_configs",
+        CreatePartitions => "create_partitions",
+        IncrementalAlterConfigs => "incremental_alter_configs",
+        DescribeCluster => "describe_cluster",
+    }
+}
+
+fn encode_frame<R: Encodable + HeaderVersion>(
+    response: &R,
+    version: i16,
+    correlation_id: i32,
+) -> anyhow::Result<BytesMut> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = R::header_version(version);
+    let size = header.compute_size(header_version)? + response.compute_size(version)?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(i32::try_from(size)?);
+    header.encode(&mut buf, header_version)?;
+    response.encode(&mut buf, version)?;
+    Ok(buf)
+}

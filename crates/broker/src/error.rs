@@ -1,0 +1,76 @@
+//! The broker's error type and its mapping to Kafka error codes, which
+//! happens here and only here.
+
+use kafka_protocol::ResponseError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Log(#[from] veil_log::Error),
+    #[error(transparent)]
+    Meta(#[from] veil_meta::Error),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("unknown topic id")]
+    UnknownTopicId,
+    #[error("the partition's log failed to sync and refuses writes")]
+    Poisoned,
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The Kafka error a client should see for this failure.
+    pub fn response_error(&self) -> ResponseError {
+        use veil_log::Error as L;
+        use veil_meta::Error as M;
+        match self {
+            Error::Log(e) => match e {
+                L::CorruptRecord(_) => ResponseError::CorruptMessage,
+                L::InvalidRecord(_) => ResponseError::InvalidRecord,
+                L::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
+                L::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+                L::Io(_) | L::Corrupt { .. } | L::Poisoned => ResponseError::KafkaStorageError,
+            },
+            Error::Meta(e) => match e {
+                M::TopicExists(_) => ResponseError::TopicAlreadyExists,
+                M::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+                M::InvalidTopicName(_) => ResponseError::InvalidTopicException,
+                M::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+                M::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+                M::InvalidConfig(_) => ResponseError::InvalidConfig,
+                M::DuplicateTopicId | M::Io(_) | M::Corrupt { .. } => {
+                    ResponseError::UnknownServerError
+                }
+            },
+            Error::Io(_) | Error::Poisoned => ResponseError::KafkaStorageError,
+            Error::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+            Error::UnknownTopicId => ResponseError::UnknownTopicId,
+            Error::InvalidRequest(_) => ResponseError::InvalidRequest,
+            Error::Config(_) => ResponseError::InvalidConfig,
+        }
+    }
+
+    pub fn code(&self) -> i16 {
+        self.response_error().code()
+    }
+
+    /// A message safe to send to clients: validation errors say what to fix;
+    /// storage failures stay generic (details go to the broker log).
+    pub fn client_message(&self) -> String {
+        match self {
+            Error::Log(veil_log::Error::Io(_) | veil_log::Error::Corrupt { .. })
+            | Error::Io(_)
+            | Error::Meta(veil_meta::Error::Io(_) | veil_meta::Error::Corrupt { .. }) => {
+                "storage error on the broker".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! CreateTopics: one metadata command per topic, checked only when
+//! `validate_only`.
+//!
+//! Kafka's rules: -1 partitions / replication factor take the broker
+//! defaults; explicit replica assignments exclude both counts and must name a
+//! consecutive 0-based list of partitions; a name given twice in one request
+//! fails every entry with INVALID_REQUEST; a config without a value is
+//! INVALID_CONFIG. `timeout_ms` is not needed: the commit is synchronous.
+
+use std::collections::HashMap;
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+use veil_meta::{MetaCommand, TopicConfigs};
+
+use super::describe_configs::topic_entries;
+use crate::context::RequestContext;
+use crate::state::BrokerState;
+
+/// Kafka's `default.replication.factor`; a single node can only hold one replica.
+const DEFAULT_REPLICATION_FACTOR: i16 = 1;
+
+/// A validated request entry: what to create.
+#[derive(Debug, PartialEq, Eq)]
+struct Spec {
+    partitions: i32,
+    replication_factor: i16,
+    configs: TopicConfigs,
+}
+
+type Failure = (ResponseError, String);
+
+/// Request-level checks of one topic that need no metadata.
+fn spec(topic: &CreatableTopic, node_id: i32, default_partitions: i32) -> Result<Spec, Failure> {
+    let mut configs = TopicConfigs::new();
+    for c in &topic.configs {
+        let Some(value) = &c.value else {
+            return Err((
+                ResponseError::InvalidConfig,
+                format!("null value not supported for topic config '{}'", &*c.name),
+            ));
+        };
+        // Kafka keeps the last of repeated keys.
+        configs.insert(c.name.to_string(), value.to_string());
+    }
+    if topic.assignments.is_empty() {
+        let partitions = match topic.num_partitions {
+            -1 => default_partitions,
+            n => n,
+        };
+        let replication_factor = match topic.replication_factor {
+            -1 => DEFAULT_REPLICATION_FACTOR,
+            n => n,
+        };
+        return Ok(Spec {
+            partitions,
+            replication_factor,
+            configs,
+        });
+    }
+    if topic.num_partitions != -1 || topic.replication_factor != -1 {
+        return Err((
+            ResponseError::InvalidRequest,
+            "num_partitions and replication_factor must be -1 when assignments are given".into(),
+        ));
+    }
+    let assignment_error = |why: String| Err((ResponseError::InvalidReplicaAssignment, why));
+    let mut indexes: Vec<i32> = topic
+        .assignments
+        .iter()
+        .map(|a| a.partition_index)
+        .collect();
+    indexes.sort_unstable();
+    if indexes
+        .iter()
+        .zip(0..)
+        .any(|(&index, expected)| index != expected)
+    {
+        return assignment_error(
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        );
+    }
+    for a in &topic.assignments {
+        if a.broker_ids.len() != 1 || a.broker_ids[0].0 != node_id {
+            return assignment_error(format!(
+                "partition {} must have exactly one replica, on broker {node_id} (the only broker)",
+                a.partition_index
+            ));
+        }
+    }
+    Ok(Spec {
+        partitions: topic.assignments.len() as i32,
+        replication_factor: 1,
+        configs,
+    })
+}
+
+pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for t in &req.topics {
+        *counts.entry(t.name.as_str()).or_default() += 1;
+    }
+    let broker = &ctx.broker;
+    let mut results = Vec::with_capacity(req.topics.len());
+    for topic in &req.topics {
+        let result = CreatableTopicResult::default()
+            .with_name(topic.name.clone())
+            .with_error_message(None);
+        if counts[topic.name.as_str()] > 1 {
+            let message = format!("topic '{}' appears more than once", &*topic.name);
+            results.push(fail(ctx, result, (ResponseError::InvalidRequest, message)));
+            continue;
+        }
+        let spec = match spec(
+            topic,
+            broker.node_id(),
+            broker.config.topics.default_partitions,
+        ) {
+            Ok(spec) => spec,
+            Err(failure) => {
+                results.push(fail(ctx, result, failure));
+                continue;
+            }
+        };
+        let cmd = BrokerState::create_topic_command(
+            &topic.name,
+            spec.partitions,
+            spec.replication_factor,
+            spec.configs.clone(),
+        );
+        let topic_id = match &cmd {
+            // A validate-only request creates nothing, so names no id.
+            MetaCommand::CreateTopic { topic_id, .. } if !req.validate_only => *topic_id,
+            _ => Uuid::nil(),
+        };
+        let outcome = if req.validate_only {
+            broker.check(&cmd)
+        } else {
+            broker.commit(cmd).await
+        };
+        if let Err(e) = outcome {
+            let code = ctx.code(&e);
+            results.push(
+                result
+                    .with_error_code(code)
+                    .with_error_message(Some(StrBytes::from_string(e.client_message()))),
+            );
+            continue;
+        }
+        let configs = topic_entries(&spec.configs, broker.topics.broker_defaults(), None)
+            .into_iter()
+            .map(|e| {
+                CreatableTopicConfigs::default()
+                    .with_name(StrBytes::from_static_str(e.name))
+                    .with_value(Some(StrBytes::from_string(e.value)))
+                    .with_config_source(e.source.code())
+            })
+            .collect();
+        results.push(
+            result
+                .with_topic_id(topic_id)
+                .with_num_partitions(spec.partitions)
+                .with_replication_factor(spec.replication_factor)
+                .with_configs(Some(configs)),
+        );
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+fn fail(
+    ctx: &RequestContext,
+    result: CreatableTopicResult,
+    (error, message): Failure,
+) -> CreatableTopicResult {
+    ctx.count(error.code());
+    result
+        .with_error_code(error.code())
+        .with_error_message(Some(StrBytes::from_string(message)))
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopicConfig,
+    };
+    use kafka_protocol::messages::{BrokerId, TopicName};
+
+    use super::*;
+
+    fn topic(partitions: i32, rf: i16) -> CreatableTopic {
+        CreatableTopic::default()
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)
+    }
+
+    fn assignment(index: i32, brokers: &[i32]) -> CreatableReplicaAssignment {
+        CreatableReplicaAssignment::default()
+            .with_partition_index(index)
+            .with_broker_ids(brokers.iter().map(|&b| BrokerId(b)).collect())
+    }
+
+    #[test]
+    fn minus_one_takes_the_defaults() {
+        let s = spec(&topic(-1, -1), 0, 3).unwrap();
+        assert_eq!((s.partitions, s.replication_factor), (3, 1));
+        let s = spec(&topic(5, 2), 0, 3).unwrap();
+        assert_eq!(
+            (s.partitions, s.replication_factor),
+            (5, 2),
+            "the state machine rejects rf 2"
+        );
+    }
+
+    #[test]
+    fn configs_need_values_and_the_last_repeat_wins() {
+        let config = |v: Option<&'static str>| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(v.map(StrBytes::from_static_str))
+        };
+        let t = topic(1, 1).with_configs(vec![config(Some("1")), config(Some("2"))]);
+        assert_eq!(spec(&t, 0, 1).unwrap().configs["retention.ms"], "2");
+        let t = topic(1, 1).with_configs(vec![config(None)]);
+        let (error, message) = spec(&t, 0, 1).unwrap_err();
+        assert_eq!(error, ResponseError::InvalidConfig);
+        assert!(message.contains("retention.ms"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn creates_once_refuses_repeats_and_validates_without_creating() {
+        let (_dir, ctx) = super::fixture::context(7);
+        let named = |name: &'static str, partitions| {
+            topic(partitions, -1).with_name(TopicName(StrBytes::from_static_str(name)))
+        };
+        let req = CreateTopicsRequest::default().with_topics(vec![
+            named("a", 3),
+            named("b", 1),
+            named("b", 1),
+        ]);
+        let resp = handle(&ctx, req.clone()).await;
+        super::fixture::encodes(&resp, 2..=7);
+        let codes: Vec<i16> = resp.topics.iter().map(|t| t.error_code).collect();
+        assert_eq!(codes, vec![0, 42, 42], "INVALID_REQUEST for both repeats");
+        let a = &resp.topics[0];
+        assert_eq!((a.num_partitions, a.replication_factor), (3, 1));
+        assert_eq!(Some(a.topic_id), ctx.broker.topics.get("a").map(|t| t.id));
+        assert_eq!(
+            a.configs.as_ref().map(Vec::len),
+            Some(veil_meta::topic_config::KNOWN.len())
+        );
+        assert!(ctx.broker.topics.get("b").is_none());
+        let again = handle(&ctx, req).await;
+        assert_eq!(
+            again.topics[0].error_code,
+            ResponseError::TopicAlreadyExists.code()
+        );
+
+        let dry = CreateTopicsRequest::default()
+            .with_topics(vec![named("c", 2)])
+            .with_validate_only(true);
+        let resp = handle(&ctx, dry).await;
+        assert_eq!(
+            (resp.topics[0].error_code, resp.topics[0].topic_id),
+            (0, Uuid::nil())
+        );
+        assert!(ctx.broker.topics.get("c").is_none());
+    }
+
+    #[test]
+    fn assignments_must_be_single_replica_on_this_node_and_consecutive() {
+        let t = topic(-1, -1).with_assignments(vec![assignment(1, &[7]), assignment(0, &[7])]);
+        let s = spec(&t, 7, 1).unwrap();
+        assert_eq!((s.partitions, s.replication_factor), (2, 1));
+        let t = topic(-1, -1).with_assignments(vec![assignment(0, &[1])]);
+        assert_eq!(
+            spec(&t, 7, 1).unwrap_err().0,
+            ResponseError::InvalidReplicaAssignment
+        );
+        let t = topic(-1, -1).with_assignments(vec![assignment(0, &[7, 8])]);
+        assert_eq!(
+            spec(&t, 7, 1).unwrap_err().0,
+            ResponseError::InvalidReplicaAssignment
+        );
+        let t = topic(-1, -1).with_assignments(vec![assignment(0, &[7]), assignment(2, &[7])]);
+        assert_eq!(
+            spec(&t, 7, 1).unwrap_err().0,
+            ResponseError::InvalidReplicaAssignment
+        );
+        let t = topic(2, -1).with_assignments(vec![assignment(0, &[7])]);
+        assert_eq!(spec(&t, 7, 1).unwrap_err().0, ResponseError::InvalidRequest);
+    }
+}
+
+/// A broker on a temporary directory for handler tests.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::sync::Arc;
+
+    use bytes::BytesMut;
+    use kafka_protocol::protocol::Encodable;
+
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+    use crate::context::RequestContext;
+    use crate::metrics::Metrics;
+    use crate::state::{Advertised, BrokerState};
+
+    pub(crate) fn context(api_version: i16) -> (tempfile::TempDir, RequestContext) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let state = BrokerState::open(config, clock, Metrics::new()).unwrap();
+        state.advertised.write().push(Advertised {
+            listener: "PLAINTEXT".into(),
+            host: "localhost".into(),
+            port: 9092,
+        });
+        let ctx = RequestContext {
+            broker: Arc::new(state),
+            api_version,
+            correlation_id: 1,
+            client_id: None,
+            listener: "PLAINTEXT".into(),
+            api: "test",
+        };
+        (dir, ctx)
+    }
+
+    pub(crate) async fn create_topic(ctx: &RequestContext, name: &str, partitions: i32) {
+        let cmd = BrokerState::create_topic_command(name, partitions, 1, Default::default());
+        ctx.broker.commit(cmd).await.unwrap();
+    }
+
+    /// Panics unless `response` encodes in every version of `versions`.
+    pub(crate) fn encodes<R: Encodable>(response: &R, versions: std::ops::RangeInclusive<i16>) {
+        for v in versions {
+            let mut buf = BytesMut::new();
+            response
+                .encode(&mut buf, v)
+                .unwrap_or_else(|e| panic!("v{v}: {e}"));
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! DescribeCluster (KIP-700): cluster id, controller and brokers.
+//!
+//! This single node is both the only broker and the controller. There is no
+//! authorizer yet, so when asked for the cluster's authorized operations we
+//! answer what Kafka answers without one: every operation the CLUSTER
+//! resource supports.
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use crate::context::RequestContext;
+
+/// Kafka's "not requested" value for authorized-operation bitfields.
+const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+/// `endpoint_type` (v1+): brokers; 2 (controllers) is served by KRaft controllers only.
+const ENDPOINT_BROKERS: i8 = 1;
+
+/// Kafka `AclOperation` codes that apply to the CLUSTER resource.
+const CLUSTER_OPERATIONS: [u8; 7] = [
+    5,  // CREATE
+    7,  // ALTER
+    8,  // DESCRIBE
+    9,  // CLUSTER_ACTION
+    10, // DESCRIBE_CONFIGS
+    11, // ALTER_CONFIGS
+    12, // IDEMPOTENT_WRITE
+];
+
+/// The authorized-operations bitfield: bit `n` set for operation code `n`.
+fn operations_bitfield(operations: &[u8]) -> i32 {
+    operations.iter().fold(0, |acc, &op| acc | (1 << op))
+}
+
+// Every handler is async so `dispatch` can await them alike.
+#[allow(clippy::unused_async)]
+pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
+    let broker = &ctx.broker;
+    let response = DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
+        .with_controller_id(BrokerId(broker.node_id()));
+    if ctx.api_version >= 1 && req.endpoint_type != ENDPOINT_BROKERS {
+        let code = ResponseError::UnsupportedEndpointType.code();
+        ctx.count(code);
+        return response
+            .with_error_code(code)
+            .with_error_message(Some(StrBytes::from_string(format!(
+                "endpoint type {} is not served by a broker; use 1 (brokers)",
+                req.endpoint_type
+            ))));
+    }
+    let brokers = broker
+        .advertised_for(&ctx.listener)
+        .map(|a| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(broker.node_id()))
+                .with_host(StrBytes::from_string(a.host))
+                .with_port(a.port)
+                .with_rack(None)
+        })
+        .into_iter()
+        .collect();
+    let operations = if req.include_cluster_authorized_operations {
+        operations_bitfield(&CLUSTER_OPERATIONS)
+    } else {
+        OPERATIONS_NOT_REQUESTED
+    };
+    response
+        .with_endpoint_type(ENDPOINT_BROKERS)
+        .with_brokers(brokers)
+        .with_cluster_authorized_operations(operations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_operations_bitfield_matches_kafka() {
+        // Kafka's supported CLUSTER operations (AclEntry.supportedOperations),
+        // all granted when no authorizer is configured.
+        assert_eq!(operations_bitfield(&CLUSTER_OPERATIONS), 8096);
+        assert_eq!(operations_bitfield(&[]), 0);
+    }
+}

@@ -1,0 +1,203 @@
+//! Fetch: whole batches from each requested partition, with long polling.
+//!
+//! Limits follow KIP-74: `max_bytes` bounds the response and
+//! `partition_max_bytes` each partition, except that the first partition
+//! with data returns at least one batch so a large batch never wedges a
+//! consumer. If fewer than `min_bytes` are available the response waits up
+//! to `max_wait_ms` for appends to any requested partition. Fetch sessions
+//! (KIP-227) are not created: the broker answers session id 0, which tells
+//! clients to keep sending full requests.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use crate::context::RequestContext;
+use crate::dispatch::{Handled, Response};
+use crate::partition::Partition;
+
+/// Fetch versions from which topics are named by id.
+const TOPIC_ID_VERSION: i16 = 13;
+/// Upper bound on a long poll, whatever the client asks for.
+const MAX_WAIT_MS: i32 = 60_000;
+
+/// One requested partition, resolved once.
+struct Wanted {
+    topic: usize,
+    partition_index: i32,
+    target: Result<Arc<Partition>, i16>,
+    fetch_offset: i64,
+    current_leader_epoch: i32,
+    max_bytes: usize,
+}
+
+pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Handled {
+    if req.session_id != 0 || req.session_epoch > 0 {
+        let code = ResponseError::FetchSessionIdNotFound.code();
+        ctx.count(code);
+        return Handled::Ready(Response::Fetch(
+            FetchResponse::default().with_error_code(code),
+        ));
+    }
+    let (shells, wanted) = resolve(ctx, &req);
+    let min_bytes = usize::try_from(req.min_bytes.max(0)).unwrap_or(0);
+    let max_bytes = usize::try_from(req.max_bytes.max(0)).unwrap_or(0);
+    let wait_ms = req.max_wait_ms.clamp(0, MAX_WAIT_MS);
+
+    let (response, bytes) = collect(ctx, &shells, &wanted, max_bytes);
+    let any_error = response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .any(|p| p.error_code != 0);
+    if bytes >= min_bytes.max(1) || wait_ms == 0 || any_error || wanted.is_empty() {
+        return Handled::Ready(Response::Fetch(response));
+    }
+    let ctx = ctx.clone();
+    Handled::Deferred(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms as u64);
+        loop {
+            let partitions: Vec<&Arc<Partition>> = wanted
+                .iter()
+                .filter_map(|w| w.target.as_ref().ok())
+                .collect();
+            let mut waits: Vec<_> = partitions.iter().map(|p| Box::pin(p.appended())).collect();
+            for w in &mut waits {
+                w.as_mut().enable();
+            }
+            let (response, bytes) = collect(&ctx, &shells, &wanted, max_bytes);
+            if bytes >= min_bytes.max(1) || tokio::time::Instant::now() >= deadline {
+                return Response::Fetch(response);
+            }
+            let any_append = std::future::poll_fn(|cx| {
+                for w in &mut waits {
+                    if w.as_mut().poll(cx).is_ready() {
+                        return std::task::Poll::Ready(());
+                    }
+                }
+                std::task::Poll::Pending
+            });
+            if tokio::time::timeout_at(deadline, any_append).await.is_err() {
+                let (response, _) = collect(&ctx, &shells, &wanted, max_bytes);
+                return Response::Fetch(response);
+            }
+        }
+    }))
+}
+
+/// Resolves topics once; returns the per-topic response shells and the
+/// partitions in request order.
+fn resolve(ctx: &RequestContext, req: &FetchRequest) -> (Vec<FetchableTopicResponse>, Vec<Wanted>) {
+    let by_id = ctx.api_version >= TOPIC_ID_VERSION;
+    let mut shells = Vec::with_capacity(req.topics.len());
+    let mut wanted = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let topic = if by_id {
+            ctx.broker.topics.get_by_id(t.topic_id)
+        } else {
+            ctx.broker.topics.get(t.topic.0.as_str())
+        };
+        let missing = if by_id {
+            ResponseError::UnknownTopicId.code()
+        } else {
+            ResponseError::UnknownTopicOrPartition.code()
+        };
+        shells.push(
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id),
+        );
+        for p in &t.partitions {
+            let target = topic.as_ref().ok_or(missing).and_then(|topic| {
+                topic
+                    .partition(p.partition)
+                    .cloned()
+                    .ok_or(ResponseError::UnknownTopicOrPartition.code())
+            });
+            wanted.push(Wanted {
+                topic: ti,
+                partition_index: p.partition,
+                target,
+                fetch_offset: p.fetch_offset,
+                current_leader_epoch: p.current_leader_epoch,
+                max_bytes: usize::try_from(p.partition_max_bytes.max(0)).unwrap_or(0),
+            });
+        }
+    }
+    (shells, wanted)
+}
+
+/// Reads every wanted partition once; returns the response and its record bytes.
+fn collect(
+    ctx: &RequestContext,
+    shells: &[FetchableTopicResponse],
+    wanted: &[Wanted],
+    max_bytes: usize,
+) -> (FetchResponse, usize) {
+    let mut topics: Vec<FetchableTopicResponse> = shells.to_vec();
+    let mut total = 0usize;
+    for w in wanted {
+        let data = read_one(ctx, w, max_bytes.saturating_sub(total), total == 0);
+        total += data.records.as_ref().map_or(0, Bytes::len);
+        topics[w.topic].partitions.push(data);
+    }
+    if ctx.api_version < TOPIC_ID_VERSION {
+        for t in &mut topics {
+            t.topic_id = uuid::Uuid::nil();
+        }
+    } else {
+        for t in &mut topics {
+            t.topic = TopicName(StrBytes::default());
+        }
+    }
+    (FetchResponse::default().with_responses(topics), total)
+}
+
+fn read_one(ctx: &RequestContext, w: &Wanted, budget: usize, first: bool) -> PartitionData {
+    let empty = PartitionData::default()
+        .with_partition_index(w.partition_index)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
+        .with_aborted_transactions(Some(Vec::new()))
+        .with_records(Some(Bytes::new()));
+    let fail = |code: i16| {
+        ctx.count(code);
+        empty.clone().with_error_code(code)
+    };
+    let partition = match &w.target {
+        Ok(p) => p,
+        Err(code) => return fail(*code),
+    };
+    let epoch = partition.leader_epoch();
+    if w.current_leader_epoch >= 0 && w.current_leader_epoch > epoch {
+        return fail(ResponseError::UnknownLeaderEpoch.code());
+    }
+    if w.current_leader_epoch >= 0 && w.current_leader_epoch < epoch {
+        return fail(ResponseError::FencedLeaderEpoch.code());
+    }
+    let limit = w.max_bytes.min(budget);
+    match partition.read(w.fetch_offset, limit, first) {
+        Ok(r) => empty
+            .with_high_watermark(r.log_end_offset)
+            .with_last_stable_offset(r.log_end_offset)
+            .with_log_start_offset(r.log_start_offset)
+            .with_records(Some(Bytes::from(r.records))),
+        Err(e) => {
+            let code = ctx.code(&e);
+            let (start, end) = partition.with_log(|l| (l.log_start_offset(), l.log_end_offset()));
+            empty
+                .with_error_code(code)
+                .with_high_watermark(end)
+                .with_last_stable_offset(end)
+                .with_log_start_offset(start)
+        }
+    }
+}

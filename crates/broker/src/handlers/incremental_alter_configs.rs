@@ -1,0 +1,221 @@
+//! IncrementalAlterConfigs (KIP-339): SET, DELETE, APPEND and SUBTRACT on
+//! single topic configs, leaving the others alone.
+//!
+//! APPEND and SUBTRACT apply to list-type configs only (here
+//! `cleanup.policy`); on other configs they are INVALID_CONFIG, with Kafka's
+//! message. The list they edit is the effective value (override, else broker
+//! default, else built-in), as in Kafka.
+
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use kafka_protocol::ResponseError;
+use veil_meta::topic_config;
+use veil_meta::{MetaCommand, TopicConfigs};
+
+use super::alter_configs::{apply, check_resource, duplicate_key, error_parts, repeated, Failure};
+use crate::context::RequestContext;
+
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+const APPEND: i8 = 2;
+const SUBTRACT: i8 = 3;
+/// Kafka's `config_type` code of LIST configs.
+const TYPE_LIST: i8 = 7;
+
+/// The keys to set and to remove once every operation of a resource applies.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Change {
+    set: TopicConfigs,
+    remove: Vec<String>,
+}
+
+fn invalid_request(message: String) -> Failure {
+    (ResponseError::InvalidRequest, message)
+}
+
+fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Turns `(name, operation, value)` triples into a change, or the first error.
+fn plan(
+    ops: &[(&str, i8, Option<&str>)],
+    current: &TopicConfigs,
+    broker_defaults: &TopicConfigs,
+) -> Result<Change, Failure> {
+    if duplicate_key(ops.iter().map(|op| op.0)).is_some() {
+        return Err(invalid_request("Error due to duplicate config keys".into()));
+    }
+    let mut change = Change::default();
+    for &(name, op, value) in ops {
+        if op == DELETE {
+            change.remove.push(name.to_owned());
+            continue;
+        }
+        if !matches!(op, SET | APPEND | SUBTRACT) {
+            return Err(invalid_request(format!(
+                "unknown config operation {op} for '{name}'"
+            )));
+        }
+        let Some(value) = value else {
+            return Err(invalid_request(format!(
+                "Null value not supported for : {name}"
+            )));
+        };
+        if op == SET {
+            change.set.insert(name.to_owned(), value.to_owned());
+            continue;
+        }
+        let Some(def) = topic_config::definition(name) else {
+            return Err((
+                ResponseError::InvalidConfig,
+                format!("unknown topic config '{name}'"),
+            ));
+        };
+        if def.type_code != TYPE_LIST {
+            let verb = if op == APPEND { "append" } else { "subtract" };
+            return Err((
+                ResponseError::InvalidConfig,
+                format!("Config value {verb} is not allowed for config key: {name}"),
+            ));
+        }
+        let existing =
+            topic_config::effective(name, current, broker_defaults).map_or("", |(v, _)| v);
+        let mut items: Vec<&str> = split_list(existing).collect();
+        for item in split_list(value) {
+            if op == APPEND && !items.contains(&item) {
+                items.push(item);
+            } else if op == SUBTRACT {
+                items.retain(|i| *i != item);
+            }
+        }
+        change.set.insert(name.to_owned(), items.join(","));
+    }
+    Ok(change)
+}
+
+pub async fn handle(
+    ctx: &RequestContext,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let keys: Vec<(i8, &str)> = req
+        .resources
+        .iter()
+        .map(|r| (r.resource_type, r.resource_name.as_str()))
+        .collect();
+    let repeated = repeated(&keys);
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for (resource, repeated) in req.resources.iter().zip(repeated) {
+        let name = resource.resource_name.as_str();
+        let outcome = async {
+            check_resource(resource.resource_type, name, repeated)?;
+            let current = ctx
+                .broker
+                .with_meta(|s| s.topic(name).map(|t| t.configs.clone()))
+                .ok_or_else(|| {
+                    (
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("topic '{name}' does not exist"),
+                    )
+                })?;
+            let ops: Vec<(&str, i8, Option<&str>)> = resource
+                .configs
+                .iter()
+                .map(|c| (c.name.as_str(), c.config_operation, c.value.as_deref()))
+                .collect();
+            let change = plan(&ops, &current, ctx.broker.topics.broker_defaults())?;
+            let cmd = MetaCommand::UpdateTopicConfigs {
+                name: name.to_owned(),
+                set: change.set,
+                remove: change.remove,
+            };
+            apply(ctx, cmd, req.validate_only).await
+        }
+        .await;
+        let (code, message) = error_parts(ctx, outcome);
+        responses.push(
+            AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone()),
+        );
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = topic_config::CLEANUP_POLICY;
+    const RETENTION: &str = topic_config::RETENTION_MS;
+
+    fn none() -> TopicConfigs {
+        TopicConfigs::new()
+    }
+
+    #[test]
+    fn set_and_delete_become_one_update() {
+        let change = plan(
+            &[(RETENTION, SET, Some("5")), ("segment.ms", DELETE, None)],
+            &none(),
+            &none(),
+        )
+        .unwrap();
+        assert_eq!(change.set.get(RETENTION).map(String::as_str), Some("5"));
+        assert_eq!(change.remove, vec!["segment.ms".to_owned()]);
+    }
+
+    #[test]
+    fn duplicate_keys_null_values_and_unknown_operations_are_invalid_requests() {
+        let dup = plan(
+            &[(RETENTION, SET, Some("1")), (RETENTION, DELETE, None)],
+            &none(),
+            &none(),
+        );
+        assert_eq!(dup.unwrap_err().0, ResponseError::InvalidRequest);
+        let null = plan(&[(RETENTION, SET, None)], &none(), &none()).unwrap_err();
+        assert_eq!(null.0, ResponseError::InvalidRequest);
+        assert!(null.1.contains(RETENTION), "{}", null.1);
+        assert_eq!(
+            plan(&[(RETENTION, 9, Some("1"))], &none(), &none())
+                .unwrap_err()
+                .0,
+            ResponseError::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn append_and_subtract_only_apply_to_lists() {
+        let (error, message) =
+            plan(&[(RETENTION, APPEND, Some("1"))], &none(), &none()).unwrap_err();
+        assert_eq!(error, ResponseError::InvalidConfig);
+        assert_eq!(
+            message,
+            "Config value append is not allowed for config key: retention.ms"
+        );
+        let unknown = plan(&[("nope", SUBTRACT, Some("x"))], &none(), &none()).unwrap_err();
+        assert_eq!(unknown.0, ResponseError::InvalidConfig);
+    }
+
+    #[test]
+    fn list_edits_start_from_the_effective_value() {
+        // The default is "delete": appending it again is a no-op, appending
+        // another policy yields a list the state machine then validates.
+        let change = plan(&[(POLICY, APPEND, Some("delete"))], &none(), &none()).unwrap();
+        assert_eq!(change.set[POLICY], "delete");
+        let change = plan(&[(POLICY, APPEND, Some("compact"))], &none(), &none()).unwrap();
+        assert_eq!(change.set[POLICY], "delete,compact");
+        let current: TopicConfigs = [(POLICY.to_owned(), "delete,compact".to_owned())].into();
+        let change = plan(
+            &[(POLICY, SUBTRACT, Some("compact, other"))],
+            &current,
+            &none(),
+        )
+        .unwrap();
+        assert_eq!(change.set[POLICY], "delete");
+        let change = plan(&[(POLICY, SUBTRACT, Some("delete"))], &none(), &none()).unwrap();
+        assert_eq!(change.set[POLICY], "");
+    }
+}

@@ -1,0 +1,143 @@
+//! Produce: validate and append record batches; acknowledge per `acks`.
+//!
+//! Appends happen in request order on the connection's task. With acks=all
+//! and `log.flush = "sync"` the response is deferred until group commit has
+//! fsynced every partition the request wrote.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use crate::config::Flush;
+use crate::context::RequestContext;
+use crate::dispatch::{Handled, Response};
+use crate::error::Error;
+use crate::partition::Partition;
+
+pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
+    let acks = req.acks;
+    let valid_acks = (-1..=1).contains(&acks);
+    let now = ctx.now_ms();
+    // (topic index, partition index, partition, end offset) awaiting fsync.
+    let mut to_sync: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+
+    for (ti, topic_data) in req.topic_data.into_iter().enumerate() {
+        let topic = ctx.broker.topics.get(topic_data.name.0.as_str());
+        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+        for (pi, data) in topic_data.partition_data.into_iter().enumerate() {
+            let base = PartitionProduceResponse::default()
+                .with_index(data.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let partition = topic.as_ref().and_then(|t| t.partition(data.index));
+            let outcome = if !valid_acks {
+                Err((ResponseError::InvalidRequiredAcks.code(), None))
+            } else if let Some(partition) = partition {
+                append(ctx, partition, data.records, now).map(|(resp, end)| {
+                    if acks == -1 && ctx.broker.config.log.flush == Flush::Sync {
+                        to_sync.push((ti, pi, Arc::clone(partition), end));
+                    }
+                    resp
+                })
+            } else {
+                Err((ResponseError::UnknownTopicOrPartition.code(), None))
+            };
+            partitions.push(match outcome {
+                Ok(filled) => base
+                    .with_base_offset(filled.base_offset)
+                    .with_log_append_time_ms(filled.log_append_time_ms)
+                    .with_log_start_offset(filled.log_start_offset),
+                Err((code, message)) => {
+                    ctx.count(code);
+                    base.with_error_code(code).with_error_message(message)
+                }
+            });
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_data.name)
+                .with_partition_responses(partitions),
+        );
+    }
+
+    let response = ProduceResponse::default().with_responses(responses);
+    if acks == 0 {
+        return Handled::NoResponse;
+    }
+    if to_sync.is_empty() {
+        return Handled::Ready(Response::Produce(response));
+    }
+    let ctx = ctx.clone();
+    Handled::Deferred(Box::pin(async move {
+        let mut response = response;
+        for (ti, pi, partition, end) in to_sync {
+            if let Err(e) = partition.wait_durable(end).await {
+                let code = ctx.code(&e);
+                let p = &mut response.responses[ti].partition_responses[pi];
+                p.error_code = code;
+                p.base_offset = -1;
+                p.error_message = Some(StrBytes::from_string(e.client_message()));
+            }
+        }
+        Response::Produce(response)
+    }))
+}
+
+struct Appended {
+    base_offset: i64,
+    log_append_time_ms: i64,
+    log_start_offset: i64,
+}
+
+type Failure = (i16, Option<StrBytes>);
+
+/// Appends one partition's record set; on success also returns the end
+/// offset (exclusive) that must become durable.
+fn append(
+    ctx: &RequestContext,
+    partition: &Partition,
+    records: Option<bytes::Bytes>,
+    now: i64,
+) -> Result<(Appended, i64), Failure> {
+    let Some(records) = records.filter(|r| !r.is_empty()) else {
+        return Err((
+            ResponseError::CorruptMessage.code(),
+            Some(StrBytes::from_static_str(
+                "the request carries no record batch",
+            )),
+        ));
+    };
+    // Offsets are assigned in place, so the log needs its own mutable copy.
+    let mut buf = records.to_vec();
+    match partition.append(&mut buf, now) {
+        Ok(info) => {
+            ctx.broker
+                .metrics
+                .produced_records
+                .with_label_values(&[partition.topic.as_str()])
+                .inc_by(info.batches.len() as u64);
+            Ok((
+                Appended {
+                    base_offset: info.first_offset,
+                    log_append_time_ms: info.log_append_time,
+                    log_start_offset: partition.log_start_offset(),
+                },
+                info.last_offset + 1,
+            ))
+        }
+        Err(e) => {
+            if matches!(
+                e,
+                Error::Log(veil_log::Error::Io(_) | veil_log::Error::Poisoned)
+            ) {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
+            }
+            Err((e.code(), Some(StrBytes::from_string(e.client_message()))))
+        }
+    }
+}

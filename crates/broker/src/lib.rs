@@ -1,0 +1,29 @@
+//! The Veil broker: Kafka listeners, request dispatch and partition serving.
+//!
+//! Start reading at [`server::Broker::start`]: it opens [`state::BrokerState`]
+//! (metadata from `veil-meta`, partition logs from `veil-log`), binds the
+//! listeners and hands each connection to [`connection::serve`]. A connection
+//! reads size-prefixed frames ([`frame`]), decodes them against the served-API
+//! table in [`dispatch`], and runs the API's file in [`handlers`].
+//! Durability (group commit) lives in [`partition`]; topic lifecycle in
+//! [`topics`]; `/metrics` and `/healthz` in [`admin`].
+
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod context;
+pub mod dispatch;
+pub mod error;
+pub mod frame;
+pub mod handlers;
+pub mod housekeeping;
+pub mod metrics;
+pub mod partition;
+pub mod server;
+pub mod state;
+pub mod topics;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use server::Broker;

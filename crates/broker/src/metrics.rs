@@ -1,0 +1,153 @@
+//! Prometheus metrics. Labels carry API names, error codes and physical
+//! topic names only; never payloads, principals' secrets or client ids.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    pub errors: IntCounterVec,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    pub connections: IntGauge,
+    pub connections_rejected: IntCounter,
+    pub fsync_seconds: Histogram,
+    pub fsync_failures: IntCounter,
+    pub log_end_offset: IntGaugeVec,
+    pub log_start_offset: IntGaugeVec,
+    pub log_size_bytes: IntGaugeVec,
+    pub produced_records: IntCounterVec,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static; a failure here is a programming error
+    // caught by the first test run.
+    r.unwrap_or_else(|e| panic!("invalid metric definition: {e}"))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("veil".into()), None).unwrap_or_default();
+        let latency_buckets = vec![
+            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+            1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        let m = Metrics {
+            requests: must(IntCounterVec::new(
+                Opts::new("requests_total", "Kafka requests handled, by API"),
+                &["api"],
+            )),
+            request_seconds: must(HistogramVec::new(
+                HistogramOpts::new(
+                    "request_duration_seconds",
+                    "Time from request decoded to response ready, by API",
+                )
+                .buckets(latency_buckets.clone()),
+                &["api"],
+            )),
+            errors: must(IntCounterVec::new(
+                Opts::new(
+                    "errors_total",
+                    "Error codes returned in responses, by API and Kafka error code",
+                ),
+                &["api", "code"],
+            )),
+            bytes_in: must(IntCounter::new(
+                "network_bytes_in_total",
+                "Request bytes read",
+            )),
+            bytes_out: must(IntCounter::new(
+                "network_bytes_out_total",
+                "Response bytes written",
+            )),
+            connections: must(IntGauge::new("connections", "Open client connections")),
+            connections_rejected: must(IntCounter::new(
+                "connections_rejected_total",
+                "Connections refused because the connection limit was reached",
+            )),
+            fsync_seconds: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "fsync_duration_seconds",
+                    "fdatasync latency of partition logs",
+                )
+                .buckets(latency_buckets),
+            )),
+            fsync_failures: must(IntCounter::new(
+                "fsync_failures_total",
+                "Failed fsyncs (each poisons its partition)",
+            )),
+            log_end_offset: must(IntGaugeVec::new(
+                Opts::new("partition_log_end_offset", "Next offset to be written"),
+                &["topic", "partition"],
+            )),
+            log_start_offset: must(IntGaugeVec::new(
+                Opts::new("partition_log_start_offset", "First offset still readable"),
+                &["topic", "partition"],
+            )),
+            log_size_bytes: must(IntGaugeVec::new(
+                Opts::new(
+                    "partition_size_bytes",
+                    "Bytes on disk in the partition's segments",
+                ),
+                &["topic", "partition"],
+            )),
+            produced_records: must(IntCounterVec::new(
+                Opts::new(
+                    "produced_batches_total",
+                    "Record batches appended, by topic",
+                ),
+                &["topic"],
+            )),
+            registry,
+        };
+        must(m.registry.register(Box::new(m.requests.clone())));
+        must(m.registry.register(Box::new(m.request_seconds.clone())));
+        must(m.registry.register(Box::new(m.errors.clone())));
+        must(m.registry.register(Box::new(m.bytes_in.clone())));
+        must(m.registry.register(Box::new(m.bytes_out.clone())));
+        must(m.registry.register(Box::new(m.connections.clone())));
+        must(
+            m.registry
+                .register(Box::new(m.connections_rejected.clone())),
+        );
+        must(m.registry.register(Box::new(m.fsync_seconds.clone())));
+        must(m.registry.register(Box::new(m.fsync_failures.clone())));
+        must(m.registry.register(Box::new(m.log_end_offset.clone())));
+        must(m.registry.register(Box::new(m.log_start_offset.clone())));
+        must(m.registry.register(Box::new(m.log_size_bytes.clone())));
+        must(m.registry.register(Box::new(m.produced_records.clone())));
+        m
+    }
+
+    /// Counts a non-zero error code in a response.
+    pub fn error(&self, api: &str, code: i16) {
+        if code != 0 {
+            self.errors
+                .with_label_values(&[api, &code.to_string()])
+                .inc();
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

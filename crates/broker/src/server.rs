@@ -1,0 +1,234 @@
+//! Starting and stopping a broker: state, listeners, the admin endpoint and
+//! housekeeping, with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::state::{Advertised, BrokerState};
+use crate::{admin, connection, housekeeping};
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Broker {
+    state: Arc<BrokerState>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+    background: TaskTracker,
+    kafka_addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+}
+
+impl Broker {
+    /// Opens the data directory (running recovery), binds every listener,
+    /// and starts serving.
+    pub async fn start(config: Config) -> Result<Broker> {
+        Broker::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Broker> {
+        config.validate().map_err(Error::Config)?;
+        let metrics = Metrics::new();
+        let state = tokio::task::spawn_blocking(move || BrokerState::open(config, clock, metrics))
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+        let state = Arc::new(state);
+        let shutdown = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let background = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(state.config.network.max_connections));
+
+        let mut kafka_addrs = Vec::new();
+        let mut advertised = Vec::new();
+        for l in &state.config.listeners {
+            let listener = TcpListener::bind(l.bind).await.map_err(|e| {
+                Error::Config(format!(
+                    "cannot bind listener '{}' to {}: {e}",
+                    l.name, l.bind
+                ))
+            })?;
+            let addr = listener.local_addr()?;
+            kafka_addrs.push(addr);
+            advertised.push(advertise(&l.name, l.advertised.as_deref(), addr)?);
+            tracing::info!(listener = %l.name, %addr, "listening for Kafka clients");
+            background.spawn(accept_loop(
+                listener,
+                l.name.clone(),
+                Arc::clone(&state),
+                Arc::clone(&limit),
+                shutdown.clone(),
+                connections.clone(),
+            ));
+        }
+        *state.advertised.write() = advertised;
+
+        let admin_addr = if state.config.admin.enabled {
+            let listener = TcpListener::bind(state.config.admin.bind)
+                .await
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "cannot bind admin endpoint to {}: {e}",
+                        state.config.admin.bind
+                    ))
+                })?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "serving /metrics and /healthz");
+            background.spawn(admin::serve(listener, Arc::clone(&state), shutdown.clone()));
+            Some(addr)
+        } else {
+            None
+        };
+        background.spawn(housekeeping::run(Arc::clone(&state), shutdown.clone()));
+
+        Ok(Broker {
+            state,
+            shutdown,
+            connections,
+            background,
+            kafka_addrs,
+            admin_addr,
+        })
+    }
+
+    /// Bound addresses of the Kafka listeners, in config order.
+    pub fn kafka_addrs(&self) -> &[SocketAddr] {
+        &self.kafka_addrs
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    pub fn state(&self) -> &Arc<BrokerState> {
+        &self.state
+    }
+
+    /// A token that, when cancelled, begins shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded by
+    /// `network.shutdown_timeout_ms`), fsyncs every partition.
+    pub async fn shutdown(self) -> Result<()> {
+        self.shutdown.cancel();
+        self.background.close();
+        self.connections.close();
+        let grace = Duration::from_millis(self.state.config.network.shutdown_timeout_ms);
+        if tokio::time::timeout(grace, self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the shutdown timeout; closing anyway");
+        }
+        let _ = tokio::time::timeout(grace, self.background.wait()).await;
+        let state = Arc::clone(&self.state);
+        tokio::task::spawn_blocking(move || {
+            let mut failed = 0usize;
+            for topic in state.topics.all() {
+                for p in &topic.partitions {
+                    if let Err(e) = p.sync() {
+                        failed += 1;
+                        tracing::error!(topic = %topic.name, partition = p.index, error = %e, "final fsync failed");
+                    }
+                }
+            }
+            if failed == 0 {
+                Ok(())
+            } else {
+                Err(Error::Poisoned)
+            }
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?
+    }
+}
+
+fn advertise(name: &str, configured: Option<&str>, bound: SocketAddr) -> Result<Advertised> {
+    let (host, port) = match configured {
+        Some(hp) => {
+            let (h, p) = hp.rsplit_once(':').ok_or_else(|| {
+                Error::Config(format!(
+                    "listener '{name}': advertised must be host:port, got '{hp}'"
+                ))
+            })?;
+            let port = p.parse::<u16>().map_err(|_| {
+                Error::Config(format!(
+                    "listener '{name}': advertised port '{p}' is not a port number"
+                ))
+            })?;
+            (h.trim_matches(['[', ']']).to_owned(), i32::from(port))
+        }
+        None => (bound.ip().to_string(), i32::from(bound.port())),
+    };
+    Ok(Advertised {
+        listener: name.to_owned(),
+        host,
+        port,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    name: String,
+    state: Arc<BrokerState>,
+    limit: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            state.metrics.connections_rejected.inc();
+            tracing::warn!(%peer, "connection limit reached; refusing");
+            drop(stream);
+            continue;
+        };
+        let state = Arc::clone(&state);
+        let shutdown = shutdown.clone();
+        let name = name.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            state.metrics.connections.inc();
+            serve_tcp(stream, peer, Arc::clone(&state), name, shutdown).await;
+            state.metrics.connections.dec();
+        });
+    }
+}
+
+async fn serve_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<BrokerState>,
+    listener: String,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let span = tracing::debug_span!("connection", %peer, listener = %listener);
+    tracing::Instrument::instrument(
+        connection::serve(stream, peer, state, listener, shutdown),
+        span,
+    )
+    .await;
+}

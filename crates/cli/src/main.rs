@@ -1,0 +1,62 @@
+//! `veil`: one binary for the broker and its tools. Each subcommand lives in
+//! its own file; this one only parses flags and sets up logging.
+
+mod broker;
+mod topics;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "veil",
+    version,
+    about = "Kafka-compatible event streaming with blind topics"
+)]
+struct Cli {
+    /// Log filter, e.g. `info` or `veil_broker=debug` (also VEIL_LOG / RUST_LOG).
+    #[arg(long, global = true, env = "VEIL_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker.
+    Broker(broker::Args),
+    /// Create, list, describe, alter and delete topics on any Kafka-compatible broker.
+    Topics(topics::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Broker(args) => broker::run(args).await,
+            Command::Topics(args) => topics::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

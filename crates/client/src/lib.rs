@@ -1,0 +1,14 @@
+//! Veil's Rust SDK.
+//!
+//! [`connection::Connection`] speaks the Kafka protocol to one broker
+//! (version negotiation through ApiVersions, pipelining-free request/response).
+//! [`admin::Admin`] builds the standard admin operations on it, so the CLI
+//! works against any Kafka-compatible broker.
+
+pub mod admin;
+pub mod connection;
+pub mod error;
+
+pub use admin::{Admin, TopicDescription, TopicSpec};
+pub use connection::Connection;
+pub use error::{Error, Result};

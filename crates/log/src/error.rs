@@ -1,0 +1,49 @@
+//! The crate's single error type. Messages carry offsets, sizes and positions, never record bytes.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout `veil-log`.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in the partition log. The broker maps these to Kafka error codes at
+/// the handler edge (`CorruptRecord` → CORRUPT_MESSAGE, `InvalidRecord` → INVALID_RECORD,
+/// `RecordTooLarge` → MESSAGE_TOO_LARGE, `OffsetOutOfRange` → OFFSET_OUT_OF_RANGE, the rest →
+/// KAFKA_STORAGE_ERROR).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// A produced record set is structurally damaged: bad CRC, impossible length, truncated, trailing bytes.
+    #[error("corrupt record: {0}")]
+    CorruptRecord(String),
+
+    /// A produced record set is well-formed but not acceptable: wrong magic, count/delta mismatch,
+    /// unknown codec, control batch from a client.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+
+    /// One batch is larger than `max_message_bytes`.
+    #[error("record batch of {size} bytes exceeds the maximum of {max} bytes")]
+    RecordTooLarge { size: usize, max: usize },
+
+    #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+
+    /// On-disk damage that recovery must not repair by itself (it would lose valid data).
+    #[error("corrupt log segment {} at position {position}: {reason}", segment.display())]
+    Corrupt {
+        segment: PathBuf,
+        position: u64,
+        reason: String,
+    },
+
+    /// A write or fsync failed earlier; the log refuses writes until it is reopened (recovery decides
+    /// what actually reached the disk).
+    #[error("partition log is poisoned after an I/O failure; reopen it to recover")]
+    Poisoned,
+}

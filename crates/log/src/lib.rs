@@ -1,0 +1,38 @@
+//! `veil-log`: a segmented, append-only log of raw Kafka v2 record batches for one partition.
+//! Plain `std` and files: no async runtime, no network.
+//!
+//! Where to start reading:
+//! * [`log`] — [`PartitionLog`], the whole API: append, read, sync/group commit, retention,
+//!   DeleteRecords, timestamp and leader-epoch lookups.
+//! * [`batch`] — the 61-byte v2 batch header, produce-time validation ([`validate_records`]) and
+//!   the in-place rewrites (base offset, leader epoch, LogAppendTime).
+//! * `segment.rs` / `index.rs` — one `.log` file and its sparse offset and time indexes.
+//! * `recovery.rs` — what `open` does after a crash: torn-tail truncation (keeping a copy of the
+//!   cut bytes), index rebuilds, log start offset and leader-epoch fix-ups.
+//! * `epoch.rs` — the `leader-epoch-checkpoint` file.
+//!
+//! On disk, per partition directory: `<base>.log`, `<base>.index`, `<base>.timeindex` per segment
+//! (base offset, 20 digits), `leader-epoch-checkpoint`, `log-start-offset`, and a `clean-shutdown`
+//! marker between `close` and the next `open`.
+
+// No panicking shortcuts on the produce/fetch path; tests may (clippy.toml allows them there).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod batch;
+mod config;
+mod durable;
+mod epoch;
+mod error;
+mod index;
+pub mod log;
+mod recovery;
+mod segment;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use batch::{validate_records, BatchHeader, Compression};
+pub use config::LogConfig;
+pub use error::{Error, Result};
+pub use log::{
+    AppendInfo, AppendOrigin, PartitionLog, ReadResult, RecoveryReport, RetentionReport, SyncHandle,
+};

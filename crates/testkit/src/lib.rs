@@ -1,0 +1,207 @@
+//! Test support for Veil: start the real `veil` binary on ephemeral
+//! loopback ports with a temporary data directory, stop it gently or kill
+//! it, restart it on the same data, and scrape its admin endpoint.
+//!
+//! Integration tests pass the binary path (`env!("CARGO_BIN_EXE_veil")`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a broker may take to print its addresses.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `veil broker` child process.
+pub struct TestBroker {
+    bin: PathBuf,
+    data_dir: PathBuf,
+    /// Keeps the temporary directory alive when the broker owns it.
+    _temp: Option<tempfile::TempDir>,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    kafka: SocketAddr,
+    admin: SocketAddr,
+    stderr_log: PathBuf,
+}
+
+impl TestBroker {
+    /// Starts a broker on a fresh temporary data directory.
+    pub fn start(bin: &str) -> TestBroker {
+        Self::start_with(bin, &[])
+    }
+
+    /// Starts a broker with extra `veil broker` arguments (e.g. `--set k=v`).
+    pub fn start_with(bin: &str, extra_args: &[&str]) -> TestBroker {
+        let temp = tempfile::Builder::new()
+            .prefix("veil-test-")
+            .tempdir()
+            .expect("create temp dir");
+        let data_dir = temp.path().join("data");
+        let mut broker = TestBroker {
+            bin: PathBuf::from(bin),
+            stderr_log: temp.path().join("broker.log"),
+            data_dir,
+            _temp: Some(temp),
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+            kafka: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_log)
+            .expect("open broker log");
+        let mut child = Command::new(&self.bin)
+            .arg("broker")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--print-addresses",
+            ])
+            .args(&self.extra_args)
+            .env(
+                "VEIL_LOG",
+                std::env::var("VEIL_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let (mut kafka, mut admin) = (None, None);
+        while kafka.is_none() || admin.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                panic!("broker did not start in time; log:\n{}", self.log());
+            };
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            if let ["LISTENING", name, addr] = parts[..] {
+                let addr: SocketAddr = addr.parse().expect("address");
+                if name == "admin" {
+                    admin = Some(addr);
+                } else if kafka.is_none() {
+                    kafka = Some(addr);
+                }
+            }
+        }
+        self.kafka = kafka.expect("kafka address");
+        self.admin = admin.expect("admin address");
+        self.child = Some(child);
+    }
+
+    /// `host:port` of the Kafka listener.
+    pub fn bootstrap(&self) -> String {
+        self.kafka.to_string()
+    }
+
+    pub fn kafka_addr(&self) -> SocketAddr {
+        self.kafka
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Everything the broker wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("broker is running");
+        let pid = c.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("broker did not exit within 60s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the broker again on the same data directory (new ports).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// GETs a path of the admin endpoint; returns (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal HTTP/1.1 GET, enough for `/metrics` and `/healthz`.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect admin");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
