@@ -12,15 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::decode_request_header_from_buffer;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::context::RequestContext;
-use crate::dispatch::{self, api_name, Handled, Response};
-use crate::frame::{read_frame, FrameError, HeaderPrefix};
+use crate::dispatch::{self, api_name, Decoded, Handled, Response};
+use crate::frame::{read_frame, FrameError};
 use crate::handlers::api_versions;
 use crate::state::BrokerState;
 
@@ -69,7 +68,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
             () = shutdown.cancelled() => return "broker shutting down",
             r = tokio::time::timeout(idle, read_frame(&mut reader, net.max_request_bytes)) => r,
         };
-        let mut frame = match read {
+        let frame = match read {
             Err(_) => return "idle timeout",
             Ok(Err(FrameError::Closed)) => return "closed by client",
             Ok(Err(e)) => {
@@ -80,31 +79,14 @@ async fn read_requests<R: AsyncRead + Unpin>(
         };
         let started = Instant::now();
         broker.metrics.bytes_in.inc_by(frame.len() as u64 + 4);
-        let Some(prefix) = HeaderPrefix::parse(&frame) else {
-            return "short header";
-        };
-        let Ok(key) = ApiKey::try_from(prefix.api_key) else {
-            tracing::info!(
-                api_key = prefix.api_key,
-                "unknown API key; closing as Kafka does"
-            );
-            return "unknown api key";
-        };
-        let Some((min, max)) = dispatch::served_versions(key) else {
-            tracing::info!(
-                api_key = prefix.api_key,
-                "API not served; closing as Kafka does"
-            );
-            return "api not served";
-        };
-        if !(min..=max).contains(&prefix.api_version) {
-            if key == ApiKey::ApiVersions {
-                // KIP-511: answer at v0 with UNSUPPORTED_VERSION and our ranges.
+        let (header, request) = match dispatch::decode_request(frame) {
+            Ok(Decoded::Request { header, request }) => (header, request),
+            Ok(Decoded::UnsupportedApiVersions { correlation_id }) => {
                 let pending = Pending {
                     handled: api_versions::unsupported_version().into(),
                     version: 0,
-                    correlation_id: prefix.correlation_id,
-                    api: api_name(key),
+                    correlation_id,
+                    api: api_name(ApiKey::ApiVersions),
                     started,
                 };
                 if tx.send(pending).await.is_err() {
@@ -112,32 +94,16 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 }
                 continue;
             }
-            tracing::info!(
-                api = api_name(key),
-                version = prefix.api_version,
-                "unsupported version; closing as Kafka does"
-            );
-            return "unsupported version";
-        }
-        let header = match decode_request_header_from_buffer(&mut frame) {
-            Ok(h) => h,
             Err(e) => {
-                tracing::info!(error = %e, "undecodable request header");
-                return "bad header";
+                tracing::info!(error = %e, "closing connection: request cannot be served");
+                return "undecodable request";
             }
         };
-        let request = match dispatch::decode_body(key, prefix.api_version, &mut frame) {
-            Ok(Some(r)) => r,
-            Ok(None) => return "api not served",
-            Err(e) => {
-                tracing::info!(api = api_name(key), error = %e, "undecodable request body");
-                return "bad body";
-            }
-        };
+        let key = request.api_key();
         let ctx = RequestContext {
             broker: Arc::clone(broker),
-            api_version: prefix.api_version,
-            correlation_id: prefix.correlation_id,
+            api_version: header.request_api_version,
+            correlation_id: header.correlation_id,
             client_id: header.client_id.as_ref().map(ToString::to_string),
             listener: listener.to_owned(),
             api: api_name(key),
@@ -151,8 +117,8 @@ async fn read_requests<R: AsyncRead + Unpin>(
         let handled = dispatch::dispatch(&ctx, request).instrument(span).await;
         let pending = Pending {
             handled,
-            version: prefix.api_version,
-            correlation_id: prefix.correlation_id,
+            version: ctx.api_version,
+            correlation_id: ctx.correlation_id,
             api: ctx.api,
             started,
         };

@@ -17,11 +17,14 @@ use kafka_protocol::messages::{
     DescribeConfigsResponse, FetchRequest, FetchResponse, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
     MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
-    ProduceResponse, ResponseHeader,
+    ProduceResponse, RequestHeader, ResponseHeader,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use kafka_protocol::protocol::{
+    decode_request_header_from_buffer, Decodable, Encodable, HeaderVersion,
+};
 
 use crate::context::RequestContext;
+use crate::frame::HeaderPrefix;
 use crate::handlers;
 
 /// What a handler produced: a response now, one that completes later
@@ -108,6 +111,66 @@ served_apis! {
     CreatePartitions: CreatePartitionsRequest, CreatePartitionsResponse => create_partitions, 0..=3;
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse => incremental_alter_configs, 0..=1;
     DescribeCluster: DescribeClusterRequest, DescribeClusterResponse => describe_cluster, 0..=1;
+}
+
+/// A request frame, decoded. Lives only until it is dispatched, so the size
+/// difference between the variants costs nothing worth a box.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Decoded {
+    Request {
+        header: RequestHeader,
+        request: Request,
+    },
+    /// ApiVersions at a version we do not serve: answered at v0 with
+    /// UNSUPPORTED_VERSION and our ranges (KIP-511).
+    UnsupportedApiVersions { correlation_id: i32 },
+}
+
+/// Why a frame cannot be served. Kafka closes the connection for each of
+/// these: there is no response layout to answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("request shorter than its header")]
+    Short,
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("API {0} is not served")]
+    NotServed(&'static str),
+    #[error("{api} v{version} is not served")]
+    UnsupportedVersion { api: &'static str, version: i16 },
+    #[error("malformed {api} request: {reason}")]
+    Malformed { api: &'static str, reason: String },
+}
+
+/// Decodes one request frame (without its size prefix). Pure: the fuzz
+/// target drives exactly this.
+pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
+    let prefix = HeaderPrefix::parse(&frame).ok_or(DecodeError::Short)?;
+    let key =
+        ApiKey::try_from(prefix.api_key).map_err(|()| DecodeError::UnknownApi(prefix.api_key))?;
+    let api = api_name(key);
+    let (min, max) = served_versions(key).ok_or(DecodeError::NotServed(api))?;
+    if !(min..=max).contains(&prefix.api_version) {
+        if key == ApiKey::ApiVersions {
+            return Ok(Decoded::UnsupportedApiVersions {
+                correlation_id: prefix.correlation_id,
+            });
+        }
+        return Err(DecodeError::UnsupportedVersion {
+            api,
+            version: prefix.api_version,
+        });
+    }
+    let malformed = |e: anyhow::Error| DecodeError::Malformed {
+        api,
+        reason: e.to_string(),
+    };
+    let header = decode_request_header_from_buffer(&mut frame).map_err(malformed)?;
+    let request = decode_body(key, prefix.api_version, &mut frame)
+        .map_err(malformed)?
+        .ok_or(DecodeError::NotServed(api))?;
+    Ok(Decoded::Request { header, request })
 }
 
 /// The served version range of `key`, if served.

@@ -22,6 +22,8 @@ pub mod metrics;
 pub mod partition;
 pub mod server;
 pub mod state;
+#[cfg(test)]
+mod test_fixture;
 pub mod topics;
 
 pub use config::Config;

@@ -6,6 +6,14 @@ mod topics;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc maps large blocks with MAP_NORESERVE where the kernel
+/// overcommits. The Kafka codec reserves `Vec` capacity from array counts
+/// read off the wire before it reads the elements, so a 10-byte request can
+/// ask for hundreds of GiB; with this allocator that reservation costs only
+/// address space until the decode fails, instead of aborting the broker.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "veil",

@@ -97,15 +97,22 @@ impl LeaderEpochCache {
         before != self.entries.len()
     }
 
-    /// `(largest epoch <= requested, start offset of the next epoch or log_end_offset)`.
+    /// Kafka's OffsetForLeaderEpoch answer: `(largest epoch <= requested,
+    /// start offset of the next epoch)`, `(latest, log_end_offset)` for the
+    /// latest epoch, `(requested, first start offset)` when the request is
+    /// older than every known epoch, and `None` (UNDEFINED) when it is newer
+    /// than all of them or the cache is empty.
     pub(crate) fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> Option<(i32, i64)> {
+        let latest = self.entries.last()?;
+        if epoch == latest.epoch {
+            return Some((epoch, log_end_offset));
+        }
         let idx = self.entries.partition_point(|e| e.epoch <= epoch);
-        let found = self.entries.get(idx.checked_sub(1)?)?;
-        let end = self
-            .entries
-            .get(idx)
-            .map_or(log_end_offset, |next| next.start_offset);
-        Some((found.epoch, end))
+        let higher = self.entries.get(idx)?;
+        match idx.checked_sub(1).and_then(|i| self.entries.get(i)) {
+            Some(floor) => Some((floor.epoch, higher.start_offset)),
+            None => Some((epoch, higher.start_offset)),
+        }
     }
 
     pub(crate) fn persist(&self) -> Result<()> {
@@ -192,12 +199,14 @@ mod tests {
         cache.assign_in_memory(2, 0);
         cache.assign_in_memory(4, 10);
         cache.assign_in_memory(7, 30);
-        assert_eq!(cache.end_offset_for(1, 50), None);
+        // Older than every known epoch: the requested epoch, ending where the first starts.
+        assert_eq!(cache.end_offset_for(1, 50), Some((1, 0)));
         assert_eq!(cache.end_offset_for(2, 50), Some((2, 10)));
         assert_eq!(cache.end_offset_for(3, 50), Some((2, 10)));
         assert_eq!(cache.end_offset_for(4, 50), Some((4, 30)));
         assert_eq!(cache.end_offset_for(7, 50), Some((7, 50)));
-        assert_eq!(cache.end_offset_for(9, 50), Some((7, 50)));
+        // Newer than every known epoch: undefined.
+        assert_eq!(cache.end_offset_for(9, 50), None);
         assert!(cache.truncate_from_end(30));
         assert_eq!(cache.latest_epoch(), Some(4));
         // A newer epoch at the same start offset supersedes an epoch that never got data.

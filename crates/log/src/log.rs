@@ -419,8 +419,10 @@ impl PartitionLog {
         self.poisoned
     }
 
-    /// OffsetForLeaderEpoch: the largest known epoch `<= epoch` and the offset where the next
-    /// epoch starts (the log end offset for the latest). `None` below the first known epoch.
+    /// OffsetForLeaderEpoch, with Kafka's semantics: the largest known epoch `<= epoch` and the
+    /// offset where the next epoch starts (the log end offset for the latest epoch); for an epoch
+    /// older than all known ones, that epoch and the first epoch's start offset; `None`
+    /// (UNDEFINED) for an epoch newer than all known ones or an empty cache.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
         self.epochs.end_offset_for(epoch, self.log_end_offset())
     }

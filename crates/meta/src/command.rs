@@ -19,19 +19,14 @@ pub enum MetaCommand {
         replication_factor: i16,
         configs: TopicConfigs,
     },
-    DeleteTopic {
-        name: String,
-    },
+    /// Deletes `name`, but only while it is still the topic with
+    /// `topic_id`, so a topic recreated under the same name in between is
+    /// never deleted by mistake.
+    DeleteTopic { name: String, topic_id: Uuid },
     /// Grows a topic to `count` partitions (Kafka never shrinks).
-    CreatePartitions {
-        name: String,
-        count: i32,
-    },
+    CreatePartitions { name: String, count: i32 },
     /// `AlterConfigs`: the given map replaces every topic override.
-    ReplaceTopicConfigs {
-        name: String,
-        configs: TopicConfigs,
-    },
+    ReplaceTopicConfigs { name: String, configs: TopicConfigs },
     /// `IncrementalAlterConfigs`: set some keys, remove others.
     UpdateTopicConfigs {
         name: String,

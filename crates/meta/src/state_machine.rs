@@ -103,7 +103,10 @@ impl MetaState {
                 }
                 topic_config::validate_all(configs)
             }
-            MetaCommand::DeleteTopic { name } => self.existing(name).map(|_| ()),
+            MetaCommand::DeleteTopic { name, topic_id } => match self.existing(name)? {
+                t if t.topic_id == *topic_id => Ok(()),
+                _ => Err(Error::UnknownTopic(name.clone())),
+            },
             MetaCommand::CreatePartitions { name, count } => {
                 let topic = self.existing(name)?;
                 check_partitions(*count)?;
@@ -155,7 +158,7 @@ impl MetaState {
                     },
                 );
             }
-            MetaCommand::DeleteTopic { name } => {
+            MetaCommand::DeleteTopic { name, .. } => {
                 self.topics.remove(&name);
             }
             MetaCommand::CreatePartitions { name, count } => {
@@ -250,11 +253,32 @@ mod tests {
             ),
             Err(Error::InvalidPartitions(_))
         ));
-        s.apply(3, &MetaCommand::DeleteTopic { name: "a".into() })
-            .unwrap();
+        let id = s.topic("a").unwrap().topic_id;
+        assert!(
+            s.check(&MetaCommand::DeleteTopic {
+                name: "a".into(),
+                topic_id: Uuid::new_v4()
+            })
+            .is_err(),
+            "a delete aimed at another incarnation of the name is refused"
+        );
+        s.apply(
+            3,
+            &MetaCommand::DeleteTopic {
+                name: "a".into(),
+                topic_id: id,
+            },
+        )
+        .unwrap();
         assert!(s.topic("a").is_none());
         assert!(matches!(
-            s.apply(4, &MetaCommand::DeleteTopic { name: "a".into() }),
+            s.apply(
+                4,
+                &MetaCommand::DeleteTopic {
+                    name: "a".into(),
+                    topic_id: id
+                }
+            ),
             Err(Error::UnknownTopic(_))
         ));
     }

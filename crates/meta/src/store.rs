@@ -196,8 +196,12 @@ mod tests {
         let mut store = MetaStore::open(dir.path()).unwrap();
         store.commit(create("a")).unwrap();
         store.commit(create("b")).unwrap();
+        let id = store.state().topic("a").unwrap().topic_id;
         store
-            .commit(MetaCommand::DeleteTopic { name: "a".into() })
+            .commit(MetaCommand::DeleteTopic {
+                name: "a".into(),
+                topic_id: id,
+            })
             .unwrap();
         let before = store.state().clone();
         drop(store);
@@ -212,7 +216,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = MetaStore::open(dir.path()).unwrap();
         assert!(store
-            .commit(MetaCommand::DeleteTopic { name: "x".into() })
+            .commit(MetaCommand::DeleteTopic {
+                name: "x".into(),
+                topic_id: Uuid::new_v4()
+            })
             .is_err());
         assert_eq!(fs::metadata(dir.path().join(LOG_FILE)).unwrap().len(), 0);
     }

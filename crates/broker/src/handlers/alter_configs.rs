@@ -142,6 +142,56 @@ pub async fn handle(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConf
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn replaces_every_override() {
+        use kafka_protocol::messages::alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+
+        use crate::state::BrokerState;
+        use crate::test_fixture as fixture;
+
+        let (_dir, ctx) = fixture::context(2);
+        let configs: TopicConfigs = [("retention.ms".to_owned(), "5".to_owned())].into();
+        ctx.broker
+            .commit(BrokerState::create_topic_command("t", 1, 1, configs))
+            .await
+            .unwrap();
+        let resource = |name: &'static str, key: &'static str, value: &'static str| {
+            let config = AlterableConfig::default()
+                .with_name(StrBytes::from_static_str(key))
+                .with_value(Some(StrBytes::from_static_str(value)));
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(StrBytes::from_static_str(name))
+                .with_configs(vec![config])
+        };
+        let req = AlterConfigsRequest::default().with_resources(vec![
+            resource("t", "segment.bytes", "1048576"),
+            resource("u", "segment.ms", "1"),
+        ]);
+        let resp = handle(&ctx, req).await;
+        fixture::encodes(&resp, 0..=2);
+        let codes: Vec<i16> = resp.responses.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, vec![0, 3]);
+        let overrides = ctx
+            .broker
+            .with_meta(|s| s.topic("t").unwrap().configs.clone());
+        let expected: TopicConfigs = [("segment.bytes".to_owned(), "1048576".to_owned())].into();
+        assert_eq!(overrides, expected, "retention.ms reverted to its default");
+        let req = AlterConfigsRequest::default().with_resources(vec![
+            resource("t", "segment.bytes", "1"),
+            resource("t", "segment.ms", "1"),
+        ]);
+        let codes: Vec<i16> = handle(&ctx, req)
+            .await
+            .responses
+            .iter()
+            .map(|r| r.error_code)
+            .collect();
+        assert_eq!(codes, vec![42, 42]);
+    }
+
     #[test]
     fn null_values_drop_the_override() {
         let configs = replacement([("retention.ms", Some("5")), ("segment.ms", None)]);

@@ -123,6 +123,63 @@ mod tests {
         assert!(check_assignments(&[on(&[])], 2, 3, 3).is_err());
     }
 
+    #[tokio::test]
+    async fn grows_topics_and_refuses_what_kafka_refuses() {
+        use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+        use kafka_protocol::messages::TopicName;
+
+        use crate::test_fixture as fixture;
+
+        let (_dir, ctx) = fixture::context(3);
+        fixture::create_topic(&ctx, "t", 1).await;
+        let grow = |name: &'static str, count, assignments: Option<Vec<_>>| {
+            CreatePartitionsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(name)))
+                .with_count(count)
+                .with_assignments(assignments)
+        };
+        let req = CreatePartitionsRequest::default().with_validate_only(true);
+        let resp = handle(&ctx, req.with_topics(vec![grow("t", 2, None)])).await;
+        assert_eq!(resp.results[0].error_code, 0);
+        assert_eq!(
+            ctx.broker.topics.get("t").unwrap().partitions.len(),
+            1,
+            "validate only"
+        );
+        let req = CreatePartitionsRequest::default().with_topics(vec![
+            grow("t", 3, Some(vec![on(&[0]), on(&[0])])),
+            grow("u", 2, None),
+            grow("v", 2, None),
+            grow("v", 2, None),
+        ]);
+        let resp = handle(&ctx, req).await;
+        fixture::encodes(&resp, 0..=3);
+        let codes: Vec<i16> = resp.results.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, vec![0, 3, 42, 42]);
+        assert_eq!(ctx.broker.topics.get("t").unwrap().partitions.len(), 3);
+        let req = CreatePartitionsRequest::default()
+            .with_topics(vec![grow("t", 3, None), grow("t", 5, Some(vec![on(&[0])]))]);
+        let resp = handle(&ctx, req).await;
+        assert_eq!(resp.results[0].error_code, 42, "repeated topic");
+        let req = CreatePartitionsRequest::default().with_topics(vec![grow("t", 2, None)]);
+        let resp = handle(&ctx, req).await;
+        assert_eq!(
+            resp.results[0].error_code,
+            ResponseError::InvalidPartitions.code()
+        );
+        assert!(resp.results[0].error_message.is_some());
+        let req = CreatePartitionsRequest::default().with_topics(vec![grow(
+            "t",
+            5,
+            Some(vec![on(&[0])]),
+        )]);
+        let resp = handle(&ctx, req).await;
+        assert_eq!(
+            resp.results[0].error_code,
+            ResponseError::InvalidReplicaAssignment.code()
+        );
+    }
+
     #[test]
     fn a_count_that_does_not_grow_is_left_to_the_metadata_check() {
         // Kafka reports "already has N partitions" (INVALID_PARTITIONS) rather

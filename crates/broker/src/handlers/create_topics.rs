@@ -234,7 +234,7 @@ mod tests {
 
     #[tokio::test]
     async fn creates_once_refuses_repeats_and_validates_without_creating() {
-        let (_dir, ctx) = super::fixture::context(7);
+        let (_dir, ctx) = crate::test_fixture::context(7);
         let named = |name: &'static str, partitions| {
             topic(partitions, -1).with_name(TopicName(StrBytes::from_static_str(name)))
         };
@@ -244,7 +244,7 @@ mod tests {
             named("b", 1),
         ]);
         let resp = handle(&ctx, req.clone()).await;
-        super::fixture::encodes(&resp, 2..=7);
+        crate::test_fixture::encodes(&resp, 2..=7);
         let codes: Vec<i16> = resp.topics.iter().map(|t| t.error_code).collect();
         assert_eq!(codes, vec![0, 42, 42], "INVALID_REQUEST for both repeats");
         let a = &resp.topics[0];
@@ -294,59 +294,5 @@ mod tests {
         );
         let t = topic(2, -1).with_assignments(vec![assignment(0, &[7])]);
         assert_eq!(spec(&t, 7, 1).unwrap_err().0, ResponseError::InvalidRequest);
-    }
-}
-
-/// A broker on a temporary directory for handler tests.
-#[cfg(test)]
-pub(crate) mod fixture {
-    use std::sync::Arc;
-
-    use bytes::BytesMut;
-    use kafka_protocol::protocol::Encodable;
-
-    use crate::clock::ManualClock;
-    use crate::config::Config;
-    use crate::context::RequestContext;
-    use crate::metrics::Metrics;
-    use crate::state::{Advertised, BrokerState};
-
-    pub(crate) fn context(api_version: i16) -> (tempfile::TempDir, RequestContext) {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            data_dir: dir.path().to_path_buf(),
-            ..Config::default()
-        };
-        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-        let state = BrokerState::open(config, clock, Metrics::new()).unwrap();
-        state.advertised.write().push(Advertised {
-            listener: "PLAINTEXT".into(),
-            host: "localhost".into(),
-            port: 9092,
-        });
-        let ctx = RequestContext {
-            broker: Arc::new(state),
-            api_version,
-            correlation_id: 1,
-            client_id: None,
-            listener: "PLAINTEXT".into(),
-            api: "test",
-        };
-        (dir, ctx)
-    }
-
-    pub(crate) async fn create_topic(ctx: &RequestContext, name: &str, partitions: i32) {
-        let cmd = BrokerState::create_topic_command(name, partitions, 1, Default::default());
-        ctx.broker.commit(cmd).await.unwrap();
-    }
-
-    /// Panics unless `response` encodes in every version of `versions`.
-    pub(crate) fn encodes<R: Encodable>(response: &R, versions: std::ops::RangeInclusive<i16>) {
-        for v in versions {
-            let mut buf = BytesMut::new();
-            response
-                .encode(&mut buf, v)
-                .unwrap_or_else(|e| panic!("v{v}: {e}"));
-        }
     }
 }

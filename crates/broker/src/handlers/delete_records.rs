@@ -135,7 +135,62 @@ fn failed(req: &DeleteRecordsRequest, error: ResponseError) -> Vec<DeleteRecords
 
 #[cfg(test)]
 mod tests {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use veil_log::testing::build_simple_batch;
+
     use super::*;
+    use crate::test_fixture as fixture;
+
+    /// (error, low watermark) per (topic, partition, offset).
+    async fn delete(ctx: &RequestContext, targets: &[(&'static str, i32, i64)]) -> Vec<(i16, i64)> {
+        let topics = targets
+            .iter()
+            .map(|&(name, index, offset)| {
+                DeleteRecordsTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(name)))
+                    .with_partitions(vec![DeleteRecordsPartition::default()
+                        .with_partition_index(index)
+                        .with_offset(offset)])
+            })
+            .collect();
+        let resp = handle(ctx, DeleteRecordsRequest::default().with_topics(topics)).await;
+        fixture::encodes(&resp, 0..=2);
+        resp.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (p.error_code, p.low_watermark)))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn advances_the_log_start_offset_up_to_the_high_watermark() {
+        let (_dir, ctx) = fixture::context(2);
+        fixture::create_topic(&ctx, "t", 2).await;
+        let p = ctx.broker.topics.partition("t", 0).unwrap();
+        p.append(&mut build_simple_batch(5, 8, 100), 0).unwrap();
+        p.append(&mut build_simple_batch(5, 8, 200), 0).unwrap();
+        let out_of_range = ResponseError::OffsetOutOfRange.code();
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(delete(&ctx, &[("t", 0, 3)]).await, vec![(0, 3)]);
+        assert_eq!(p.log_start_offset(), 3);
+        assert_eq!(
+            delete(&ctx, &[("t", 0, 1)]).await,
+            vec![(0, 3)],
+            "never moves back"
+        );
+        assert_eq!(
+            delete(
+                &ctx,
+                &[("t", 0, 11), ("t", 1, -1), ("t", 2, 0), ("u", 0, 0)]
+            )
+            .await,
+            vec![(out_of_range, -1), (0, 0), (unknown, -1), (unknown, -1)]
+        );
+        assert_eq!(delete(&ctx, &[("t", 0, -1)]).await, vec![(0, 10)]);
+        assert_eq!(p.log_start_offset(), 10);
+    }
 
     #[test]
     fn minus_one_means_the_high_watermark() {

@@ -73,7 +73,10 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
         let outcome = match resolved {
             Ok((name, id)) => ctx
                 .broker
-                .commit(MetaCommand::DeleteTopic { name: name.clone() })
+                .commit(MetaCommand::DeleteTopic {
+                    name: name.clone(),
+                    topic_id: id,
+                })
                 .await
                 .map(|()| (name, id)),
             Err(e) => Err(e),
@@ -130,6 +133,51 @@ mod tests {
                 Target::Ambiguous(None, Uuid::nil()),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn deletes_by_name_or_id_and_reports_both() {
+        let (_dir, ctx) = crate::test_fixture::context(6);
+        crate::test_fixture::create_topic(&ctx, "a", 1).await;
+        crate::test_fixture::create_topic(&ctx, "b", 1).await;
+        let a = ctx.broker.topics.get("a").unwrap().id;
+        let by = |name: Option<&'static str>, id: Uuid| {
+            DeleteTopicState::default()
+                .with_name(name.map(|n| TopicName(StrBytes::from_static_str(n))))
+                .with_topic_id(id)
+        };
+        let missing = Uuid::new_v4();
+        let req = DeleteTopicsRequest::default().with_topics(vec![
+            by(None, a),
+            by(Some("b"), Uuid::nil()),
+            by(None, missing),
+            by(Some("c"), Uuid::nil()),
+        ]);
+        let resp = handle(&ctx, req).await;
+        crate::test_fixture::encodes(&resp, 1..=6);
+        let got: Vec<(Option<&str>, Uuid, i16)> = resp
+            .responses
+            .iter()
+            .map(|r| {
+                (
+                    r.name.as_ref().map(|n| n.as_str()),
+                    r.topic_id,
+                    r.error_code,
+                )
+            })
+            .collect();
+        let b = got[1].1;
+        assert!(!b.is_nil());
+        assert_eq!(
+            got,
+            vec![
+                (Some("a"), a, 0),
+                (Some("b"), b, 0),
+                (None, missing, 100),
+                (Some("c"), Uuid::nil(), 3)
+            ]
+        );
+        assert!(ctx.broker.topics.all().is_empty());
     }
 
     #[test]

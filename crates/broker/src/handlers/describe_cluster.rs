@@ -34,7 +34,6 @@ fn operations_bitfield(operations: &[u8]) -> i32 {
 }
 
 // Every handler is async so `dispatch` can await them alike.
-#[allow(clippy::unused_async)]
 pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
     let broker = &ctx.broker;
     let response = DescribeClusterResponse::default()
@@ -75,6 +74,31 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_fixture as fixture;
+
+    #[tokio::test]
+    async fn describes_this_broker_as_the_whole_cluster() {
+        let (_dir, ctx) = fixture::context(1);
+        let resp = handle(&ctx, DescribeClusterRequest::default()).await;
+        fixture::encodes(&resp, 0..=1);
+        assert_eq!(resp.cluster_id.as_str(), ctx.broker.cluster_id);
+        assert_eq!(resp.controller_id, BrokerId(ctx.broker.node_id()));
+        assert_eq!(resp.brokers.len(), 1);
+        assert_eq!(
+            (resp.brokers[0].host.as_str(), resp.brokers[0].port),
+            ("localhost", 9092)
+        );
+        assert_eq!(resp.cluster_authorized_operations, OPERATIONS_NOT_REQUESTED);
+        let req =
+            DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);
+        assert_eq!(handle(&ctx, req).await.cluster_authorized_operations, 8096);
+        let req = DescribeClusterRequest::default().with_endpoint_type(2);
+        let resp = handle(&ctx, req).await;
+        assert_eq!(
+            resp.error_code,
+            ResponseError::UnsupportedEndpointType.code()
+        );
+    }
 
     #[test]
     fn cluster_operations_bitfield_matches_kafka() {

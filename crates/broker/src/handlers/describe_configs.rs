@@ -134,7 +134,6 @@ struct Wanted<'a> {
 }
 
 // Every handler is async so `dispatch` can await them alike.
-#[allow(clippy::unused_async)]
 pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let results = req
         .resources
@@ -307,6 +306,55 @@ mod tests {
         let entries = topic_entries(&TopicConfigs::new(), &TopicConfigs::new(), Some(&keys));
         let names: Vec<_> = entries.iter().map(|e| e.name).collect();
         assert_eq!(names, vec![topic_config::CLEANUP_POLICY]);
+    }
+
+    #[tokio::test]
+    async fn describes_topics_and_this_broker() {
+        use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+
+        use crate::state::BrokerState;
+        use crate::test_fixture as fixture;
+
+        let (_dir, ctx) = fixture::context(4);
+        let overrides = configs(&[(topic_config::RETENTION_MS, "5")]);
+        let cmd = BrokerState::create_topic_command("t", 1, 1, overrides);
+        ctx.broker.commit(cmd).await.unwrap();
+        let resource = |kind, name: &'static str, keys: Option<&[&'static str]>| {
+            DescribeConfigsResource::default()
+                .with_resource_type(kind)
+                .with_resource_name(StrBytes::from_static_str(name))
+                .with_configuration_keys(
+                    keys.map(|k| k.iter().map(|k| StrBytes::from_static_str(k)).collect()),
+                )
+        };
+        let req = DescribeConfigsRequest::default()
+            .with_include_synonyms(true)
+            .with_include_documentation(true)
+            .with_resources(vec![
+                resource(RESOURCE_TOPIC, "t", Some(&[topic_config::RETENTION_MS])),
+                resource(RESOURCE_TOPIC, "missing", None),
+                resource(RESOURCE_BROKER, "", Some(&[])),
+                resource(RESOURCE_BROKER, "7", None),
+                resource(8, "0", None),
+            ]);
+        let resp = handle(&ctx, req).await;
+        fixture::encodes(&resp, 1..=4);
+        let codes: Vec<i16> = resp.results.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, vec![0, 3, 0, 42, 42]);
+        let retention = &resp.results[0].configs;
+        assert_eq!(retention.len(), 1);
+        assert_eq!(retention[0].value.as_deref(), Some("5"));
+        assert_eq!(retention[0].config_source, 1);
+        let sources: Vec<i8> = retention[0].synonyms.iter().map(|s| s.source).collect();
+        assert_eq!(
+            sources,
+            vec![1, 4, 5],
+            "topic, broker (log.retention_ms), default"
+        );
+        assert!(retention[0].documentation.is_some());
+        let broker = &resp.results[2].configs;
+        assert_eq!(broker.len(), 7, "an empty key list means every config");
+        assert!(broker.iter().all(|c| c.read_only && c.config_source == 4));
     }
 
     #[test]

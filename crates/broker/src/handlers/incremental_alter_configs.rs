@@ -155,6 +155,92 @@ mod tests {
         TopicConfigs::new()
     }
 
+    #[tokio::test]
+    async fn updates_only_the_named_keys() {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::protocol::StrBytes;
+
+        use crate::state::BrokerState;
+        use crate::test_fixture as fixture;
+
+        let (_dir, ctx) = fixture::context(1);
+        let configs: TopicConfigs = [(RETENTION.to_owned(), "5".to_owned())].into();
+        let cmd = BrokerState::create_topic_command("t", 1, 1, configs);
+        ctx.broker.commit(cmd).await.unwrap();
+        let resource =
+            |kind, name: &'static str, ops: &[(&'static str, i8, Option<&'static str>)]| {
+                let configs = ops
+                    .iter()
+                    .map(|&(key, op, value)| {
+                        AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str(key))
+                            .with_config_operation(op)
+                            .with_value(value.map(StrBytes::from_static_str))
+                    })
+                    .collect();
+                AlterConfigsResource::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(StrBytes::from_static_str(name))
+                    .with_configs(configs)
+            };
+        let run = |resources, validate_only| {
+            let req = IncrementalAlterConfigsRequest::default()
+                .with_resources(resources)
+                .with_validate_only(validate_only);
+            let ctx = ctx.clone();
+            async move {
+                let resp = handle(&ctx, req).await;
+                fixture::encodes(&resp, 0..=1);
+                resp.responses
+                    .iter()
+                    .map(|r| r.error_code)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let overrides = || {
+            ctx.broker
+                .with_meta(|s| s.topic("t").unwrap().configs.clone())
+        };
+        let set_segment = [("segment.ms", SET, Some("1000")), (RETENTION, DELETE, None)];
+        let codes = run(
+            vec![
+                resource(2, "t", &set_segment),
+                resource(4, "0", &set_segment),
+            ],
+            false,
+        );
+        assert_eq!(codes.await, vec![0, 42]);
+        let expected: TopicConfigs = [("segment.ms".to_owned(), "1000".to_owned())].into();
+        assert_eq!(overrides(), expected);
+        let codes = run(vec![resource(2, "t", &[(RETENTION, SET, Some("7"))])], true).await;
+        assert_eq!(
+            (codes, overrides()),
+            (vec![0], expected.clone()),
+            "validate only"
+        );
+        let codes = run(
+            vec![
+                resource(2, "t", &[(RETENTION, APPEND, Some("1"))]),
+                resource(2, "t", &[(RETENTION, SET, Some("-5"))]),
+                resource(2, "u", &[(RETENTION, SET, Some("1"))]),
+            ],
+            false,
+        );
+        assert_eq!(
+            codes.await,
+            vec![42, 42, 3],
+            "a repeated resource fails every occurrence"
+        );
+        let codes = run(
+            vec![resource(2, "t", &[(RETENTION, SET, Some("-5"))])],
+            false,
+        )
+        .await;
+        assert_eq!((codes, overrides()), (vec![40], expected));
+    }
+
     #[test]
     fn set_and_delete_become_one_update() {
         let change = plan(

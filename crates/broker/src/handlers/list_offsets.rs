@@ -195,7 +195,85 @@ fn answer(index: i32, plan: Plan, with_epoch: bool) -> ListOffsetsPartitionRespo
 
 #[cfg(test)]
 mod tests {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::protocol::StrBytes;
+    use veil_log::testing::build_simple_batch;
+
     use super::*;
+    use crate::test_fixture as fixture;
+
+    fn request(partitions: &[(i32, i64, i32)]) -> ListOffsetsRequest {
+        let partitions = partitions
+            .iter()
+            .map(|&(index, timestamp, epoch)| {
+                ListOffsetsPartition::default()
+                    .with_partition_index(index)
+                    .with_timestamp(timestamp)
+                    .with_current_leader_epoch(epoch)
+            })
+            .collect();
+        let topic = ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(partitions);
+        ListOffsetsRequest::default().with_topics(vec![topic])
+    }
+
+    /// (error, offset, timestamp, leader epoch) for one partition-0 lookup.
+    async fn lookup(ctx: &RequestContext, timestamp: i64, epoch: i32) -> (i16, i64, i64, i32) {
+        let resp = handle(ctx, request(&[(0, timestamp, epoch)])).await;
+        fixture::encodes(&resp, ctx.api_version.max(4)..=8);
+        let p = &resp.topics[0].partitions[0];
+        (p.error_code, p.offset, p.timestamp, p.leader_epoch)
+    }
+
+    #[tokio::test]
+    async fn answers_special_and_searched_timestamps() {
+        let (_dir, ctx) = fixture::context(8);
+        fixture::create_topic(&ctx, "t", 1).await;
+        let p = ctx.broker.topics.partition("t", 0).unwrap();
+        p.append(&mut build_simple_batch(3, 8, 100), 0).unwrap(); // offsets 0-2, ts 100-102
+        p.append(&mut build_simple_batch(2, 8, 50), 0).unwrap(); // offsets 3-4, ts 50-51
+        assert_eq!(lookup(&ctx, EARLIEST, -1).await, (0, 0, -1, 0));
+        assert_eq!(lookup(&ctx, LATEST, -1).await, (0, 5, -1, 0));
+        assert_eq!(lookup(&ctx, MAX_TIMESTAMP, -1).await, (0, 2, 102, 0));
+        assert_eq!(lookup(&ctx, 101, 0).await, (0, 1, 101, 0));
+        assert_eq!(
+            lookup(&ctx, 51, -1).await,
+            (0, 0, 100, 0),
+            "first offset at or after"
+        );
+        assert_eq!(lookup(&ctx, 500, -1).await, (0, -1, -1, -1));
+        assert_eq!(
+            lookup(&ctx, LATEST, 1).await.0,
+            ResponseError::UnknownLeaderEpoch.code()
+        );
+
+        let v1 = RequestContext {
+            api_version: 1,
+            ..ctx.clone()
+        };
+        assert_eq!(
+            lookup(&v1, LATEST, -1).await,
+            (0, 5, -1, -1),
+            "no leader epoch before v4"
+        );
+        let resp = handle(
+            &v1,
+            request(&[(0, LATEST, -1), (0, EARLIEST, -1), (9, LATEST, -1)]),
+        )
+        .await;
+        fixture::encodes(&resp, 1..=8);
+        let codes: Vec<i16> = resp.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(
+            codes,
+            vec![42, 42, 3],
+            "repeats are INVALID_REQUEST, unknown partitions 3"
+        );
+    }
 
     #[test]
     fn leader_epoch_fencing_follows_kafka() {

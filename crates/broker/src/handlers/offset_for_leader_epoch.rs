@@ -14,7 +14,6 @@ use super::list_offsets::check_current_leader_epoch;
 use crate::context::RequestContext;
 
 // Every handler is async so `dispatch` can await them alike.
-#[allow(clippy::unused_async)]
 pub async fn handle(
     ctx: &RequestContext,
     req: OffsetForLeaderEpochRequest,
@@ -41,7 +40,6 @@ pub async fn handle(
                         ctx.count(error.code());
                         return response.with_error_code(error.code());
                     }
-                    // An in-memory lookup in the epoch cache: no file access.
                     match partition.with_log(|log| log.end_offset_for_epoch(p.leader_epoch)) {
                         Some((epoch, end_offset)) => response
                             .with_leader_epoch(epoch)
@@ -56,4 +54,59 @@ pub async fn handle(
         })
         .collect();
     OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::StrBytes;
+    use veil_log::testing::build_simple_batch;
+
+    use super::*;
+    use crate::test_fixture as fixture;
+
+    #[tokio::test]
+    async fn answers_end_offsets_and_undefined_epochs() {
+        let (_dir, ctx) = fixture::context(4);
+        fixture::create_topic(&ctx, "t", 1).await;
+        let p = ctx.broker.topics.partition("t", 0).unwrap();
+        p.append(&mut build_simple_batch(4, 8, 100), 0).unwrap();
+        // (partition, current_leader_epoch, leader_epoch)
+        let asks = [(0, -1, 0), (0, 0, -1), (0, 1, 0), (0, -1, 7), (5, -1, 0)];
+        let partitions = asks
+            .iter()
+            .map(|&(partition, current, epoch)| {
+                OffsetForLeaderPartition::default()
+                    .with_partition(partition)
+                    .with_current_leader_epoch(current)
+                    .with_leader_epoch(epoch)
+            })
+            .collect();
+        let topic = OffsetForLeaderTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(partitions);
+        let req = OffsetForLeaderEpochRequest::default().with_topics(vec![topic]);
+        let resp = handle(&ctx, req).await;
+        fixture::encodes(&resp, 2..=4);
+        let got: Vec<(i16, i32, i64)> = resp.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.leader_epoch, p.end_offset))
+            .collect();
+        let unknown_epoch = ResponseError::UnknownLeaderEpoch.code();
+        let unknown_partition = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(
+            got,
+            vec![
+                (0, 0, 4),
+                (0, -1, -1),
+                (unknown_epoch, -1, -1),
+                (0, -1, -1),
+                (unknown_partition, -1, -1),
+            ]
+        );
+    }
 }

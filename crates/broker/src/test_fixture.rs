@@ -1,0 +1,53 @@
+//! Test-only setup shared by handler tests: a broker state on a temp dir
+//! and a request context for it.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::protocol::Encodable;
+use veil_meta::TopicConfigs;
+
+use crate::clock::ManualClock;
+use crate::config::Config;
+use crate::context::RequestContext;
+use crate::metrics::Metrics;
+use crate::state::{Advertised, BrokerState};
+
+pub(crate) fn context(api_version: i16) -> (tempfile::TempDir, RequestContext) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let state = BrokerState::open(config, clock, Metrics::new()).unwrap();
+    state.advertised.write().push(Advertised {
+        listener: "PLAINTEXT".into(),
+        host: "localhost".into(),
+        port: 9092,
+    });
+    let ctx = RequestContext {
+        broker: Arc::new(state),
+        api_version,
+        correlation_id: 1,
+        client_id: None,
+        listener: "PLAINTEXT".into(),
+        api: "test",
+    };
+    (dir, ctx)
+}
+
+pub(crate) async fn create_topic(ctx: &RequestContext, name: &str, partitions: i32) {
+    let cmd = BrokerState::create_topic_command(name, partitions, 1, TopicConfigs::new());
+    ctx.broker.commit(cmd).await.unwrap();
+}
+
+/// Panics unless `response` encodes in every version of `versions`.
+pub(crate) fn encodes<R: Encodable>(response: &R, versions: std::ops::RangeInclusive<i16>) {
+    for v in versions {
+        let mut buf = BytesMut::new();
+        response
+            .encode(&mut buf, v)
+            .unwrap_or_else(|e| panic!("v{v}: {e}"));
+    }
+}
