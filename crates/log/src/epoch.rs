@@ -101,8 +101,11 @@ impl LeaderEpochCache {
     /// start offset of the next epoch)`, `(latest, log_end_offset)` for the
     /// latest epoch, `(requested, first start offset)` when the request is
     /// older than every known epoch, and `None` (UNDEFINED) when it is newer
-    /// than all of them or the cache is empty.
+    /// than all of them, the request is UNDEFINED (negative), or the cache is empty.
     pub(crate) fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> Option<(i32, i64)> {
+        if epoch < 0 {
+            return None;
+        }
         let latest = self.entries.last()?;
         if epoch == latest.epoch {
             return Some((epoch, log_end_offset));
