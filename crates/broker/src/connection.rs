@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::context::RequestContext;
+use crate::context::{RequestContext, ANONYMOUS};
 use crate::dispatch::{self, api_name, Decoded, Handled, Response};
 use crate::frame::{read_frame, FrameError};
 use crate::handlers::api_versions;
@@ -47,7 +47,7 @@ pub async fn serve<S>(
     let in_flight = broker.config.network.max_in_flight_per_connection;
     let (tx, rx) = mpsc::channel::<Pending>(in_flight);
     let writer = tokio::spawn(write_responses(wr, rx, Arc::clone(&broker)));
-    let reason = read_requests(rd, tx, &broker, &listener, &shutdown).await;
+    let reason = read_requests(rd, tx, &broker, &listener, peer, &shutdown).await;
     tracing::debug!(%peer, reason, "closing connection");
     // The reader dropped its sender: the writer drains what is in flight.
     let _ = writer.await;
@@ -58,6 +58,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
     tx: mpsc::Sender<Pending>,
     broker: &Arc<BrokerState>,
     listener: &str,
+    peer: SocketAddr,
     shutdown: &CancellationToken,
 ) -> &'static str {
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
@@ -107,12 +108,15 @@ async fn read_requests<R: AsyncRead + Unpin>(
             client_id: header.client_id.as_ref().map(ToString::to_string),
             listener: listener.to_owned(),
             api: api_name(key),
+            principal: ANONYMOUS.to_owned(),
+            client_host: peer.ip(),
         };
         let span = tracing::debug_span!(
             "request",
             api = ctx.api,
             correlation_id = ctx.correlation_id,
             client_id = ctx.client_id.as_deref().unwrap_or(""),
+            principal = %ctx.principal,
         );
         let handled = dispatch::dispatch(&ctx, request).instrument(span).await;
         let pending = Pending {

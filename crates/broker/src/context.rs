@@ -1,5 +1,6 @@
 //! What a handler knows about the request it is serving.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::error::Error;
@@ -15,7 +16,15 @@ pub struct RequestContext {
     pub listener: String,
     /// The API's metric label.
     pub api: &'static str,
+    /// Who is asking, in Kafka's `Type:name` form (`User:ANONYMOUS` until
+    /// the connection authenticates).
+    pub principal: String,
+    /// The client's address, for host-based ACLs and logs.
+    pub client_host: IpAddr,
 }
+
+/// The principal of an unauthenticated connection, as Kafka names it.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
 impl RequestContext {
     pub fn now_ms(&self) -> i64 {

@@ -33,6 +33,8 @@ pub(crate) fn context(api_version: i16) -> (tempfile::TempDir, RequestContext) {
         client_id: None,
         listener: "PLAINTEXT".into(),
         api: "test",
+        principal: crate::context::ANONYMOUS.to_owned(),
+        client_host: std::net::Ipv4Addr::LOCALHOST.into(),
     };
     (dir, ctx)
 }
