@@ -25,16 +25,37 @@ class Broker:
         self.admin = None
         self.start()
 
-    def start(self):
+    def start(self, same_port=False):
+        """Start the broker. `same_port=True` listens on the Kafka port it had
+        before (clients keep their bootstrap address across a restart); the
+        port may still be held briefly after a kill, so binding is retried."""
+        listen = self.bootstrap if same_port and self.bootstrap else "127.0.0.1:0"
+        deadline = time.monotonic() + 60
+        while True:
+            if self._spawn(listen, deadline):
+                return
+            retry = same_port and self._exited()
+            if not retry or time.monotonic() + 0.2 >= deadline:
+                self.proc.kill()
+                raise RuntimeError("broker did not start:\n" + self.log())
+            time.sleep(0.2)
+
+    def _exited(self):
+        try:
+            self.proc.wait(timeout=5)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def _spawn(self, listen, deadline):
         log = open(os.path.join(self.dir, "broker.log"), "ab")
         self.proc = subprocess.Popen(
             [BIN, "broker", "--data-dir", os.path.join(self.dir, "data"),
-             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+             "--listen", listen, "--admin-listen", "127.0.0.1:0",
              "--print-addresses", *self.extra_args],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
         )
         found = {}
-        deadline = time.monotonic() + 60
 
         def read():
             for line in self.proc.stdout:
@@ -47,11 +68,13 @@ class Broker:
         t = threading.Thread(target=read, daemon=True)
         t.start()
         t.join(timeout=max(0, deadline - time.monotonic()))
-        if "admin" not in found:
-            self.proc.kill()
-            raise RuntimeError("broker did not start:\n" + self.log())
+        if "admin" not in found or len(found) < 2:
+            return False
         self.admin = found.pop("admin")
+        # Every Kafka listener by name (all are printed before "admin").
+        self.listeners = dict(found)
         self.bootstrap = next(iter(found.values()))
+        return True
 
     def log(self):
         with open(os.path.join(self.dir, "broker.log"), "rb") as f:
@@ -66,9 +89,9 @@ class Broker:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=60)
 
-    def restart(self):
+    def restart(self, same_port=False):
         self.kill()
-        self.start()
+        self.start(same_port=same_port)
 
     def veil(self, *args, check=True):
         out = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=60)

@@ -42,6 +42,7 @@ async fn respond(
             let st = Arc::clone(&state);
             let body = tokio::task::spawn_blocking(move || {
                 st.topics.update_gauges();
+                crate::group::metrics::update_lag(&st);
                 st.metrics.render()
             })
             .await

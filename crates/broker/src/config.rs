@@ -25,16 +25,107 @@ pub struct Config {
     pub network: NetworkConfig,
     pub log: LogDefaults,
     pub topics: TopicDefaults,
+    /// The consumer-group coordinator (Kafka's `group.*` and `offsets.*`).
+    pub groups: GroupsConfig,
     /// Binding a plaintext listener to a non-loopback address exposes data
     /// and credentials on the network; it must be asked for explicitly.
     pub allow_plaintext_on_network: bool,
+    /// SASL settings shared by every SASL listener.
+    pub sasl: SaslConfig,
+    /// Kafka ACLs (`authorizer.class.name`, `super.users`, ...).
+    pub authorizer: AuthorizerConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SecurityProtocol {
     Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
 }
+
+impl SecurityProtocol {
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// Whether a TLS listener asks for client certificates (Kafka's `ssl.client.auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    None,
+    /// Verified if presented; a client without one is `User:ANONYMOUS`.
+    Requested,
+    /// mTLS: the handshake fails without a certificate from `ca_file`'s CA.
+    Required,
+}
+
+/// TLS settings of an SSL or SASL_SSL listener. Files are PEM and are
+/// reloaded when they change or on SIGHUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The broker's certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// CA certificates that client certificates must chain to.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Kafka's `ssl.principal.mapping.rules`, one rule per entry:
+    /// `RULE:pattern/replacement/[LU]` or `DEFAULT` (the full DN).
+    #[serde(default)]
+    pub principal_mapping_rules: Vec<String>,
+}
+
+/// SASL settings (Kafka's `sasl.*` and `connections.max.reauth.ms`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SaslConfig {
+    /// PLAIN users and their salted hashes (see `veil user hash-plain`).
+    pub plain_users_file: Option<PathBuf>,
+    /// KIP-368: sessions last this long unless re-authenticated; 0 = no limit.
+    pub max_reauth_ms: u64,
+    /// Failed logins from one address are answered after a delay that
+    /// doubles per failure up to this cap.
+    pub max_failure_delay_ms: u64,
+}
+
+impl Default for SaslConfig {
+    fn default() -> Self {
+        SaslConfig {
+            plain_users_file: None,
+            max_reauth_ms: 0,
+            max_failure_delay_ms: 5_000,
+        }
+    }
+}
+
+/// ACL enforcement. Off by default so a fresh broker works like Kafka without
+/// `authorizer.class.name`; once on, nothing is allowed that no ACL allows.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthorizerConfig {
+    pub enabled: bool,
+    /// Principals allowed everything, whatever the ACLs say (`super.users`).
+    pub super_users: Vec<String>,
+    /// Allow a resource that no ACL mentions (`allow.everyone.if.no.acl.found`).
+    pub allow_everyone_if_no_acl_found: bool,
+}
+
+/// SASL mechanisms Veil serves.
+pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +137,12 @@ pub struct ListenerConfig {
     /// `host:port` clients should connect to; defaults to the bound address.
     #[serde(default)]
     pub advertised: Option<String>,
+    /// Required for SSL and SASL_SSL listeners.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// SASL mechanisms offered on SASL listeners (default: all served).
+    #[serde(default)]
+    pub sasl_mechanisms: Vec<String>,
 }
 
 /// The default listener as TOML, for partial overrides of it.
@@ -132,12 +229,17 @@ impl Default for Config {
                 protocol: SecurityProtocol::Plaintext,
                 bind: SocketAddr::from(([127, 0, 0, 1], 9092)),
                 advertised: None,
+                tls: None,
+                sasl_mechanisms: Vec::new(),
             }],
             admin: AdminConfig::default(),
             network: NetworkConfig::default(),
             log: LogDefaults::default(),
             topics: TopicDefaults::default(),
+            groups: GroupsConfig::default(),
             allow_plaintext_on_network: false,
+            sasl: SaslConfig::default(),
+            authorizer: AuthorizerConfig::default(),
         }
     }
 }
@@ -187,6 +289,50 @@ impl Default for TopicDefaults {
     }
 }
 
+/// Group coordinator settings, named after Kafka's broker configs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an
+    /// empty group waits for more members (0 in tests).
+    pub initial_rebalance_delay_ms: i64,
+    /// `offsets.retention.minutes`: offsets of a group expire this long after
+    /// it became empty (or, for simple consumers, after their commit).
+    pub offsets_retention_minutes: i64,
+    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`:
+    /// JoinGroup outside this range gets INVALID_SESSION_TIMEOUT.
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig {
+            initial_rebalance_delay_ms: 3000,
+            offsets_retention_minutes: 7 * 24 * 60,
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+        }
+    }
+}
+
+impl GroupsConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.initial_rebalance_delay_ms < 0 {
+            return Err("groups.initial_rebalance_delay_ms must not be negative".into());
+        }
+        if self.offsets_retention_minutes < 1 {
+            return Err("groups.offsets_retention_minutes must be at least 1".into());
+        }
+        if self.min_session_timeout_ms < 1
+            || self.min_session_timeout_ms > self.max_session_timeout_ms
+        {
+            return Err("groups.min_session_timeout_ms must be at least 1 and not above groups.max_session_timeout_ms".into());
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Parses TOML text, then applies `overrides` (dotted key, raw value) in order.
     pub fn from_toml_with_overrides(
@@ -214,6 +360,7 @@ impl Config {
 
     /// Every check that does not need the network or the disk.
     pub fn validate(&self) -> Result<(), String> {
+        self.groups.validate()?;
         if self.listeners.is_empty() {
             return Err("at least one entry in [[listeners]] is required".into());
         }
@@ -225,13 +372,18 @@ impl Config {
                     l.name
                 ));
             }
-            if !l.bind.ip().is_loopback() && !self.allow_plaintext_on_network {
+            let clear = matches!(
+                l.protocol,
+                SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext
+            );
+            if clear && !l.bind.ip().is_loopback() && !self.allow_plaintext_on_network {
                 return Err(format!(
-                    "listener '{}' binds {} with PLAINTEXT, which sends data and credentials in clear; \
+                    "listener '{}' binds {} without TLS, which sends data and credentials in clear; \
                      bind a loopback address or set allow_plaintext_on_network = true",
                     l.name, l.bind
                 ));
             }
+            l.validate_security()?;
         }
         let n = &self.network;
         if n.max_connections == 0 || n.max_in_flight_per_connection == 0 {
@@ -254,7 +406,69 @@ impl Config {
             topic_config::validate(&key, &value)
                 .map_err(|e| format!("log.{}: {e}", key.replace('.', "_")))?;
         }
+        if let Some(bad) = self.authorizer.super_users.iter().find(|u| {
+            !u.split_once(':')
+                .is_some_and(|(kind, name)| !kind.is_empty() && !name.is_empty())
+        }) {
+            return Err(format!(
+                "authorizer.super_users: '{bad}' is not a principal of the form Type:name (e.g. User:admin)"
+            ));
+        }
         Ok(())
+    }
+}
+
+impl ListenerConfig {
+    /// TLS and SASL settings fit the protocol.
+    fn validate_security(&self) -> Result<(), String> {
+        let name = &self.name;
+        match (&self.tls, self.protocol.uses_tls()) {
+            (None, true) => {
+                return Err(format!(
+                    "listener '{name}': {:?} needs [listeners.tls] with cert_file and key_file",
+                    self.protocol
+                ))
+            }
+            (Some(_), false) => {
+                return Err(format!(
+                    "listener '{name}': tls settings need protocol SSL or SASL_SSL"
+                ))
+            }
+            (Some(t), true) => {
+                if t.client_auth != ClientAuth::None && t.ca_file.is_none() {
+                    return Err(format!(
+                        "listener '{name}': client_auth = {:?} needs ca_file",
+                        t.client_auth
+                    ));
+                }
+            }
+            (None, false) => {}
+        }
+        if !self.sasl_mechanisms.is_empty() && !self.protocol.uses_sasl() {
+            return Err(format!(
+                "listener '{name}': sasl_mechanisms need protocol SASL_PLAINTEXT or SASL_SSL"
+            ));
+        }
+        if let Some(m) = self
+            .sasl_mechanisms
+            .iter()
+            .find(|m| !SASL_MECHANISMS.contains(&m.as_str()))
+        {
+            return Err(format!(
+                "listener '{name}': unknown SASL mechanism '{m}' (one of {})",
+                SASL_MECHANISMS.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// The SASL mechanisms this listener offers.
+    pub fn mechanisms(&self) -> Vec<String> {
+        if self.sasl_mechanisms.is_empty() {
+            SASL_MECHANISMS.iter().map(|m| (*m).to_owned()).collect()
+        } else {
+            self.sasl_mechanisms.clone()
+        }
     }
 }
 
@@ -336,7 +550,16 @@ fn parse_scalar(raw: &str) -> toml::Value {
 
 /// Top-level keys that hold a value, and those that hold a table.
 const ENV_SCALARS: &[&str] = &["node_id", "data_dir", "allow_plaintext_on_network"];
-const ENV_TABLES: &[&str] = &["listeners", "admin", "network", "log", "topics"];
+const ENV_TABLES: &[&str] = &[
+    "listeners",
+    "admin",
+    "network",
+    "log",
+    "topics",
+    "groups",
+    "sasl",
+    "authorizer",
+];
 
 /// Turns `VEIL_*` environment variables into overrides (`VEIL_LOG__FLUSH` →
 /// `log.flush`). Variables whose first segment is no config key (such as
@@ -422,5 +645,27 @@ mod tests {
         assert!(err.contains("allow_plaintext_on_network"), "{err}");
         let ok = format!("allow_plaintext_on_network = true\n{toml}");
         Config::from_toml_with_overrides(&ok, &[]).unwrap();
+        let sasl =
+            "[[listeners]]\nname = 'A'\nprotocol = 'SASL_PLAINTEXT'\nbind = '0.0.0.0:9092'\n";
+        let err = Config::from_toml_with_overrides(sasl, &[]).unwrap_err();
+        assert!(err.contains("allow_plaintext_on_network"), "{err}");
+        let tls = "[[listeners]]\nname = 'A'\nprotocol = 'SASL_SSL'\nbind = '0.0.0.0:9092'\n\
+                   [listeners.tls]\ncert_file = 'c.pem'\nkey_file = 'k.pem'\n";
+        Config::from_toml_with_overrides(tls, &[]).unwrap();
+    }
+
+    #[test]
+    fn security_settings_must_fit_the_protocol() {
+        for (toml, want) in [
+            ("protocol = 'SSL'", "needs [listeners.tls]"),
+            ("[listeners.tls]\ncert_file = 'c'\nkey_file = 'k'", "need protocol SSL"),
+            ("protocol = 'SSL'\n[listeners.tls]\ncert_file = 'c'\nkey_file = 'k'\nclient_auth = 'required'", "needs ca_file"),
+            ("sasl_mechanisms = ['PLAIN']", "need protocol SASL"),
+            ("protocol = 'SASL_PLAINTEXT'\nsasl_mechanisms = ['GSSAPI']", "unknown SASL mechanism"),
+        ] {
+            let text = format!("[[listeners]]\nname = 'A'\nbind = '127.0.0.1:0'\n{toml}\n");
+            let err = Config::from_toml_with_overrides(&text, &[]).unwrap_err();
+            assert!(err.contains(want), "{toml}: {err}");
+        }
     }
 }

@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::context::{RequestContext, ANONYMOUS};
-use crate::dispatch::{self, api_name, Decoded, Handled, Response};
+use crate::auth::sasl::{Gate, Session};
+use crate::context::RequestContext;
+use crate::dispatch::{self, api_name, Decoded, Handled, Request, Response};
 use crate::frame::{read_frame, FrameError};
 use crate::handlers::api_versions;
 use crate::state::BrokerState;
@@ -43,11 +44,27 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    serve_authenticated(stream, peer, broker, listener, None, shutdown).await;
+}
+
+/// [`serve`] for a connection whose TLS client certificate already named a
+/// principal (`User:<mapped DN>`); SASL listeners still require SASL.
+pub async fn serve_authenticated<S>(
+    stream: S,
+    peer: SocketAddr,
+    broker: Arc<BrokerState>,
+    listener: String,
+    tls_principal: Option<String>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let (rd, wr) = tokio::io::split(stream);
     let in_flight = broker.config.network.max_in_flight_per_connection;
     let (tx, rx) = mpsc::channel::<Pending>(in_flight);
     let writer = tokio::spawn(write_responses(wr, rx, Arc::clone(&broker)));
-    let reason = read_requests(rd, tx, &broker, &listener, peer, &shutdown).await;
+    let session = Session::new(&broker, &listener, tls_principal);
+    let reason = read_requests(rd, tx, &broker, &listener, peer, session, &shutdown).await;
     tracing::debug!(%peer, reason, "closing connection");
     // The reader dropped its sender: the writer drains what is in flight.
     let _ = writer.await;
@@ -59,6 +76,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
     broker: &Arc<BrokerState>,
     listener: &str,
     peer: SocketAddr,
+    mut session: Session,
     shutdown: &CancellationToken,
 ) -> &'static str {
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
@@ -101,6 +119,10 @@ async fn read_requests<R: AsyncRead + Unpin>(
             }
         };
         let key = request.api_key();
+        if let Gate::Close(reason) = session.gate(key, Instant::now()) {
+            tracing::debug!(api = api_name(key), reason, "closing connection");
+            return reason;
+        }
         let ctx = RequestContext {
             broker: Arc::clone(broker),
             api_version: header.request_api_version,
@@ -108,7 +130,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
             client_id: header.client_id.as_ref().map(ToString::to_string),
             listener: listener.to_owned(),
             api: api_name(key),
-            principal: ANONYMOUS.to_owned(),
+            principal: session.principal().to_owned(),
             client_host: peer.ip(),
         };
         let span = tracing::debug_span!(
@@ -118,7 +140,19 @@ async fn read_requests<R: AsyncRead + Unpin>(
             client_id = ctx.client_id.as_deref().unwrap_or(""),
             principal = %ctx.principal,
         );
-        let handled = dispatch::dispatch(&ctx, request).instrument(span).await;
+        // SASL listeners answer the SASL APIs from the connection's session.
+        let (handled, close) = match request {
+            Request::SaslHandshake(r) if session.intercepts(key) => {
+                span.in_scope(|| session.handshake(&ctx, r))
+            }
+            Request::SaslAuthenticate(r) if session.intercepts(key) => {
+                span.in_scope(|| session.authenticate(&ctx, r, peer.ip()))
+            }
+            request => (
+                dispatch::dispatch(&ctx, request).instrument(span).await,
+                false,
+            ),
+        };
         let pending = Pending {
             handled,
             version: ctx.api_version,
@@ -128,6 +162,10 @@ async fn read_requests<R: AsyncRead + Unpin>(
         };
         if tx.send(pending).await.is_err() {
             return "writer closed";
+        }
+        if close {
+            // The writer sends the answer, then the connection closes.
+            return "SASL exchange failed";
         }
     }
 }

@@ -3,6 +3,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::auth::acl_matcher::Action;
+use crate::auth::{Operation, ResourceType};
 use crate::error::Error;
 use crate::state::BrokerState;
 
@@ -41,5 +43,50 @@ impl RequestContext {
     /// Counts an error code set directly by a handler (0 is not counted).
     pub fn count(&self, code: i16) {
         self.broker.metrics.error(self.api, code);
+    }
+
+    /// Whether the principal may perform `operation` on the named resource
+    /// (Kafka's ACL rules; logged at debug and counted). Always true while
+    /// the authorizer is disabled. Cluster checks name [`crate::auth::CLUSTER_NAME`].
+    pub fn authorize(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        let action = Action {
+            principal: &self.principal,
+            host: self.client_host,
+            operation,
+            resource_type,
+            name,
+        };
+        self.broker
+            .authorizer
+            .authorize(&self.broker.metrics, action)
+    }
+
+    /// [`Self::authorize`] on the cluster resource.
+    pub fn authorize_cluster(&self, operation: Operation) -> bool {
+        self.authorize(operation, ResourceType::Cluster, crate::auth::CLUSTER_NAME)
+    }
+
+    /// Whether the principal may perform `operation` on *some* resource of
+    /// the type (Kafka's `authorizeByResourceType`; InitProducerId uses
+    /// WRITE on any topic).
+    pub fn authorize_any(&self, operation: Operation, resource_type: ResourceType) -> bool {
+        self.broker.authorizer.authorize_any(
+            &self.broker.metrics,
+            &self.principal,
+            self.client_host,
+            operation,
+            resource_type,
+        )
+    }
+
+    /// The authorized-operations bitfield of a resource (Metadata,
+    /// DescribeCluster, DescribeGroups).
+    pub fn authorized_operations(&self, resource_type: ResourceType, name: &str) -> i32 {
+        self.broker.authorizer.authorized_operations(
+            &self.principal,
+            self.client_host,
+            resource_type,
+            name,
+        )
     }
 }

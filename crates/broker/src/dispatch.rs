@@ -12,12 +12,27 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, FetchRequest, FetchResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader,
+    DeleteGroupsRequest, DeleteGroupsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest,
+    HeartbeatResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
+    DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::messages::{
+    CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
+    DescribeAclsRequest, DescribeAclsResponse,
 };
 use kafka_protocol::protocol::{
     decode_request_header_from_buffer, Decodable, Encodable, HeaderVersion,
@@ -111,6 +126,25 @@ served_apis! {
     CreatePartitions: CreatePartitionsRequest, CreatePartitionsResponse => create_partitions, 0..=3;
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse => incremental_alter_configs, 0..=1;
     DescribeCluster: DescribeClusterRequest, DescribeClusterResponse => describe_cluster, 0..=1;
+    DescribeAcls: DescribeAclsRequest, DescribeAclsResponse => describe_acls, 1..=3;
+    CreateAcls: CreateAclsRequest, CreateAclsResponse => create_acls, 1..=3;
+    DeleteAcls: DeleteAclsRequest, DeleteAclsResponse => delete_acls, 1..=3;
+    InitProducerId: InitProducerIdRequest, InitProducerIdResponse => init_producer_id, 0..=5;
+    SaslHandshake: SaslHandshakeRequest, SaslHandshakeResponse => sasl_handshake, 0..=1;
+    SaslAuthenticate: SaslAuthenticateRequest, SaslAuthenticateResponse => sasl_authenticate, 0..=2;
+    AlterUserScramCredentials: AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse => alter_user_scram_credentials, 0..=0;
+    DescribeUserScramCredentials: DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse => describe_user_scram_credentials, 0..=0;
+    FindCoordinator: FindCoordinatorRequest, FindCoordinatorResponse => find_coordinator, 0..=5;
+    JoinGroup: JoinGroupRequest, JoinGroupResponse => join_group, 0..=9;
+    SyncGroup: SyncGroupRequest, SyncGroupResponse => sync_group, 0..=5;
+    Heartbeat: HeartbeatRequest, HeartbeatResponse => heartbeat, 0..=4;
+    LeaveGroup: LeaveGroupRequest, LeaveGroupResponse => leave_group, 0..=5;
+    ListGroups: ListGroupsRequest, ListGroupsResponse => list_groups, 0..=5;
+    DescribeGroups: DescribeGroupsRequest, DescribeGroupsResponse => describe_groups, 0..=5;
+    DeleteGroups: DeleteGroupsRequest, DeleteGroupsResponse => delete_groups, 0..=2;
+    OffsetCommit: OffsetCommitRequest, OffsetCommitResponse => offset_commit, 2..=9;
+    OffsetFetch: OffsetFetchRequest, OffsetFetchResponse => offset_fetch, 1..=9;
+    OffsetDelete: OffsetDeleteRequest, OffsetDeleteResponse => offset_delete, 0..=0;
 }
 
 /// A request frame, decoded. Lives only until it is dispatched, so the size
@@ -196,7 +230,16 @@ pub fn api_name(key: ApiKey) -> &'static str {
         DescribeConfigs => "describe_configs", AlterConfigs => "alter_configs",
         CreatePartitions => "create_partitions",
         IncrementalAlterConfigs => "incremental_alter_configs",
-        DescribeCluster => "describe_cluster",
+        DescribeAcls => "describe_acls", CreateAcls => "create_acls", DeleteAcls => "delete_acls",
+        DescribeCluster => "describe_cluster", InitProducerId => "init_producer_id",
+        SaslHandshake => "sasl_handshake", SaslAuthenticate => "sasl_authenticate",
+        AlterUserScramCredentials => "alter_user_scram_credentials",
+        DescribeUserScramCredentials => "describe_user_scram_credentials",
+        FindCoordinator => "find_coordinator", JoinGroup => "join_group",
+        SyncGroup => "sync_group", Heartbeat => "heartbeat", LeaveGroup => "leave_group",
+        ListGroups => "list_groups", DescribeGroups => "describe_groups",
+        DeleteGroups => "delete_groups", OffsetCommit => "offset_commit",
+        OffsetFetch => "offset_fetch", OffsetDelete => "offset_delete",
     }
 }
 

@@ -23,6 +23,10 @@ pub enum Error {
     InvalidRequest(String),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// An ACL refused the action; the code names the resource kind
+    /// (TOPIC_, GROUP_, CLUSTER_, TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+    #[error("authorization failed")]
+    Unauthorized(ResponseError),
 }
 
 impl Error {
@@ -36,6 +40,10 @@ impl Error {
                 L::InvalidRecord(_) => ResponseError::InvalidRecord,
                 L::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
                 L::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+                L::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+                // Since Kafka 2.7 a stale epoch on produce is INVALID_PRODUCER_EPOCH, not the
+                // fatal PRODUCER_FENCED, for every Produce version.
+                L::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
                 L::Io(_) | L::Corrupt { .. } | L::Poisoned => ResponseError::KafkaStorageError,
             },
             Error::Meta(e) => match e {
@@ -45,15 +53,18 @@ impl Error {
                 M::InvalidPartitions(_) => ResponseError::InvalidPartitions,
                 M::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
                 M::InvalidConfig(_) => ResponseError::InvalidConfig,
-                M::DuplicateTopicId | M::Io(_) | M::Corrupt { .. } => {
-                    ResponseError::UnknownServerError
-                }
+                M::InvalidAcl(_) => ResponseError::InvalidRequest,
+                M::DuplicateTopicId
+                | M::InvalidProducerIdBlock(_)
+                | M::Io(_)
+                | M::Corrupt { .. } => ResponseError::UnknownServerError,
             },
             Error::Io(_) | Error::Poisoned => ResponseError::KafkaStorageError,
             Error::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
             Error::UnknownTopicId => ResponseError::UnknownTopicId,
             Error::InvalidRequest(_) => ResponseError::InvalidRequest,
             Error::Config(_) => ResponseError::InvalidConfig,
+            Error::Unauthorized(error) => *error,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Periodic work: retention and age-based segment rolls.
+//! Periodic work: retention, age-based segment rolls and idle-producer expiry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,7 @@ pub fn run_once(state: &BrokerState) {
         for p in &topic.partitions {
             let outcome = p.with_log_mut(|log| {
                 let report = log.enforce_retention(now)?;
+                log.expire_producers(now, veil_log::PRODUCER_ID_EXPIRATION_MS);
                 log.roll_if_due(now)?;
                 Ok::<_, veil_log::Error>(report)
             });

@@ -9,6 +9,7 @@
 //! [`topics`]; `/metrics` and `/healthz` in [`admin`].
 
 pub mod admin;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod connection;
@@ -16,10 +17,12 @@ pub mod context;
 pub mod dispatch;
 pub mod error;
 pub mod frame;
+pub mod group;
 pub mod handlers;
 pub mod housekeeping;
 pub mod metrics;
 pub mod partition;
+pub mod producer_ids;
 pub mod server;
 pub mod state;
 #[cfg(test)]

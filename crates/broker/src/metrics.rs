@@ -21,7 +21,15 @@ pub struct Metrics {
     pub log_end_offset: IntGaugeVec,
     pub log_start_offset: IntGaugeVec,
     pub log_size_bytes: IntGaugeVec,
+    /// Consumer lag: high watermark minus committed offset, per group and partition.
+    pub group_lag: IntGaugeVec,
     pub produced_records: IntCounterVec,
+    /// SASL logins by mechanism and result (never by user).
+    pub sasl_authentications: IntCounterVec,
+    /// TLS handshakes that failed or timed out, by listener.
+    pub tls_handshake_failures: IntCounterVec,
+    /// Access checks by outcome; no principal label, to bound cardinality.
+    pub authorization: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -89,6 +97,13 @@ impl Metrics {
                 Opts::new("partition_log_start_offset", "First offset still readable"),
                 &["topic", "partition"],
             )),
+            group_lag: must(IntGaugeVec::new(
+                Opts::new(
+                    "group_lag",
+                    "High watermark minus the group's committed offset",
+                ),
+                &["group", "topic", "partition"],
+            )),
             log_size_bytes: must(IntGaugeVec::new(
                 Opts::new(
                     "partition_size_bytes",
@@ -102,6 +117,27 @@ impl Metrics {
                     "Record batches appended, by topic",
                 ),
                 &["topic"],
+            )),
+            authorization: must(IntCounterVec::new(
+                Opts::new(
+                    "authorization_total",
+                    "ACL decisions, by decision, operation and resource type",
+                ),
+                &["decision", "operation", "resource_type"],
+            )),
+            sasl_authentications: must(IntCounterVec::new(
+                Opts::new(
+                    "sasl_authentications_total",
+                    "SASL authentications, by mechanism and result",
+                ),
+                &["mechanism", "result"],
+            )),
+            tls_handshake_failures: must(IntCounterVec::new(
+                Opts::new(
+                    "tls_handshake_failures_total",
+                    "TLS handshakes that failed or timed out, by listener",
+                ),
+                &["listener"],
             )),
             registry,
         };
@@ -120,7 +156,17 @@ impl Metrics {
         must(m.registry.register(Box::new(m.log_end_offset.clone())));
         must(m.registry.register(Box::new(m.log_start_offset.clone())));
         must(m.registry.register(Box::new(m.log_size_bytes.clone())));
+        must(m.registry.register(Box::new(m.group_lag.clone())));
         must(m.registry.register(Box::new(m.produced_records.clone())));
+        must(
+            m.registry
+                .register(Box::new(m.sasl_authentications.clone())),
+        );
+        must(
+            m.registry
+                .register(Box::new(m.tls_handshake_failures.clone())),
+        );
+        must(m.registry.register(Box::new(m.authorization.clone())));
         m
     }
 

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::tls::{self, ListenerTls};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -49,7 +50,17 @@ impl Broker {
 
         let mut kafka_addrs = Vec::new();
         let mut advertised = Vec::new();
+        let mut certs = Vec::new();
         for l in &state.config.listeners {
+            let tls = match &l.tls {
+                Some(t) => {
+                    let tls = ListenerTls::new(t)
+                        .map_err(|e| Error::Config(format!("listener '{}': {e}", l.name)))?;
+                    certs.push(Arc::clone(&tls.cert));
+                    Some(tls)
+                }
+                None => None,
+            };
             let listener = TcpListener::bind(l.bind).await.map_err(|e| {
                 Error::Config(format!(
                     "cannot bind listener '{}' to {}: {e}",
@@ -63,6 +74,7 @@ impl Broker {
             background.spawn(accept_loop(
                 listener,
                 l.name.clone(),
+                tls,
                 Arc::clone(&state),
                 Arc::clone(&limit),
                 shutdown.clone(),
@@ -70,6 +82,7 @@ impl Broker {
             ));
         }
         *state.advertised.write() = advertised;
+        background.spawn(tls::watch(certs, shutdown.clone()));
 
         let admin_addr = if state.config.admin.enabled {
             let listener = TcpListener::bind(state.config.admin.bind)
@@ -88,6 +101,10 @@ impl Broker {
             None
         };
         background.spawn(housekeeping::run(Arc::clone(&state), shutdown.clone()));
+        background.spawn(crate::group::service::run_timers(
+            Arc::clone(&state.groups),
+            shutdown.clone(),
+        ));
 
         Ok(Broker {
             state,
@@ -180,6 +197,7 @@ fn advertise(name: &str, configured: Option<&str>, bound: SocketAddr) -> Result<
 async fn accept_loop(
     listener: TcpListener,
     name: String,
+    tls: Option<ListenerTls>,
     state: Arc<BrokerState>,
     limit: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -208,10 +226,11 @@ async fn accept_loop(
         let state = Arc::clone(&state);
         let shutdown = shutdown.clone();
         let name = name.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let _permit = permit;
             state.metrics.connections.inc();
-            serve_tcp(stream, peer, Arc::clone(&state), name, shutdown).await;
+            serve_tcp(stream, peer, Arc::clone(&state), name, tls, shutdown).await;
             state.metrics.connections.dec();
         });
     }
@@ -222,13 +241,63 @@ async fn serve_tcp(
     peer: SocketAddr,
     state: Arc<BrokerState>,
     listener: String,
+    tls: Option<ListenerTls>,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let span = tracing::debug_span!("connection", %peer, listener = %listener);
+    let Some(tls) = tls else {
+        tracing::Instrument::instrument(
+            connection::serve(stream, peer, state, listener, shutdown),
+            span,
+        )
+        .await;
+        return;
+    };
+    let handshake = tokio::select! {
+        () = shutdown.cancelled() => return,
+        r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)) => r,
+    };
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            // Plaintext clients, wrong CAs, expired certificates: the
+            // client's problem, so debug and a metric, not a warning.
+            tracing::debug!(parent: &span, error = %e, "TLS handshake failed");
+            state
+                .metrics
+                .tls_handshake_failures
+                .with_label_values(&[&listener])
+                .inc();
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(parent: &span, "TLS handshake timed out");
+            state
+                .metrics
+                .tls_handshake_failures
+                .with_label_values(&[&listener])
+                .inc();
+            return;
+        }
+    };
+    let principal = match stream.get_ref().1.peer_certificates() {
+        Some(chain) if !chain.is_empty() => {
+            let Some(p) = tls.principal(chain) else {
+                // Kafka fails the connection when no mapping rule applies.
+                tracing::debug!(parent: &span, "no principal mapping rule matches the client certificate");
+                return;
+            };
+            Some(p)
+        }
+        _ => None,
+    };
     tracing::Instrument::instrument(
-        connection::serve(stream, peer, state, listener, shutdown),
+        connection::serve_authenticated(stream, peer, state, listener, principal, shutdown),
         span,
     )
     .await;
 }
+
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

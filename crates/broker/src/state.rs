@@ -7,10 +7,13 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 use veil_meta::{MetaCommand, MetaState, MetaStore, TopicConfigs};
 
+use crate::auth::acl::Authorizer;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::group::{CoordinatorConfig, GroupCoordinator};
 use crate::metrics::Metrics;
+use crate::producer_ids::ProducerIdAllocator;
 use crate::topics::TopicRegistry;
 
 /// A listener's address as clients should dial it.
@@ -31,6 +34,14 @@ pub struct BrokerState {
     pub topics: TopicRegistry,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
+    /// Producer ids for InitProducerId, reserved in blocks through the metadata log.
+    pub producer_ids: ProducerIdAllocator,
+    /// ACL enforcement, with a copy of the bindings kept current by [`Self::commit`].
+    pub authorizer: Authorizer,
+    /// SASL: PLAIN users, decoy salts and the failed-login backoff.
+    pub sasl: crate::auth::sasl::Authenticator,
+    /// Consumer groups and committed offsets (`<data_dir>/groups/`).
+    pub groups: Arc<GroupCoordinator>,
 }
 
 impl BrokerState {
@@ -48,6 +59,9 @@ impl BrokerState {
         );
         topics.clean_leftovers();
         topics.reconcile(meta.state(), clock.now_ms())?;
+        let authorizer = Authorizer::new(&config.authorizer, meta.state());
+        let sasl = crate::auth::sasl::Authenticator::new(&config).map_err(Error::Config)?;
+        let groups = open_groups(&config, Arc::clone(&clock))?;
         Ok(BrokerState {
             config,
             cluster_id,
@@ -56,6 +70,10 @@ impl BrokerState {
             topics,
             metrics,
             clock,
+            producer_ids: ProducerIdAllocator::default(),
+            authorizer,
+            sasl,
+            groups: Arc::new(groups),
         })
     }
 
@@ -89,7 +107,14 @@ impl BrokerState {
         tokio::task::spawn_blocking(move || {
             let mut meta = this.meta.lock();
             tracing::info!(command = cmd.kind(), "metadata change");
+            let acls_changed = matches!(
+                cmd,
+                MetaCommand::CreateAcls { .. } | MetaCommand::DeleteAcls { .. }
+            );
             meta.commit(cmd)?;
+            if acls_changed {
+                this.authorizer.refresh(meta.state());
+            }
             this.topics.reconcile(meta.state(), this.clock.now_ms())
         })
         .await
@@ -111,6 +136,18 @@ impl BrokerState {
             configs,
         }
     }
+}
+
+fn open_groups(config: &Config, clock: Arc<dyn Clock>) -> Result<GroupCoordinator> {
+    let g = &config.groups;
+    let settings = CoordinatorConfig {
+        initial_rebalance_delay_ms: g.initial_rebalance_delay_ms,
+        min_session_timeout_ms: g.min_session_timeout_ms,
+        max_session_timeout_ms: g.max_session_timeout_ms,
+        offsets_retention_ms: g.offsets_retention_minutes.saturating_mul(60_000),
+    };
+    GroupCoordinator::open(&config.data_dir.join("groups"), settings, clock)
+        .map_err(|e| Error::Io(std::io::Error::other(e)))
 }
 
 /// The cluster id is chosen once, at the first start, and kept in `meta/cluster.id`.

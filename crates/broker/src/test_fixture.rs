@@ -14,11 +14,24 @@ use crate::metrics::Metrics;
 use crate::state::{Advertised, BrokerState};
 
 pub(crate) fn context(api_version: i16) -> (tempfile::TempDir, RequestContext) {
+    context_with(api_version, |_| {})
+}
+
+/// A context whose group coordinator rebalances without the initial delay.
+pub(crate) fn groups_context(api_version: i16) -> (tempfile::TempDir, RequestContext) {
+    context_with(api_version, |c| c.groups.initial_rebalance_delay_ms = 0)
+}
+
+fn context_with(
+    api_version: i16,
+    tweak: impl FnOnce(&mut Config),
+) -> (tempfile::TempDir, RequestContext) {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
+    let mut config = Config {
         data_dir: dir.path().to_path_buf(),
         ..Config::default()
     };
+    tweak(&mut config);
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let state = BrokerState::open(config, clock, Metrics::new()).unwrap();
     state.advertised.write().push(Advertised {

@@ -1,8 +1,13 @@
 //! `veil`: one binary for the broker and its tools. Each subcommand lives in
 //! its own file; this one only parses flags and sets up logging.
 
+mod acl;
 mod broker;
+mod certs;
+mod groups;
+mod secure;
 mod topics;
+mod user;
 
 use clap::{Parser, Subcommand};
 
@@ -32,8 +37,16 @@ struct Cli {
 enum Command {
     /// Run a broker.
     Broker(broker::Args),
+    /// Add, list and remove Kafka ACLs.
+    Acl(acl::Args),
     /// Create, list, describe, alter and delete topics on any Kafka-compatible broker.
     Topics(topics::Args),
+    /// List, describe, delete consumer groups and reset their offsets.
+    Groups(groups::Args),
+    /// Create a development CA and broker/client certificates.
+    Certs(certs::Args),
+    /// Manage SCRAM users (and hash PLAIN users-file entries).
+    User(user::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,7 +70,11 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Broker(args) => broker::run(args).await,
+            Command::Acl(args) => acl::run(args).await,
             Command::Topics(args) => topics::run(args).await,
+            Command::Groups(args) => groups::run(args).await,
+            Command::Certs(args) => certs::run(args),
+            Command::User(args) => user::run(args).await,
         }
     });
     match result {

@@ -69,6 +69,11 @@ fn message(m: Option<&StrBytes>) -> Option<String> {
 }
 
 impl Admin {
+    /// Admin operations over an already set-up (TLS, SASL) connection.
+    pub fn from_connection(conn: Connection) -> Admin {
+        Admin { conn }
+    }
+
     pub async fn connect(bootstrap: &str) -> Result<Admin> {
         Ok(Admin {
             conn: Connection::connect(bootstrap, "veil-admin").await?,

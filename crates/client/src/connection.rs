@@ -6,9 +6,10 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
@@ -16,9 +17,12 @@ use crate::error::{Error, Result};
 /// Responses larger than this are refused rather than allocated.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
-#[derive(Debug)]
+/// Any byte stream a connection can run over: TCP, or TLS over TCP.
+pub trait KafkaStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> KafkaStream for T {}
+
 pub struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn KafkaStream>,
     next_correlation_id: i32,
     client_id: String,
     /// api key → (min, max) the broker serves.
@@ -26,9 +30,23 @@ pub struct Connection {
     timeout: Duration,
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Connection {
     /// Connects and negotiates versions with ApiVersions.
     pub async fn connect(addr: &str, client_id: &str) -> Result<Connection> {
+        let stream = Connection::tcp(addr).await?;
+        Connection::over(Box::new(stream), client_id).await
+    }
+
+    /// Opens the TCP connection only (to wrap it in TLS before [`Self::over`]).
+    pub async fn tcp(addr: &str) -> Result<TcpStream> {
         let timeout = Duration::from_secs(30);
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
@@ -38,6 +56,12 @@ impl Connection {
                 source,
             })?;
         stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Negotiates versions over an established stream.
+    pub async fn over(stream: Box<dyn KafkaStream>, client_id: &str) -> Result<Connection> {
+        let timeout = Duration::from_secs(30);
         let mut conn = Connection {
             stream,
             next_correlation_id: 1,
@@ -122,6 +146,32 @@ impl Connection {
             )));
         }
         R::Response::decode(&mut body, version).map_err(|e| Error::Protocol(e.to_string()))
+    }
+
+    /// SaslHandshake v1 for `mechanism`.
+    pub async fn sasl_handshake(&mut self, mechanism: &str) -> Result<()> {
+        let req = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_string(mechanism.to_owned()));
+        let resp = self.send_at(&req, 1).await?;
+        if resp.error_code != 0 {
+            return Err(Error::kafka("SaslHandshake", resp.error_code, None));
+        }
+        Ok(())
+    }
+
+    /// One SaslAuthenticate round trip: sends `token`, returns the broker's.
+    pub async fn sasl_authenticate(&mut self, token: Vec<u8>) -> Result<Bytes> {
+        let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        let version = self.version_for::<SaslAuthenticateRequest>()?;
+        let resp = self.send_at(&req, version).await?;
+        if resp.error_code != 0 {
+            return Err(Error::kafka(
+                "SaslAuthenticate",
+                resp.error_code,
+                resp.error_message.map(|m| m.to_string()),
+            ));
+        }
+        Ok(resp.auth_bytes)
     }
 
     /// Sets how long one request may take (default 30 s).

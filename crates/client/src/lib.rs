@@ -5,10 +5,16 @@
 //! [`admin::Admin`] builds the standard admin operations on it, so the CLI
 //! works against any Kafka-compatible broker.
 
+pub mod acl;
 pub mod admin;
 pub mod connection;
 pub mod error;
+pub mod groups;
+pub mod scram;
 
+pub use acl::{Acl, AclFilter};
 pub use admin::{Admin, TopicDescription, TopicSpec};
 pub use connection::Connection;
 pub use error::{Error, Result};
+pub use groups::{GroupDescription, GroupListing, MemberDescription, OffsetSpec};
+pub use scram::{ScramUpsert, ScramUser};

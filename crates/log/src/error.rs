@@ -7,8 +7,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Everything that can go wrong in the partition log. The broker maps these to Kafka error codes at
 /// the handler edge (`CorruptRecord` → CORRUPT_MESSAGE, `InvalidRecord` → INVALID_RECORD,
-/// `RecordTooLarge` → MESSAGE_TOO_LARGE, `OffsetOutOfRange` → OFFSET_OUT_OF_RANGE, the rest →
-/// KAFKA_STORAGE_ERROR).
+/// `RecordTooLarge` → MESSAGE_TOO_LARGE, `OffsetOutOfRange` → OFFSET_OUT_OF_RANGE,
+/// `OutOfOrderSequence` → OUT_OF_ORDER_SEQUENCE_NUMBER, `InvalidProducerEpoch` →
+/// INVALID_PRODUCER_EPOCH, the rest → KAFKA_STORAGE_ERROR).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("I/O error: {0}")]
@@ -40,6 +41,25 @@ pub enum Error {
         segment: PathBuf,
         position: u64,
         reason: String,
+    },
+
+    /// An idempotent producer's batch does not follow its last one (a gap, or a new epoch not
+    /// starting at 0): OUT_OF_ORDER_SEQUENCE_NUMBER.
+    #[error("out of order sequence number for producer {producer_id} epoch {epoch}: expected {expected}, received {received}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        epoch: i16,
+        expected: i32,
+        received: i32,
+    },
+
+    /// An idempotent producer's epoch is older than the one the partition has seen:
+    /// INVALID_PRODUCER_EPOCH.
+    #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
     },
 
     /// A write or fsync failed earlier; the log refuses writes until it is reopened (recovery decides

@@ -10,9 +10,12 @@
 //! * `recovery.rs` — what `open` does after a crash: torn-tail truncation (keeping a copy of the
 //!   cut bytes), index rebuilds, log start offset and leader-epoch fix-ups.
 //! * `epoch.rs` — the `leader-epoch-checkpoint` file.
+//! * [`producer_state`] — idempotent producers' last batches: duplicate, gap and epoch checks on
+//!   append, `<offset>.snapshot` files, rebuilt from batch headers on open.
 //!
 //! On disk, per partition directory: `<base>.log`, `<base>.index`, `<base>.timeindex` per segment
-//! (base offset, 20 digits), `leader-epoch-checkpoint`, `log-start-offset`, and a `clean-shutdown`
+//! (base offset, 20 digits), `<offset>.snapshot` (producer state), `leader-epoch-checkpoint`,
+//! `log-start-offset`, and a `clean-shutdown`
 //! marker between `close` and the next `open`.
 
 // No panicking shortcuts on the produce/fetch path; tests may (clippy.toml allows them there).
@@ -25,6 +28,7 @@ mod epoch;
 mod error;
 mod index;
 pub mod log;
+pub mod producer_state;
 mod recovery;
 mod segment;
 #[cfg(any(test, feature = "testing"))]
@@ -36,3 +40,4 @@ pub use error::{Error, Result};
 pub use log::{
     AppendInfo, AppendOrigin, PartitionLog, ReadResult, RecoveryReport, RetentionReport, SyncHandle,
 };
+pub use producer_state::{BatchMetadata, ProducerEntry, ProducerStates, PRODUCER_ID_EXPIRATION_MS};

@@ -16,6 +16,7 @@ use crate::config::LogConfig;
 use crate::durable::sync_dir;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{Error, Result};
+use crate::producer_state::{snapshot, BatchMetadata, ProducerStates};
 use crate::recovery::{recover, write_log_start_offset, CLEAN_SHUTDOWN_FILE};
 use crate::segment::Segment;
 
@@ -36,6 +37,9 @@ pub struct AppendInfo {
     pub bytes: usize,
     /// Headers as stored: offsets, leader epoch and (LogAppendTime) timestamps/CRC assigned.
     pub batches: Vec<BatchHeader>,
+    /// The request repeated an idempotent producer's batch: nothing was written and the offsets
+    /// are the original batch's (Kafka answers such a retry with them and no error).
+    pub duplicate: bool,
 }
 
 /// Whole batches for a fetch, plus the log bounds at the time of the read.
@@ -103,6 +107,8 @@ pub struct PartitionLog {
     synced_offset: i64,
     pending_sync: Vec<PendingSync>,
     poisoned: bool,
+    /// Idempotent producers' last batches; snapshotted on roll and close (`producer_state.rs`).
+    producers: ProducerStates,
 }
 
 impl PartitionLog {
@@ -114,6 +120,19 @@ impl PartitionLog {
     ) -> Result<(PartitionLog, RecoveryReport)> {
         let recovered = recover(dir, &config, now_ms)?;
         let log_end_offset = recovered.report.log_end_offset;
+        let (producers, rebuilt) = snapshot::recover(
+            dir,
+            &recovered.segments,
+            log_end_offset,
+            config.disk_batch_cap(),
+        )?;
+        tracing::debug!(
+            dir = %dir.display(),
+            snapshot = ?rebuilt.snapshot,
+            replayed_batches = rebuilt.replayed_batches,
+            producers = producers.len(),
+            "rebuilt producer state"
+        );
         let log = PartitionLog {
             dir: dir.to_path_buf(),
             dir_handle: Arc::new(File::open(dir)?),
@@ -126,6 +145,7 @@ impl PartitionLog {
             synced_offset: log_end_offset,
             pending_sync: Vec::new(),
             poisoned: false,
+            producers,
         };
         Ok((log, recovered.report))
     }
@@ -195,6 +215,11 @@ impl PartitionLog {
                 max: i32::MAX as usize,
             });
         }
+        if origin == AppendOrigin::Client {
+            if let Some(duplicate) = self.producers.check_append(&headers)? {
+                return Ok(self.duplicate_info(&duplicate));
+            }
+        }
 
         if self.roll_needed(records.len() as u64, last_offset, now_ms) {
             self.roll()?;
@@ -248,6 +273,9 @@ impl PartitionLog {
             // pending entries are retried on the next append.
             tracing::warn!(segment = %active.path.display(), error = %e, "index write failed");
         }
+        for h in &headers {
+            self.producers.record(h);
+        }
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -256,7 +284,50 @@ impl PartitionLog {
             log_append_time: if log_append_time { now_ms } else { -1 },
             bytes: records.len(),
             batches: headers,
+            duplicate: false,
         })
+    }
+
+    /// The answer to a retried batch: the original's offsets and timestamp.
+    fn duplicate_info(&self, original: &BatchMetadata) -> AppendInfo {
+        let log_append_time = self.config.message_timestamp_log_append_time;
+        AppendInfo {
+            first_offset: original.first_offset,
+            last_offset: original.last_offset,
+            max_timestamp: original.max_timestamp,
+            offset_of_max_timestamp: if log_append_time {
+                original.first_offset
+            } else {
+                original.last_offset
+            },
+            log_append_time: if log_append_time {
+                original.max_timestamp
+            } else {
+                -1
+            },
+            bytes: 0,
+            batches: Vec::new(),
+            duplicate: true,
+        }
+    }
+
+    /// Idempotent producers' state (last batches per producer id).
+    pub fn producer_states(&self) -> &ProducerStates {
+        &self.producers
+    }
+
+    /// Forgets producers idle longer than `expiration_ms` (Kafka's `producer.id.expiration.ms`).
+    pub fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.expire(now_ms, expiration_ms)
+    }
+
+    /// Snapshot the producer state at the log end. A failure is only logged: recovery then starts
+    /// from an older snapshot and replays more headers.
+    fn snapshot_producers(&self) {
+        let offset = self.log_end_offset();
+        if let Err(e) = snapshot::write(&self.dir, offset, &self.producers) {
+            tracing::warn!(dir = %self.dir.display(), offset, error = %e, "producer snapshot failed");
+        }
     }
 
     fn age_due(&self, now_ms: i64) -> bool {
@@ -290,6 +361,8 @@ impl PartitionLog {
             files,
         });
         self.segments.push(new);
+        // The new segment's base is where retention will later cut: keep the state there.
+        self.snapshot_producers();
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
         Ok(())
     }
@@ -507,6 +580,9 @@ impl PartitionLog {
             self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset);
             tracing::info!(segment = %seg.path.display(), "deleted segment");
         }
+        if let Err(e) = snapshot::delete_below(&self.dir, self.segments[0].base_offset) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "deleting old producer snapshots failed");
+        }
         sync_dir(&self.dir)?;
         Ok(())
     }
@@ -519,6 +595,7 @@ impl PartitionLog {
             files.time.sync_data()?;
         }
         self.sync()?;
+        snapshot::write(&self.dir, self.log_end_offset(), &self.producers)?;
         File::create(self.dir.join(CLEAN_SHUTDOWN_FILE))?.sync_all()?;
         sync_dir(&self.dir)?;
         Ok(())

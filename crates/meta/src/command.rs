@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::TopicConfigs;
+use crate::{AclBinding, ScramCredentialRecord, TopicConfigs};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -33,6 +33,26 @@ pub enum MetaCommand {
         set: TopicConfigs,
         remove: Vec<String>,
     },
+    /// `CreateAcls`: stores bindings; one already stored is left as it is.
+    CreateAcls { bindings: Vec<AclBinding> },
+    /// `DeleteAcls`, with filters already resolved to the bindings they
+    /// matched (as KRaft does), so applying it needs no filter logic and a
+    /// binding that is already gone is simply skipped.
+    DeleteAcls { bindings: Vec<AclBinding> },
+    /// Reserves producer ids `[block_start, block_start + block_size)` for idempotent producers
+    /// (InitProducerId). `block_start` must equal the state's next free id, so two proposers
+    /// racing for the same block cannot both win and no id is ever handed out twice, even across
+    /// restarts.
+    AllocateProducerIds { block_start: i64, block_size: i64 },
+    /// `AlterUserScramCredentials` upsertion: the broker derived the keys
+    /// from the salted password, which is not kept.
+    UpsertScramCredential {
+        user: String,
+        mechanism: String,
+        credential: ScramCredentialRecord,
+    },
+    /// `AlterUserScramCredentials` deletion.
+    DeleteScramCredential { user: String, mechanism: String },
 }
 
 impl MetaCommand {
@@ -44,6 +64,11 @@ impl MetaCommand {
             MetaCommand::CreatePartitions { .. } => "create_partitions",
             MetaCommand::ReplaceTopicConfigs { .. } => "replace_topic_configs",
             MetaCommand::UpdateTopicConfigs { .. } => "update_topic_configs",
+            MetaCommand::CreateAcls { .. } => "create_acls",
+            MetaCommand::DeleteAcls { .. } => "delete_acls",
+            MetaCommand::AllocateProducerIds { .. } => "allocate_producer_ids",
+            MetaCommand::UpsertScramCredential { .. } => "upsert_scram_credential",
+            MetaCommand::DeleteScramCredential { .. } => "delete_scram_credential",
         }
     }
 }

@@ -28,4 +28,9 @@ pub enum Error {
     InvalidConfig(String),
     #[error("a topic id collision happened; retry")]
     DuplicateTopicId,
+    /// An `AllocateProducerIds` that does not start at the next free id (a lost race) or has a bad size.
+    #[error("invalid producer id block: {0}")]
+    InvalidProducerIdBlock(String),
+    #[error("invalid ACL: {0}")]
+    InvalidAcl(String),
 }

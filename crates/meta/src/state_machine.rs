@@ -4,18 +4,24 @@
 //! current state without changing it; [`MetaState::apply`] checks and then
 //! applies. Both are pure: no clock, no randomness, no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{topic_config, Error, MetaCommand, Result, TopicConfigs};
+use crate::{
+    scram, topic_config, AclBinding, Error, MetaCommand, Result, ScramCredentialRecord,
+    TopicConfigs,
+};
 
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 /// An upper bound on partitions per topic, so one request cannot make a
 /// broker open a million files.
 pub const MAX_PARTITIONS: i32 = 10_000;
+/// An upper bound on stored ACL bindings: every authorization scans the
+/// bindings of one resource type, so their number must stay bounded.
+pub const MAX_ACLS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicRecord {
@@ -29,6 +35,17 @@ pub struct TopicRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
     topics: BTreeMap<String, TopicRecord>,
+    /// ACL bindings, sorted and deduplicated (Kafka stores each once).
+    /// `default` keeps snapshots written before ACLs existed readable.
+    #[serde(default)]
+    acls: BTreeSet<AclBinding>,
+    /// SCRAM credentials: user → mechanism name → credential.
+    #[serde(default)]
+    scram: BTreeMap<String, BTreeMap<String, ScramCredentialRecord>>,
+    /// The first producer id not yet reserved by `AllocateProducerIds`. `default` (0) keeps
+    /// older snapshots readable.
+    #[serde(default)]
+    next_producer_id: i64,
     /// Index of the last command applied; a snapshot records it so that
     /// replay starts after it.
     last_applied: u64,
@@ -67,6 +84,28 @@ impl MetaState {
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<&TopicRecord> {
         self.topics.values().find(|t| t.topic_id == id)
+    }
+
+    /// Every stored ACL binding, sorted by resource type first.
+    pub fn acls(&self) -> impl Iterator<Item = &AclBinding> {
+        self.acls.iter()
+    }
+
+    /// The first producer id no block has reserved yet.
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id
+    }
+
+    /// The SCRAM credential of `user` for `mechanism` (e.g. `SCRAM-SHA-256`).
+    pub fn scram_credential(&self, user: &str, mechanism: &str) -> Option<&ScramCredentialRecord> {
+        self.scram.get(user)?.get(mechanism)
+    }
+
+    /// Every user with SCRAM credentials, with their credentials by mechanism.
+    pub fn scram_users(
+        &self,
+    ) -> impl Iterator<Item = (&String, &BTreeMap<String, ScramCredentialRecord>)> {
+        self.scram.iter()
     }
 
     pub fn last_applied(&self) -> u64 {
@@ -133,6 +172,34 @@ impl MetaState {
                     None => Ok(()),
                 }
             }
+            MetaCommand::CreateAcls { bindings } => {
+                bindings.iter().try_for_each(AclBinding::validate)?;
+                let new = bindings.iter().filter(|b| !self.acls.contains(*b)).count();
+                if self.acls.len() + new > MAX_ACLS {
+                    return Err(Error::InvalidAcl(format!(
+                        "the cluster already holds {} ACLs; at most {MAX_ACLS} are allowed",
+                        self.acls.len()
+                    )));
+                }
+                Ok(())
+            }
+            // Deleting what is not stored is a no-op: a concurrent DeleteAcls
+            // may have removed it first.
+            MetaCommand::DeleteAcls { .. } => Ok(()),
+            MetaCommand::AllocateProducerIds {
+                block_start,
+                block_size,
+            } => check_producer_id_block(self.next_producer_id, *block_start, *block_size),
+            MetaCommand::UpsertScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => scram::validate(user, mechanism, Some(credential)),
+            // Deleting an absent credential is refused by the handler
+            // (RESOURCE_NOT_FOUND); here it is a harmless no-op.
+            MetaCommand::DeleteScramCredential { user, mechanism } => {
+                scram::validate(user, mechanism, None)
+            }
         }
     }
 
@@ -174,6 +241,34 @@ impl MetaState {
                 }
                 topic.configs.extend(set);
             }
+            MetaCommand::CreateAcls { bindings } => self.acls.extend(bindings),
+            MetaCommand::DeleteAcls { bindings } => {
+                for b in &bindings {
+                    self.acls.remove(b);
+                }
+            }
+            MetaCommand::AllocateProducerIds {
+                block_start,
+                block_size,
+            } => self.next_producer_id = block_start + block_size,
+            MetaCommand::UpsertScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => {
+                self.scram
+                    .entry(user)
+                    .or_default()
+                    .insert(mechanism, credential);
+            }
+            MetaCommand::DeleteScramCredential { user, mechanism } => {
+                if let Some(m) = self.scram.get_mut(&user) {
+                    m.remove(&mechanism);
+                    if m.is_empty() {
+                        self.scram.remove(&user);
+                    }
+                }
+            }
         }
         self.last_applied = index;
         Ok(())
@@ -198,6 +293,24 @@ impl MetaState {
         let wanted = norm(name);
         self.topics.keys().any(|k| norm(k) == wanted)
     }
+}
+
+/// Largest producer-id block one command may reserve (Kafka's blocks hold 1000).
+pub const MAX_PRODUCER_ID_BLOCK: i64 = 1_000_000;
+
+/// A block must start at the next free id and stay below `i64::MAX`.
+fn check_producer_id_block(next: i64, start: i64, size: i64) -> Result<()> {
+    if start != next {
+        return Err(Error::InvalidProducerIdBlock(format!(
+            "block starts at {start} but the next free producer id is {next}"
+        )));
+    }
+    if !(1..=MAX_PRODUCER_ID_BLOCK).contains(&size) || start.checked_add(size).is_none() {
+        return Err(Error::InvalidProducerIdBlock(format!(
+            "block of {size} ids at {start} is empty, too large or overflows"
+        )));
+    }
+    Ok(())
 }
 
 fn check_partitions(count: i32) -> Result<()> {
@@ -344,5 +457,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.topic("t").unwrap().configs.len(), 1);
+    }
+
+    #[test]
+    fn producer_id_blocks_are_contiguous_and_never_reissued() {
+        let mut s = MetaState::default();
+        let block = |block_start, block_size| MetaCommand::AllocateProducerIds {
+            block_start,
+            block_size,
+        };
+        s.apply(1, &block(0, 1000)).unwrap();
+        assert_eq!(s.next_producer_id(), 1000);
+        // A proposer that read the old high-water mark lost the race.
+        assert!(matches!(
+            s.apply(2, &block(0, 1000)),
+            Err(Error::InvalidProducerIdBlock(_))
+        ));
+        for bad in [
+            block(1000, 0),
+            block(1000, -5),
+            block(1000, MAX_PRODUCER_ID_BLOCK + 1),
+        ] {
+            assert!(s.check(&bad).is_err(), "{bad:?}");
+        }
+        s.apply(2, &block(1000, 10)).unwrap();
+        assert_eq!(s.next_producer_id(), 1010);
+        // The high-water mark survives serialization (what a snapshot stores).
+        let copy: MetaState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(copy.next_producer_id(), 1010);
+        let near_end = MetaState {
+            next_producer_id: i64::MAX - 5,
+            ..MetaState::default()
+        };
+        assert!(near_end.check(&block(i64::MAX - 5, 10)).is_err());
+        // Snapshots from before producer ids existed still load.
+        let old: MetaState = serde_json::from_str(r#"{"topics":{},"last_applied":3}"#).unwrap();
+        assert_eq!(old.next_producer_id(), 0);
     }
 }

@@ -11,12 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, MetaCommand, MetaState, Result};
+use crate::{framing, Error, MetaCommand, MetaState, Result};
 
 const LOG_FILE: &str = "meta.log";
 const SNAPSHOT_FILE: &str = "snapshot.json";
-/// Frames larger than this are corruption, not something to allocate.
-const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Write a snapshot and empty the log after this many commands.
 const SNAPSHOT_EVERY: u64 = 1000;
 
@@ -88,10 +86,8 @@ impl MetaStore {
             command: cmd.clone(),
         })
         .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        let mut frame = Vec::with_capacity(payload.len() + 8);
-        frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-        frame.extend_from_slice(&payload);
+        let mut frame = Vec::new();
+        framing::encode(&payload, &mut frame);
         self.log.write_all(&frame)?;
         self.log.sync_data()?;
         self.state.apply(index, &cmd)?;
@@ -127,34 +123,18 @@ impl MetaStore {
 /// valid prefix and how many commands were applied. Only a damaged *last*
 /// frame is a torn write; damage followed by more data is corruption.
 fn replay(path: &Path, bytes: &[u8], state: &mut MetaState) -> Result<(usize, u64)> {
-    let mut pos = 0usize;
+    let scan = framing::scan(bytes).map_err(|d| Error::Corrupt {
+        path: path.to_owned(),
+        position: d.position as u64,
+        reason: d.reason,
+    })?;
     let mut applied = 0u64;
-    while pos < bytes.len() {
+    for (pos, payload) in scan.frames {
         let corrupt = |reason: String| Error::Corrupt {
             path: path.to_owned(),
             position: pos as u64,
             reason,
         };
-        let Some(header) = bytes.get(pos..pos + 8) else {
-            return Ok((pos, applied));
-        };
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-        let end = pos + 8 + len;
-        if len > MAX_FRAME {
-            return Err(corrupt(format!("frame length {len} exceeds {MAX_FRAME}")));
-        }
-        let Some(payload) = bytes.get(pos + 8..end) else {
-            return Ok((pos, applied));
-        };
-        if crc32c::crc32c(payload) != crc {
-            if end == bytes.len() {
-                return Ok((pos, applied));
-            }
-            return Err(corrupt(
-                "checksum mismatch before the end of the log".into(),
-            ));
-        }
         let entry: Entry = serde_json::from_slice(payload).map_err(|e| corrupt(e.to_string()))?;
         if entry.index > state.last_applied() {
             if entry.index != state.last_applied() + 1 {
@@ -169,9 +149,8 @@ fn replay(path: &Path, bytes: &[u8], state: &mut MetaState) -> Result<(usize, u6
                 .map_err(|e| corrupt(format!("command does not apply: {e}")))?;
             applied += 1;
         }
-        pos = end;
     }
-    Ok((pos, applied))
+    Ok((scan.valid_len, applied))
 }
 
 #[cfg(test)]

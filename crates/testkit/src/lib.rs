@@ -24,6 +24,10 @@ pub struct TestBroker {
     child: Option<Child>,
     kafka: SocketAddr,
     admin: SocketAddr,
+    /// Every Kafka listener's bound address, by listener name.
+    listeners: Vec<(String, SocketAddr)>,
+    /// The config file of [`TestBroker::start_with_config`], removed on drop.
+    config_file: Option<tempfile::TempPath>,
     stderr_log: PathBuf,
 }
 
@@ -49,6 +53,8 @@ impl TestBroker {
             child: None,
             kafka: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listeners: Vec::new(),
+            config_file: None,
         };
         broker.spawn();
         broker
@@ -92,6 +98,7 @@ impl TestBroker {
         });
         let deadline = Instant::now() + START_TIMEOUT;
         let (mut kafka, mut admin) = (None, None);
+        self.listeners.clear();
         while kafka.is_none() || admin.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
@@ -103,7 +110,10 @@ impl TestBroker {
                 let addr: SocketAddr = addr.parse().expect("address");
                 if name == "admin" {
                     admin = Some(addr);
-                } else if kafka.is_none() {
+                } else {
+                    self.listeners.push((name.to_owned(), addr));
+                }
+                if name != "admin" && kafka.is_none() {
                     kafka = Some(addr);
                 }
             }
@@ -111,6 +121,33 @@ impl TestBroker {
         self.kafka = kafka.expect("kafka address");
         self.admin = admin.expect("admin address");
         self.child = Some(child);
+    }
+
+    /// Starts a broker with a TOML config file holding `toml_text` (plus
+    /// `extra_args`). Listeners should bind `127.0.0.1:0`; the first one's
+    /// bind is overridden with that anyway.
+    pub fn start_with_config(bin: &str, toml_text: &str, extra_args: &[&str]) -> TestBroker {
+        let config = tempfile::Builder::new()
+            .prefix("veil-test-config-")
+            .suffix(".toml")
+            .tempfile()
+            .expect("create config file");
+        std::fs::write(config.path(), toml_text).expect("write config");
+        let path = config.into_temp_path();
+        let shown = path.display().to_string();
+        let mut args = vec!["--config", shown.as_str()];
+        args.extend_from_slice(extra_args);
+        let mut broker = Self::start_with(bin, &args);
+        broker.config_file = Some(path);
+        broker
+    }
+
+    /// The bound address of the Kafka listener named `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
     }
 
     /// `host:port` of the Kafka listener.

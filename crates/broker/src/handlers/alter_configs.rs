@@ -14,6 +14,7 @@ use kafka_protocol::ResponseError;
 use veil_meta::{MetaCommand, TopicConfigs};
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 
 /// A Kafka error and the message telling the client what to fix.
@@ -55,6 +56,33 @@ pub(crate) fn check_resource(resource_type: i8, name: &str, repeated: bool) -> R
             ResponseError::InvalidRequest,
             format!("resource type {other} cannot be altered; only TOPIC (2) configs can"),
         )),
+    }
+}
+
+/// Kafka's check, after the duplicate check and before any other: ALTER_CONFIGS
+/// on the topic, or on the cluster for a broker resource.
+pub(crate) fn authorize_alter(
+    ctx: &RequestContext,
+    resource_type: i8,
+    name: &str,
+    repeated: bool,
+) -> Result<(), Failure> {
+    let (allowed, error) = match resource_type {
+        _ if repeated => return Ok(()),
+        RESOURCE_TOPIC => (
+            ctx.authorize(Operation::AlterConfigs, ResourceType::Topic, name),
+            ResponseError::TopicAuthorizationFailed,
+        ),
+        RESOURCE_BROKER => (
+            ctx.authorize_cluster(Operation::AlterConfigs),
+            ResponseError::ClusterAuthorizationFailed,
+        ),
+        _ => return Ok(()),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err((error, "Authorization failed.".into()))
     }
 }
 
@@ -106,6 +134,7 @@ pub async fn handle(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConf
     for (resource, repeated) in req.resources.iter().zip(repeated) {
         let name = resource.resource_name.as_str();
         let outcome = async {
+            authorize_alter(ctx, resource.resource_type, name, repeated)?;
             check_resource(resource.resource_type, name, repeated)?;
             if let Some(key) = duplicate_key(resource.configs.iter().map(|c| c.name.as_str())) {
                 return Err((

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use veil_meta::MetaCommand;
 
+use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 
 /// Checks explicit assignments for growing from `current` to `count` partitions.
@@ -65,6 +66,14 @@ pub async fn handle(
             results.push(fail(
                 ResponseError::InvalidRequest,
                 format!("topic '{name}' appears more than once in the request"),
+            ));
+            continue;
+        }
+        // Kafka: ALTER on the topic, checked before existence.
+        if !ctx.authorize(Operation::Alter, ResourceType::Topic, name) {
+            results.push(fail(
+                ResponseError::TopicAuthorizationFailed,
+                "Authorization failed.".into(),
             ));
             continue;
         }

@@ -6,6 +6,10 @@
 //! consecutive 0-based list of partitions; a name given twice in one request
 //! fails every entry with INVALID_REQUEST; a config without a value is
 //! INVALID_CONFIG. `timeout_ms` is not needed: the commit is synchronous.
+//!
+//! Authorization, as in Kafka: CREATE on the cluster or on the topic, else
+//! TOPIC_AUTHORIZATION_FAILED (checked after the duplicate check); the
+//! configs of a created topic are returned only with DESCRIBE_CONFIGS on it.
 
 use std::collections::HashMap;
 
@@ -20,6 +24,7 @@ use uuid::Uuid;
 use veil_meta::{MetaCommand, TopicConfigs};
 
 use super::describe_configs::topic_entries;
+use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 use crate::state::BrokerState;
 
@@ -107,6 +112,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
         *counts.entry(t.name.as_str()).or_default() += 1;
     }
     let broker = &ctx.broker;
+    let cluster_create = ctx.authorize_cluster(Operation::Create);
     let mut results = Vec::with_capacity(req.topics.len());
     for topic in &req.topics {
         let result = CreatableTopicResult::default()
@@ -115,6 +121,14 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
         if counts[topic.name.as_str()] > 1 {
             let message = format!("topic '{}' appears more than once", &*topic.name);
             results.push(fail(ctx, result, (ResponseError::InvalidRequest, message)));
+            continue;
+        }
+        if !cluster_create && !ctx.authorize(Operation::Create, ResourceType::Topic, &topic.name) {
+            let failure = (
+                ResponseError::TopicAuthorizationFailed,
+                "Authorization failed.".to_owned(),
+            );
+            results.push(fail(ctx, result, failure));
             continue;
         }
         let spec = match spec(
@@ -153,6 +167,15 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
             );
             continue;
         }
+        let result = result
+            .with_topic_id(topic_id)
+            .with_num_partitions(spec.partitions)
+            .with_replication_factor(spec.replication_factor);
+        if !ctx.authorize(Operation::DescribeConfigs, ResourceType::Topic, &topic.name) {
+            let code = ResponseError::TopicAuthorizationFailed.code();
+            results.push(result.with_topic_config_error_code(code).with_configs(None));
+            continue;
+        }
         let configs = topic_entries(&spec.configs, broker.topics.broker_defaults(), None)
             .into_iter()
             .map(|e| {
@@ -162,13 +185,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
                     .with_config_source(e.source.code())
             })
             .collect();
-        results.push(
-            result
-                .with_topic_id(topic_id)
-                .with_num_partitions(spec.partitions)
-                .with_replication_factor(spec.replication_factor)
-                .with_configs(Some(configs)),
-        );
+        results.push(result.with_configs(Some(configs)));
     }
     CreateTopicsResponse::default().with_topics(results)
 }

@@ -13,6 +13,7 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, TopicName};
 use kafka_protocol::ResponseError;
 
+use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 use crate::error::Error;
 use crate::partition::Partition;
@@ -51,18 +52,29 @@ fn delete_before(partition: &Partition, requested: i64) -> Result<i64, Error> {
 }
 
 pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
-    type Work = Vec<(TopicName, Vec<(i32, i64, Option<Arc<Partition>>)>)>;
+    /// A partition to delete from, or the error that prevents it.
+    type Target = Result<Arc<Partition>, Error>;
+    type Work = Vec<(TopicName, Vec<(i32, i64, Target)>)>;
     let work: Work = req
         .topics
         .iter()
         .map(|t| {
             let topic = ctx.broker.topics.get(&t.name);
+            // Kafka checks DELETE before existence.
+            let allowed = ctx.authorize(Operation::Delete, ResourceType::Topic, &t.name);
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
                     let partition = topic.as_ref().and_then(|t| t.partition(p.partition_index));
-                    (p.partition_index, p.offset, partition.cloned())
+                    let target = match partition {
+                        _ if !allowed => {
+                            Err(Error::Unauthorized(ResponseError::TopicAuthorizationFailed))
+                        }
+                        Some(p) => Ok(Arc::clone(p)),
+                        None => Err(Error::UnknownTopicOrPartition),
+                    };
+                    (p.partition_index, p.offset, target)
                 })
                 .collect();
             (t.name.clone(), partitions)
@@ -76,8 +88,8 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
                     .into_iter()
                     .map(|(index, offset, partition)| {
                         let outcome = match partition {
-                            None => Err(Error::UnknownTopicOrPartition),
-                            Some(p) => delete_before(&p, offset).inspect_err(|e| {
+                            Err(e) => Err(e),
+                            Ok(p) => delete_before(&p, offset).inspect_err(|e| {
                                 tracing::debug!(topic = %p.topic, partition = index, error = %e,
                                     "DeleteRecords refused");
                             }),

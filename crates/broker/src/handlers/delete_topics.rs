@@ -3,6 +3,8 @@
 //! As in Kafka: a v6 entry naming both a name and an id, or neither, is
 //! INVALID_REQUEST; a topic named twice in one request fails every
 //! occurrence with INVALID_REQUEST; an unknown id is UNKNOWN_TOPIC_ID.
+//! Authorization: DELETE on the topic, checked before existence; a topic
+//! named by id also needs DESCRIBE, or its name would leak.
 
 use std::collections::HashMap;
 
@@ -12,6 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 use veil_meta::MetaCommand;
 
+use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 use crate::error::Error;
 
@@ -48,6 +51,8 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
     for t in &targets {
         *counts.entry(t).or_default() += 1;
     }
+    let may = |op, name: &str| ctx.authorize(op, ResourceType::Topic, name);
+    let denied = || Error::Unauthorized(kafka_protocol::ResponseError::TopicAuthorizationFailed);
     let mut responses = Vec::with_capacity(targets.len());
     for target in &targets {
         let duplicate = counts[target] > 1;
@@ -59,6 +64,7 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
             _ if duplicate => Err(Error::InvalidRequest(
                 "the topic appears more than once in the request".into(),
             )),
+            Target::Name(name) if !may(Operation::Delete, name) => Err(denied()),
             Target::Name(name) => ctx
                 .broker
                 .with_meta(|s| s.topic(name).map(|t| t.topic_id))
@@ -68,7 +74,14 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
                 .broker
                 .with_meta(|s| s.topic_by_id(*id).map(|t| t.name.clone()))
                 .map(|name| (name, *id))
-                .ok_or(Error::UnknownTopicId),
+                .ok_or(Error::UnknownTopicId)
+                .and_then(|(name, id)| {
+                    if may(Operation::Describe, &name) && may(Operation::Delete, &name) {
+                        Ok((name, id))
+                    } else {
+                        Err(denied())
+                    }
+                }),
         };
         let outcome = match resolved {
             Ok((name, id)) => ctx

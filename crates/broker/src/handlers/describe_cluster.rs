@@ -1,37 +1,22 @@
 //! DescribeCluster (KIP-700): cluster id, controller and brokers.
 //!
-//! This single node is both the only broker and the controller. There is no
-//! authorizer yet, so when asked for the cluster's authorized operations we
-//! answer what Kafka answers without one: every operation the CLUSTER
-//! resource supports.
+//! This single node is both the only broker and the controller. As on a
+//! Kafka broker, describing the cluster needs no permission; the authorized
+//! operations, when asked for, are 0 without DESCRIBE on the cluster and
+//! otherwise the CLUSTER operations the principal may perform (all of them
+//! while the authorizer is disabled).
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use crate::auth::acl::OPERATIONS_NOT_REQUESTED;
+use crate::auth::{Operation, ResourceType, CLUSTER_NAME};
 use crate::context::RequestContext;
 
-/// Kafka's "not requested" value for authorized-operation bitfields.
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 /// `endpoint_type` (v1+): brokers; 2 (controllers) is served by KRaft controllers only.
 const ENDPOINT_BROKERS: i8 = 1;
-
-/// Kafka `AclOperation` codes that apply to the CLUSTER resource.
-const CLUSTER_OPERATIONS: [u8; 7] = [
-    5,  // CREATE
-    7,  // ALTER
-    8,  // DESCRIBE
-    9,  // CLUSTER_ACTION
-    10, // DESCRIBE_CONFIGS
-    11, // ALTER_CONFIGS
-    12, // IDEMPOTENT_WRITE
-];
-
-/// The authorized-operations bitfield: bit `n` set for operation code `n`.
-fn operations_bitfield(operations: &[u8]) -> i32 {
-    operations.iter().fold(0, |acc, &op| acc | (1 << op))
-}
 
 // Every handler is async so `dispatch` can await them alike.
 pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
@@ -60,10 +45,12 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
         })
         .into_iter()
         .collect();
-    let operations = if req.include_cluster_authorized_operations {
-        operations_bitfield(&CLUSTER_OPERATIONS)
-    } else {
+    let operations = if !req.include_cluster_authorized_operations {
         OPERATIONS_NOT_REQUESTED
+    } else if ctx.authorize_cluster(Operation::Describe) {
+        ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME)
+    } else {
+        0
     };
     response
         .with_endpoint_type(ENDPOINT_BROKERS)
@@ -102,9 +89,13 @@ mod tests {
 
     #[test]
     fn cluster_operations_bitfield_matches_kafka() {
-        // Kafka's supported CLUSTER operations (AclEntry.supportedOperations),
-        // all granted when no authorizer is configured.
-        assert_eq!(operations_bitfield(&CLUSTER_OPERATIONS), 8096);
-        assert_eq!(operations_bitfield(&[]), 0);
+        // Kafka's supported CLUSTER operations (AclEntry.supportedOperations):
+        // CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS,
+        // ALTER_CONFIGS, IDEMPOTENT_WRITE.
+        let bits = ResourceType::Cluster
+            .supported_operations()
+            .iter()
+            .fold(0, |acc, op| acc | (1 << op.code()));
+        assert_eq!(bits, 8096);
     }
 }

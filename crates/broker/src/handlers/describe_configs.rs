@@ -13,6 +13,7 @@ use kafka_protocol::ResponseError;
 use veil_meta::topic_config::{self, ConfigDef, ConfigSource, KNOWN};
 use veil_meta::TopicConfigs;
 
+use crate::auth::{Operation, ResourceType};
 use crate::config::Config;
 use crate::context::RequestContext;
 
@@ -149,10 +150,24 @@ pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> Descri
                 synonyms: req.include_synonyms,
                 docs: ctx.api_version >= 3 && req.include_documentation,
             };
-            let outcome = match res.resource_type {
-                RESOURCE_TOPIC => describe_topic(ctx, &res.resource_name, &wanted),
-                RESOURCE_BROKER => describe_broker(ctx, &res.resource_name, &wanted),
-                other => Err((
+            // Kafka: DESCRIBE_CONFIGS on the topic, or on the cluster for a
+            // broker, checked before existence.
+            let denied = match res.resource_type {
+                RESOURCE_TOPIC => (!ctx.authorize(
+                    Operation::DescribeConfigs,
+                    ResourceType::Topic,
+                    &res.resource_name,
+                ))
+                .then_some(ResponseError::TopicAuthorizationFailed),
+                RESOURCE_BROKER => (!ctx.authorize_cluster(Operation::DescribeConfigs))
+                    .then_some(ResponseError::ClusterAuthorizationFailed),
+                _ => None,
+            };
+            let outcome = match (denied, res.resource_type) {
+                (Some(error), _) => Err((error, "Authorization failed.".into())),
+                (None, RESOURCE_TOPIC) => describe_topic(ctx, &res.resource_name, &wanted),
+                (None, RESOURCE_BROKER) => describe_broker(ctx, &res.resource_name, &wanted),
+                (None, other) => Err((
                     ResponseError::InvalidRequest,
                     format!("resource type {other} is not supported; use TOPIC (2) or BROKER (4)"),
                 )),

@@ -18,6 +18,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 use crate::dispatch::{Handled, Response};
 use crate::partition::Partition;
@@ -95,6 +96,13 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Handled {
 /// partitions in request order.
 fn resolve(ctx: &RequestContext, req: &FetchRequest) -> (Vec<FetchableTopicResponse>, Vec<Wanted>) {
     let by_id = ctx.api_version >= TOPIC_ID_VERSION;
+    // Kafka: a follower (replica id >= 0) needs CLUSTER_ACTION, a consumer
+    // READ on each topic; either way a refusal is TOPIC_AUTHORIZATION_FAILED
+    // per partition. By name, the check comes before existence; by id, an
+    // unknown id stays UNKNOWN_TOPIC_ID (ids are not secret).
+    let follower = req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0;
+    let follower_allowed = follower && ctx.authorize_cluster(Operation::ClusterAction);
+    let denied = ResponseError::TopicAuthorizationFailed.code();
     let mut shells = Vec::with_capacity(req.topics.len());
     let mut wanted = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
@@ -113,13 +121,25 @@ fn resolve(ctx: &RequestContext, req: &FetchRequest) -> (Vec<FetchableTopicRespo
                 .with_topic(t.topic.clone())
                 .with_topic_id(t.topic_id),
         );
+        let name = topic
+            .as_ref()
+            .map_or(t.topic.0.as_str(), |t| t.name.as_str());
+        let allowed = if follower {
+            follower_allowed
+        } else {
+            (by_id && topic.is_none()) || ctx.authorize(Operation::Read, ResourceType::Topic, name)
+        };
         for p in &t.partitions {
-            let target = topic.as_ref().ok_or(missing).and_then(|topic| {
-                topic
-                    .partition(p.partition)
-                    .cloned()
-                    .ok_or(ResponseError::UnknownTopicOrPartition.code())
-            });
+            let target = if allowed {
+                topic.as_ref().ok_or(missing).and_then(|topic| {
+                    topic
+                        .partition(p.partition)
+                        .cloned()
+                        .ok_or(ResponseError::UnknownTopicOrPartition.code())
+                })
+            } else {
+                Err(denied)
+            };
             wanted.push(Wanted {
                 topic: ti,
                 partition_index: p.partition,

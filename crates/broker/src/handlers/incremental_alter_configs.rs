@@ -12,7 +12,9 @@ use kafka_protocol::ResponseError;
 use veil_meta::topic_config;
 use veil_meta::{MetaCommand, TopicConfigs};
 
-use super::alter_configs::{apply, check_resource, duplicate_key, error_parts, repeated, Failure};
+use super::alter_configs::{
+    apply, authorize_alter, check_resource, duplicate_key, error_parts, repeated, Failure,
+};
 use crate::context::RequestContext;
 
 const SET: i8 = 0;
@@ -108,6 +110,7 @@ pub async fn handle(
     for (resource, repeated) in req.resources.iter().zip(repeated) {
         let name = resource.resource_name.as_str();
         let outcome = async {
+            authorize_alter(ctx, resource.resource_type, name, repeated)?;
             check_resource(resource.resource_type, name, repeated)?;
             let current = ctx
                 .broker

@@ -15,6 +15,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, TopicName};
 use kafka_protocol::ResponseError;
 
+use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 use crate::error::Error;
 use crate::partition::Partition;
@@ -71,6 +72,8 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
         .iter()
         .map(|t| {
             let topic = ctx.broker.topics.get(&t.name);
+            // Kafka checks DESCRIBE before duplicates and existence.
+            let allowed = ctx.authorize(Operation::Describe, ResourceType::Topic, &t.name);
             let plans = t
                 .partitions
                 .iter()
@@ -78,6 +81,7 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                     let duplicate = occurrences[&(t.name.0.as_str(), p.partition_index)] > 1;
                     let partition = topic.as_ref().and_then(|t| t.partition(p.partition_index));
                     let plan = match partition {
+                        _ if !allowed => Plan::Fail(ResponseError::TopicAuthorizationFailed),
                         _ if duplicate => Plan::Fail(ResponseError::InvalidRequest),
                         None => Plan::Fail(ResponseError::UnknownTopicOrPartition),
                         Some(partition) => Plan::Lookup {

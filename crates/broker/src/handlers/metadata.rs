@@ -3,6 +3,11 @@
 //! Unknown topics are created only when both the broker
 //! (`topics.auto_create`) and the request (`allow_auto_topic_creation`,
 //! v4+) allow it; otherwise they answer UNKNOWN_TOPIC_OR_PARTITION.
+//!
+//! Authorization, as in Kafka: listing all topics silently leaves out those
+//! the principal may not DESCRIBE; a topic asked for by name without DESCRIBE
+//! is TOPIC_AUTHORIZATION_FAILED whether or not it exists (so existence does
+//! not leak); auto-creation also needs CREATE on the cluster or the topic.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -12,12 +17,11 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use crate::auth::acl::OPERATIONS_NOT_REQUESTED;
+use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 use crate::state::BrokerState;
 use crate::topics::Topic;
-
-/// Kafka's "not requested" value for authorized-operation bitfields.
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
 pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
     let broker = &ctx.broker;
@@ -33,22 +37,32 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     };
     let auto_create =
         broker.config.topics.auto_create && (ctx.api_version < 4 || req.allow_auto_topic_creation);
+    let ops = req.include_topic_authorized_operations;
+    let may_describe = |name: &str| ctx.authorize(Operation::Describe, ResourceType::Topic, name);
 
     let topics = match requested {
         None => broker
             .topics
             .all()
             .iter()
-            .map(|t| describe(ctx, t))
+            .filter(|t| may_describe(&t.name))
+            .map(|t| describe(ctx, t, ops))
             .collect(),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for (name, id) in list {
                 out.push(match name {
-                    Some(name) => by_name(ctx, &name, auto_create).await,
+                    Some(name) if !may_describe(&name) => unauthorized(ctx, Some(name), id),
+                    Some(name) => by_name(ctx, &name, auto_create, ops).await,
                     None => {
+                        // Topic ids are not secret, so Kafka reports the
+                        // failure with the id (but never the name).
                         if let Some(t) = broker.topics.get_by_id(id) {
-                            describe(ctx, &t)
+                            if may_describe(&t.name) {
+                                describe(ctx, &t, ops)
+                            } else {
+                                unauthorized(ctx, None, id)
+                            }
                         } else {
                             ctx.count(ResponseError::UnknownTopicId.code());
                             MetadataResponseTopic::default()
@@ -78,13 +92,41 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
         .with_controller_id(BrokerId(broker.node_id()))
         .with_topics(topics)
-        .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED)
+        .with_cluster_authorized_operations(cluster_operations(
+            ctx,
+            req.include_cluster_authorized_operations,
+        ))
 }
 
-async fn by_name(ctx: &RequestContext, name: &str, auto_create: bool) -> MetadataResponseTopic {
+/// v8-10: the cluster bitfield, 0 without DESCRIBE on the cluster (Kafka).
+fn cluster_operations(ctx: &RequestContext, requested: bool) -> i32 {
+    if !requested {
+        OPERATIONS_NOT_REQUESTED
+    } else if ctx.authorize_cluster(Operation::Describe) {
+        ctx.authorized_operations(ResourceType::Cluster, crate::auth::CLUSTER_NAME)
+    } else {
+        0
+    }
+}
+
+fn unauthorized(ctx: &RequestContext, name: Option<String>, id: Uuid) -> MetadataResponseTopic {
+    let code = ResponseError::TopicAuthorizationFailed.code();
+    ctx.count(code);
+    MetadataResponseTopic::default()
+        .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
+        .with_topic_id(id)
+        .with_error_code(code)
+}
+
+async fn by_name(
+    ctx: &RequestContext,
+    name: &str,
+    auto_create: bool,
+    ops: bool,
+) -> MetadataResponseTopic {
     let broker = &ctx.broker;
     if let Some(t) = broker.topics.get(name) {
-        return describe(ctx, &t);
+        return describe(ctx, &t, ops);
     }
     let unknown = |code: i16| {
         ctx.count(code);
@@ -94,6 +136,11 @@ async fn by_name(ctx: &RequestContext, name: &str, auto_create: bool) -> Metadat
     };
     if !auto_create {
         return unknown(ResponseError::UnknownTopicOrPartition.code());
+    }
+    if !ctx.authorize_cluster(Operation::Create)
+        && !ctx.authorize(Operation::Create, ResourceType::Topic, name)
+    {
+        return unknown(ResponseError::TopicAuthorizationFailed.code());
     }
     let cmd = BrokerState::create_topic_command(
         name,
@@ -109,12 +156,12 @@ async fn by_name(ctx: &RequestContext, name: &str, auto_create: bool) -> Metadat
     match broker.topics.get(name) {
         // Kafka answers LEADER_NOT_AVAILABLE for a topic it just created;
         // ours is ready at once, so describe it.
-        Some(t) => describe(ctx, &t),
+        Some(t) => describe(ctx, &t, ops),
         None => unknown(ResponseError::UnknownTopicOrPartition.code()),
     }
 }
 
-fn describe(ctx: &RequestContext, topic: &Topic) -> MetadataResponseTopic {
+fn describe(ctx: &RequestContext, topic: &Topic, ops: bool) -> MetadataResponseTopic {
     let node = BrokerId(ctx.broker.node_id());
     let partitions = topic
         .partitions
@@ -133,5 +180,9 @@ fn describe(ctx: &RequestContext, topic: &Topic) -> MetadataResponseTopic {
         .with_topic_id(topic.id)
         .with_is_internal(false)
         .with_partitions(partitions)
-        .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
+        .with_topic_authorized_operations(if ops {
+            ctx.authorized_operations(ResourceType::Topic, &topic.name)
+        } else {
+            OPERATIONS_NOT_REQUESTED
+        })
 }

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 use kafka_protocol::ResponseError;
 
 use super::list_offsets::check_current_leader_epoch;
+use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 
 // Every handler is async so `dispatch` can await them alike.
@@ -18,16 +19,33 @@ pub async fn handle(
     ctx: &RequestContext,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
+    // Kafka: a follower (replica id >= 0) needs CLUSTER_ACTION or every
+    // partition fails; a consumer needs DESCRIBE on each topic, checked
+    // before existence.
+    let follower_denied = req.replica_id.0 >= 0 && !ctx.authorize_cluster(Operation::ClusterAction);
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
             let topic = ctx.broker.topics.get(&t.topic);
+            let denied = if follower_denied {
+                Some(ResponseError::ClusterAuthorizationFailed)
+            } else if req.replica_id.0 < 0
+                && !ctx.authorize(Operation::Describe, ResourceType::Topic, &t.topic)
+            {
+                Some(ResponseError::TopicAuthorizationFailed)
+            } else {
+                None
+            };
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
                     let response = EpochEndOffset::default().with_partition(p.partition);
+                    if let Some(error) = denied {
+                        ctx.count(error.code());
+                        return response.with_error_code(error.code());
+                    }
                     let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition))
                     else {
                         let code = ResponseError::UnknownTopicOrPartition.code();

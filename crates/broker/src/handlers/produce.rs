@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use crate::auth::{Operation, ResourceType};
 use crate::config::Flush;
 use crate::context::RequestContext;
 use crate::dispatch::{Handled, Response};
@@ -24,9 +25,22 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
     // (topic index, partition index, partition, end offset) awaiting fsync.
     let mut to_sync: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
+    // Kafka: a transactional produce needs WRITE on its transactional id, or
+    // the whole request fails; then each topic needs WRITE, checked before
+    // existence so unauthorized clients cannot probe topic names.
+    let transaction_denied = req.transactional_id.as_ref().is_some_and(|id| {
+        !ctx.authorize(Operation::Write, ResourceType::TransactionalId, id.as_str())
+    });
 
     for (ti, topic_data) in req.topic_data.into_iter().enumerate() {
         let topic = ctx.broker.topics.get(topic_data.name.0.as_str());
+        let denied = if transaction_denied {
+            Some(ResponseError::TransactionalIdAuthorizationFailed)
+        } else if !ctx.authorize(Operation::Write, ResourceType::Topic, &topic_data.name) {
+            Some(ResponseError::TopicAuthorizationFailed)
+        } else {
+            None
+        };
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for (pi, data) in topic_data.partition_data.into_iter().enumerate() {
             let base = PartitionProduceResponse::default()
@@ -35,7 +49,9 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
             let partition = topic.as_ref().and_then(|t| t.partition(data.index));
-            let outcome = if !valid_acks {
+            let outcome = if let Some(error) = denied {
+                Err((error.code(), None))
+            } else if !valid_acks {
                 Err((ResponseError::InvalidRequiredAcks.code(), None))
             } else if let Some(partition) = partition {
                 append(ctx, partition, data.records, now).map(|(resp, end)| {

@@ -1,0 +1,452 @@
+//! The SASL side of a connection: which requests an unauthenticated
+//! connection may send, SaslHandshake and SaslAuthenticate, re-authentication
+//! (KIP-368) and the per-address backoff after failed logins.
+//!
+//! As in Kafka, a SASL listener accepts only ApiVersions, SaslHandshake and
+//! SaslAuthenticate until the client has authenticated, and closes the
+//! connection on anything else and after every failed authentication.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use kafka_protocol::messages::{
+    ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use parking_lot::Mutex;
+use sha2::Sha256;
+
+use super::plain::{self, PlainUsers};
+use super::scram::{self, Credential, Mechanism, ScramServer};
+use crate::config::Config;
+use crate::context::{RequestContext, ANONYMOUS};
+use crate::dispatch::{Handled, Response};
+use crate::state::BrokerState;
+
+/// The one message every failed login gets: it never says whether the user
+/// exists or which step failed.
+pub fn failure_message(mechanism: &str) -> String {
+    format!("Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}")
+}
+
+/// Broker-wide SASL state: PLAIN users, the secret behind decoy SCRAM
+/// salts, and the failed-login backoff.
+pub struct Authenticator {
+    plain: PlainUsers,
+    decoy_key: [u8; 32],
+    throttle: FailureThrottle,
+    max_reauth: Option<Duration>,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("plain", &self.plain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    pub fn new(config: &Config) -> Result<Authenticator, String> {
+        let plain = match &config.sasl.plain_users_file {
+            Some(p) => PlainUsers::load(p)?,
+            None => PlainUsers::default(),
+        };
+        Ok(Authenticator {
+            plain,
+            decoy_key: rand::random(),
+            throttle: FailureThrottle::new(Duration::from_millis(config.sasl.max_failure_delay_ms)),
+            max_reauth: (config.sasl.max_reauth_ms > 0)
+                .then(|| Duration::from_millis(config.sasl.max_reauth_ms)),
+        })
+    }
+
+    /// A stable, secret-derived salt for a user that does not exist, so the
+    /// server-first message looks the same whether or not it does.
+    fn decoy(&self, mech: Mechanism, user: &str) -> (Vec<u8>, u32) {
+        let salt = Hmac::<Sha256>::new_from_slice(&self.decoy_key)
+            .map(|m| {
+                m.chain_update(mech.name())
+                    .chain_update([0])
+                    .chain_update(user)
+                    .finalize()
+                    .into_bytes()[..16]
+                    .to_vec()
+            })
+            .unwrap_or_default();
+        (salt, scram::MIN_ITERATIONS)
+    }
+}
+
+/// Failed logins per client address; each failure's answer waits twice as
+/// long as the previous one, up to a cap. Memory is bounded: when the table
+/// is full, stale entries go, and if none are stale, all do.
+pub struct FailureThrottle {
+    max_delay: Duration,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+const THROTTLE_ENTRIES: usize = 10_000;
+const THROTTLE_FORGET: Duration = Duration::from_secs(300);
+const FIRST_DELAY: Duration = Duration::from_millis(100);
+
+impl FailureThrottle {
+    pub fn new(max_delay: Duration) -> FailureThrottle {
+        FailureThrottle {
+            max_delay,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records a failure from `ip` and returns how long to delay the answer.
+    pub fn failed(&self, ip: IpAddr, now: Instant) -> Duration {
+        let mut map = self.failures.lock();
+        if map.len() >= THROTTLE_ENTRIES && !map.contains_key(&ip) {
+            map.retain(|_, (_, last)| now.duration_since(*last) < THROTTLE_FORGET);
+            if map.len() >= THROTTLE_ENTRIES {
+                map.clear();
+            }
+        }
+        let entry = map.entry(ip).or_insert((0, now));
+        if now.duration_since(entry.1) >= THROTTLE_FORGET {
+            entry.0 = 0;
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        let shift = (entry.0 - 1).min(16);
+        (FIRST_DELAY * (1u32 << shift)).min(self.max_delay)
+    }
+
+    pub fn succeeded(&self, ip: IpAddr) {
+        self.failures.lock().remove(&ip);
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.failures.lock().len()
+    }
+}
+
+enum Step {
+    /// Waiting for SaslHandshake.
+    Start,
+    /// Handshake done; the mechanism's first SaslAuthenticate comes next.
+    Handshaken(String),
+    /// Mid-SCRAM: the server-first message was sent.
+    Scram(Box<ScramServer>),
+}
+
+/// What the connection should do with a request.
+pub enum Gate {
+    /// Serve it normally.
+    Pass,
+    /// Close the connection without answering (Kafka's behaviour for a
+    /// request before authentication, or after the session expired).
+    Close(&'static str),
+}
+
+/// The SASL state of one connection.
+pub struct Session {
+    /// SASL is required before anything but ApiVersions.
+    sasl: bool,
+    mechanisms: Vec<String>,
+    principal: String,
+    authenticated: bool,
+    /// The mechanism of the last successful login (re-authentication must
+    /// use the same one).
+    mechanism: Option<String>,
+    step: Step,
+    /// KIP-368: the session ends here unless re-authenticated.
+    expires: Option<Instant>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("principal", &self.principal)
+            .field("authenticated", &self.authenticated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// `tls_principal` is the mapped client-certificate principal, if any.
+    pub fn new(broker: &BrokerState, listener: &str, tls_principal: Option<String>) -> Session {
+        let l = broker.config.listeners.iter().find(|l| l.name == listener);
+        let sasl = l.is_some_and(|l| l.protocol.uses_sasl());
+        Session {
+            sasl,
+            mechanisms: l
+                .map(crate::config::ListenerConfig::mechanisms)
+                .unwrap_or_default(),
+            principal: tls_principal.unwrap_or_else(|| ANONYMOUS.to_owned()),
+            authenticated: !sasl,
+            mechanism: None,
+            step: Step::Start,
+            expires: None,
+        }
+    }
+
+    pub fn principal(&self) -> &str {
+        &self.principal
+    }
+
+    /// Whether this connection handles SaslHandshake/SaslAuthenticate itself.
+    pub fn intercepts(&self, key: ApiKey) -> bool {
+        self.sasl && matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+    }
+
+    /// Decides whether a request of `key` may be served now.
+    pub fn gate(&self, key: ApiKey, now: Instant) -> Gate {
+        if !self.sasl
+            || matches!(
+                key,
+                ApiKey::SaslHandshake | ApiKey::SaslAuthenticate | ApiKey::ApiVersions
+            )
+        {
+            return Gate::Pass;
+        }
+        if !self.authenticated {
+            return Gate::Close("request before SASL authentication");
+        }
+        if self.expires.is_some_and(|e| now >= e) {
+            return Gate::Close("SASL session expired without re-authentication");
+        }
+        Gate::Pass
+    }
+
+    /// Answers SaslHandshake; the bool says whether to close afterwards.
+    pub fn handshake(
+        &mut self,
+        ctx: &RequestContext,
+        req: SaslHandshakeRequest,
+    ) -> (Handled, bool) {
+        let mechanisms = self
+            .mechanisms
+            .iter()
+            .map(|m| StrBytes::from_string(m.clone()))
+            .collect();
+        let wanted = req.mechanism.to_string();
+        let mut resp = SaslHandshakeResponse::default().with_mechanisms(mechanisms);
+        let (code, close) = if !matches!(self.step, Step::Start) {
+            (ResponseError::IllegalSaslState.code(), true)
+        } else if !self.mechanisms.contains(&wanted) {
+            (ResponseError::UnsupportedSaslMechanism.code(), true)
+        } else if self.authenticated && self.mechanism.as_deref() != Some(wanted.as_str()) {
+            // Re-authentication must not switch mechanisms (KIP-368).
+            (ResponseError::IllegalSaslState.code(), true)
+        } else if ctx.api_version == 0 {
+            // v0 means raw SASL frames without Kafka headers follow; Veil
+            // serves only the framed SaslAuthenticate exchange.
+            (ResponseError::UnsupportedVersion.code(), true)
+        } else {
+            self.step = Step::Handshaken(wanted);
+            (0, false)
+        };
+        ctx.count(code);
+        resp.error_code = code;
+        (resp.into(), close)
+    }
+
+    /// Runs one SaslAuthenticate step; the bool says whether to close after
+    /// the (possibly delayed) answer.
+    pub fn authenticate(
+        &mut self,
+        ctx: &RequestContext,
+        req: SaslAuthenticateRequest,
+        peer: IpAddr,
+    ) -> (Handled, bool) {
+        let broker = Arc::clone(&ctx.broker);
+        let auth = &broker.sasl;
+        let step = std::mem::replace(&mut self.step, Step::Start);
+        let mech_name = match &step {
+            Step::Start => {
+                let resp = SaslAuthenticateResponse::default()
+                    .with_error_code(ResponseError::IllegalSaslState.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "SaslAuthenticate before SaslHandshake",
+                    )));
+                ctx.count(resp.error_code);
+                return (resp.into(), true);
+            }
+            Step::Handshaken(m) => m.clone(),
+            Step::Scram(s) => s.mechanism().name().to_owned(),
+        };
+        let outcome = match step {
+            // Answered above.
+            Step::Start => Outcome::Failure("out of order"),
+            Step::Handshaken(m) if m == "PLAIN" => match plain::parse(&req.auth_bytes) {
+                Ok(msg) => {
+                    let ok = auth.plain.verify(&msg.username, &msg.password)
+                        || verify_plain_against_scram(&broker, &msg.username, &msg.password);
+                    if ok {
+                        Outcome::Success(Bytes::new(), msg.username)
+                    } else {
+                        Outcome::Failure("wrong PLAIN credentials")
+                    }
+                }
+                Err(_) => Outcome::Failure("malformed PLAIN message"),
+            },
+            Step::Handshaken(m) => match Mechanism::from_name(&m) {
+                Some(mech) => {
+                    let mut server = Box::new(ScramServer::new(mech));
+                    let nonce = B64.encode(rand::random::<[u8; 18]>());
+                    match server.first(
+                        &req.auth_bytes,
+                        &nonce,
+                        |user| scram_credential(&broker, mech, user),
+                        |user| auth.decoy(mech, user),
+                    ) {
+                        Ok(server_first) => {
+                            self.step = Step::Scram(server);
+                            Outcome::Continue(Bytes::from(server_first))
+                        }
+                        Err(e) => Outcome::ScramFailure(e),
+                    }
+                }
+                None => Outcome::Failure("unknown mechanism"),
+            },
+            Step::Scram(mut server) => match server.finish(&req.auth_bytes) {
+                Ok((server_final, user)) => Outcome::Success(Bytes::from(server_final), user),
+                Err(e) => Outcome::ScramFailure(e),
+            },
+        };
+        self.finish_step(ctx, &mech_name, outcome, peer)
+    }
+
+    fn finish_step(
+        &mut self,
+        ctx: &RequestContext,
+        mech: &str,
+        outcome: Outcome,
+        peer: IpAddr,
+    ) -> (Handled, bool) {
+        let broker = &ctx.broker;
+        let metrics = &broker.metrics;
+        let mut resp = SaslAuthenticateResponse::default();
+        match outcome {
+            Outcome::Continue(bytes) => {
+                resp.auth_bytes = bytes;
+                (resp.into(), false)
+            }
+            Outcome::Success(bytes, user) => {
+                let principal = format!("User:{user}");
+                if self.authenticated
+                    && self.sasl
+                    && self.mechanism.is_some()
+                    && principal != self.principal
+                {
+                    // KIP-368: re-authentication cannot change who you are.
+                    tracing::debug!("re-authentication tried to change the principal");
+                    return self.fail(ctx, mech, peer);
+                }
+                let now = Instant::now();
+                let lifetime = broker.sasl.max_reauth;
+                self.expires = lifetime.map(|d| now + d);
+                resp.auth_bytes = bytes;
+                resp.session_lifetime_ms = lifetime.map_or(0, |d| d.as_millis() as i64);
+                broker.sasl.throttle.succeeded(peer);
+                metrics
+                    .sasl_authentications
+                    .with_label_values(&[mech, "success"])
+                    .inc();
+                tracing::debug!(%principal, mechanism = mech, "SASL authentication succeeded");
+                self.principal = principal;
+                self.authenticated = true;
+                self.mechanism = Some(mech.to_owned());
+                (resp.into(), false)
+            }
+            Outcome::ScramFailure(e) => {
+                tracing::debug!(reason = %e, mechanism = mech, "SASL authentication failed");
+                self.fail(ctx, mech, peer)
+            }
+            Outcome::Failure(reason) => {
+                tracing::debug!(reason, mechanism = mech, "SASL authentication failed");
+                self.fail(ctx, mech, peer)
+            }
+        }
+    }
+
+    /// SASL_AUTHENTICATION_FAILED, answered after the backoff; then close.
+    fn fail(&self, ctx: &RequestContext, mech: &str, peer: IpAddr) -> (Handled, bool) {
+        debug_assert!(
+            matches!(self.step, Step::Start),
+            "a failed exchange starts over"
+        );
+        let broker = &ctx.broker;
+        broker
+            .metrics
+            .sasl_authentications
+            .with_label_values(&[mech, "failure"])
+            .inc();
+        let code = ResponseError::SaslAuthenticationFailed.code();
+        ctx.count(code);
+        let resp = SaslAuthenticateResponse::default()
+            .with_error_code(code)
+            .with_error_message(Some(StrBytes::from_string(failure_message(mech))));
+        let delay = broker.sasl.throttle.failed(peer, Instant::now());
+        let fut = async move {
+            tokio::time::sleep(delay).await;
+            Response::SaslAuthenticate(resp)
+        };
+        (Handled::Deferred(Box::pin(fut)), true)
+    }
+}
+
+enum Outcome {
+    Continue(Bytes),
+    Success(Bytes, String),
+    Failure(&'static str),
+    ScramFailure(scram::ScramError),
+}
+
+fn scram_credential(broker: &BrokerState, mech: Mechanism, user: &str) -> Option<Credential> {
+    broker.with_meta(|m| {
+        m.scram_credential(user, mech.name()).map(|r| Credential {
+            salt: r.salt.clone(),
+            iterations: r.iterations,
+            stored_key: r.stored_key.clone(),
+            server_key: r.server_key.clone(),
+        })
+    })
+}
+
+/// PLAIN also accepts users who only have SCRAM credentials: the password
+/// is checked by re-deriving the StoredKey.
+fn verify_plain_against_scram(broker: &BrokerState, user: &str, password: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    Mechanism::ALL.into_iter().any(|mech| {
+        scram_credential(broker, mech, user).is_some_and(|c| {
+            let derived = Credential::from_password(mech, password, &c.salt, c.iterations);
+            derived.stored_key.ct_eq(&c.stored_key).unwrap_u8() == 1
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_doubles_caps_and_stays_bounded() {
+        let t = FailureThrottle::new(Duration::from_millis(500));
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let now = Instant::now();
+        let delays: Vec<u128> = (0..5).map(|_| t.failed(ip, now).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 500, 500]);
+        t.succeeded(ip);
+        assert_eq!(t.failed(ip, now).as_millis(), 100);
+        for i in 0..(THROTTLE_ENTRIES as u32 + 50) {
+            t.failed(IpAddr::from(i.to_be_bytes()), now);
+        }
+        assert!(t.tracked() <= THROTTLE_ENTRIES);
+    }
+}

@@ -1,0 +1,30 @@
+//! The group coordinator for Kafka's classic consumer-group protocol, and
+//! durable committed offsets.
+//!
+//! Start at [`classic::Group`]: one group as a pure, clock-driven state
+//! machine (Empty → PreparingRebalance → CompletingRebalance → Stable,
+//! static membership, KIP-394 member ids, session and rebalance timeouts).
+//! [`coordinator::Coordinator`] holds every group and its offsets and turns
+//! operations into replies and [`store::Record`]s; [`store`] keeps those in
+//! `<data_dir>/groups/`; [`service::GroupCoordinator`] is the only async part
+//! (locking, fsync, waking waiting JoinGroup/SyncGroup requests, the timer).
+
+pub mod classic;
+pub mod coordinator;
+pub mod member;
+pub mod metrics;
+#[cfg(test)]
+mod proptests;
+pub mod service;
+pub mod store;
+#[cfg(test)]
+mod tests;
+
+pub use classic::{Group, GroupState};
+pub use coordinator::{Coordinator, CoordinatorConfig, Effects};
+pub use member::{JoinRequest, JoinResult, Protocol, Reply, SyncResult, Waiter};
+pub use service::GroupCoordinator;
+
+/// The protocol type of Kafka consumers; OffsetDelete and lag metrics
+/// understand its subscription format.
+pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";

@@ -1,0 +1,210 @@
+//! OffsetCommit: store a group's consumed positions durably.
+//!
+//! Unknown topics or partitions are UNKNOWN_TOPIC_OR_PARTITION; the rest
+//! are checked against the group (generation, member, state) as one unit
+//! and written in one record, fsynced before the response.
+//!
+//! Authorization, as in Kafka: READ on the group first (refused, every
+//! partition is GROUP_AUTHORIZATION_FAILED and nothing is stored), then READ
+//! on each topic, checked before existence (TOPIC_AUTHORIZATION_FAILED).
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+use kafka_protocol::ResponseError;
+
+use crate::auth::{Operation, ResourceType};
+use crate::context::RequestContext;
+use crate::group::store::CommittedOffset;
+
+/// Kafka's `offset.metadata.max.bytes` default.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    if !ctx.authorize(Operation::Read, ResourceType::Group, &req.group_id) {
+        return every_partition(ctx, req, ResponseError::GroupAuthorizationFailed);
+    }
+    let now = ctx.now_ms();
+    let version = ctx.api_version;
+    // Per (topic, partition): an error found up front, or the offset to store.
+    let mut results: Vec<Vec<(i32, Option<ResponseError>)>> = Vec::new();
+    let mut to_store = Vec::new();
+    for t in &req.topics {
+        let topic_denied = !ctx.authorize(Operation::Read, ResourceType::Topic, &t.name);
+        let topic = ctx.broker.topics.get(&t.name);
+        let mut parts = Vec::new();
+        for p in &t.partitions {
+            let metadata = p.committed_metadata.as_deref().unwrap_or_default();
+            let error = if topic_denied {
+                Some(ResponseError::TopicAuthorizationFailed)
+            } else if topic
+                .as_ref()
+                .and_then(|t| t.partition(p.partition_index))
+                .is_none()
+            {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else if metadata.len() > MAX_METADATA_BYTES {
+                Some(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                to_store.push((
+                    t.name.to_string(),
+                    p.partition_index,
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: if version >= 6 {
+                            p.committed_leader_epoch
+                        } else {
+                            -1
+                        },
+                        metadata: metadata.to_owned(),
+                        commit_timestamp: now,
+                        // v2–v4 could set a retention for these offsets; -1 means the broker's.
+                        expire_timestamp: if (2..=4).contains(&version)
+                            && req.retention_time_ms >= 0
+                        {
+                            now.saturating_add(req.retention_time_ms)
+                        } else {
+                            -1
+                        },
+                    },
+                ));
+                None
+            };
+            parts.push((p.partition_index, error));
+        }
+        results.push(parts);
+    }
+    let group_id = req.group_id.0.to_string();
+    let member_id = req.member_id.to_string();
+    let instance = req.group_instance_id.as_ref().map(ToString::to_string);
+    let generation = req.generation_id_or_member_epoch;
+    let (checked, durable) = ctx.broker.groups.run(|core, now, out| {
+        let checked = core.check_commit(&group_id, &member_id, instance.as_deref(), generation);
+        if checked.is_ok() && !to_store.is_empty() {
+            core.commit(&group_id, &member_id, to_store, now, out);
+        }
+        checked
+    });
+    // A commit is acknowledged only once it is on disk.
+    let group_error = match checked {
+        Err(e) => Some(e),
+        Ok(()) if !durable.wait().await => Some(ResponseError::CoordinatorNotAvailable),
+        Ok(()) => None,
+    };
+    let topics = req
+        .topics
+        .into_iter()
+        .zip(results)
+        .map(|(t, parts)| {
+            let partitions = parts
+                .into_iter()
+                .map(|(index, error)| {
+                    let code = error.or(group_error).map_or(0, |e| e.code());
+                    ctx.count(code);
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// The same error for every partition of the request.
+fn every_partition(
+    ctx: &RequestContext,
+    req: OffsetCommitRequest,
+    error: ResponseError,
+) -> OffsetCommitResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    ctx.count(error.code());
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(error.code())
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+    use crate::test_fixture as fixture;
+
+    pub(crate) fn commit_request(
+        group: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> OffsetCommitRequest {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+            .with_generation_id_or_member_epoch(-1)
+            .with_retention_time_ms(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(partition)
+                    .with_committed_offset(offset)
+                    .with_committed_leader_epoch(4)
+                    .with_committed_metadata(Some(StrBytes::from_static_str(
+                        "meta",
+                    )))])])
+    }
+
+    #[tokio::test]
+    async fn simple_commits_store_and_bad_partitions_or_generations_are_refused() {
+        let (_dir, ctx) = fixture::groups_context(8);
+        fixture::create_topic(&ctx, "t", 2).await;
+        let code = |r: &OffsetCommitResponse| r.topics[0].partitions[0].error_code;
+        let r = handle(&ctx, commit_request("g", "t", 1, 42)).await;
+        assert_eq!(code(&r), 0);
+        fixture::encodes(&r, 2..=9);
+        let r = handle(&ctx, commit_request("g", "t", 2, 1)).await;
+        assert_eq!(code(&r), ResponseError::UnknownTopicOrPartition.code());
+        let r = handle(&ctx, commit_request("g", "nope", 0, 1)).await;
+        assert_eq!(code(&r), ResponseError::UnknownTopicOrPartition.code());
+        let r = handle(
+            &ctx,
+            commit_request("other", "t", 0, 1).with_generation_id_or_member_epoch(3),
+        )
+        .await;
+        assert_eq!(code(&r), ResponseError::IllegalGeneration.code());
+        let r = handle(
+            &ctx,
+            commit_request("g", "t", 0, 1).with_member_id(StrBytes::from_static_str("who")),
+        )
+        .await;
+        assert_eq!(code(&r), ResponseError::UnknownMemberId.code());
+        let fetched = ctx.broker.groups.read(|c| c.fetch("g", None));
+        assert_eq!(fetched.len(), 1);
+        let o = fetched[0].1.clone().unwrap();
+        assert_eq!(
+            (o.offset, o.leader_epoch, o.metadata.as_str()),
+            (42, 4, "meta")
+        );
+    }
+}

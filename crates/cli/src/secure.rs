@@ -1,0 +1,139 @@
+//! How the admin subcommands reach a secured broker: TLS (with an optional
+//! client certificate) and SASL login (PLAIN or SCRAM), from flags or env.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use veil_broker::auth::scram::{Mechanism, ScramClient};
+use veil_client::Connection;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// Broker to talk to (host:port).
+    #[arg(
+        long,
+        short = 'b',
+        env = "VEIL_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap: String,
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    #[arg(long, env = "VEIL_SECURITY_PROTOCOL", default_value = "PLAINTEXT")]
+    security_protocol: String,
+    /// CA certificate(s) the broker's certificate must chain to (PEM).
+    #[arg(long, env = "VEIL_SSL_CA")]
+    ca_file: Option<PathBuf>,
+    /// Client certificate for mTLS (PEM).
+    #[arg(long, env = "VEIL_SSL_CERT", requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// Client private key for mTLS (PEM).
+    #[arg(long, env = "VEIL_SSL_KEY", requires = "cert_file")]
+    key_file: Option<PathBuf>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, env = "VEIL_SASL_MECHANISM", default_value = "SCRAM-SHA-512")]
+    sasl_mechanism: String,
+    /// SASL user to log in as.
+    #[arg(long, env = "VEIL_USER")]
+    user: Option<String>,
+    /// SASL password (prefer the VEIL_PASSWORD environment variable: flags show in `ps`).
+    #[arg(long, env = "VEIL_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+impl ConnectArgs {
+    pub async fn connect(&self, client_id: &str) -> anyhow::Result<Connection> {
+        let (tls, sasl) = match self.security_protocol.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => (false, false),
+            "SSL" => (true, false),
+            "SASL_PLAINTEXT" => (false, true),
+            "SASL_SSL" => (true, true),
+            other => bail!("unknown security protocol '{other}'"),
+        };
+        let tcp = Connection::tcp(&self.bootstrap).await?;
+        let mut conn = if tls {
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(self.tls_config()?));
+            let host = self
+                .bootstrap
+                .rsplit_once(':')
+                .map_or(self.bootstrap.as_str(), |(h, _)| h)
+                .trim_matches(['[', ']']);
+            let name = ServerName::try_from(host.to_owned())
+                .with_context(|| format!("'{host}' is not a valid TLS server name"))?;
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .context("TLS handshake with the broker failed")?;
+            Connection::over(Box::new(stream), client_id).await?
+        } else {
+            Connection::over(Box::new(tcp), client_id).await?
+        };
+        if sasl {
+            self.login(&mut conn).await?;
+        }
+        Ok(conn)
+    }
+
+    fn tls_config(&self) -> anyhow::Result<rustls::ClientConfig> {
+        let ca = self
+            .ca_file
+            .as_ref()
+            .context("SSL needs --ca-file (or VEIL_SSL_CA)")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("cannot read {}", ca.display()))?
+        {
+            roots.add(cert.with_context(|| format!("bad PEM in {}", ca.display()))?)?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+        Ok(match (&self.cert_file, &self.key_file) {
+            (Some(c), Some(k)) => {
+                let chain = CertificateDer::pem_file_iter(c)
+                    .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                    .with_context(|| format!("cannot read {}", c.display()))?;
+                let key = PrivateKeyDer::from_pem_file(k)
+                    .with_context(|| format!("cannot read a key from {}", k.display()))?;
+                builder.with_client_auth_cert(chain, key)?
+            }
+            _ => builder.with_no_client_auth(),
+        })
+    }
+
+    async fn login(&self, conn: &mut Connection) -> anyhow::Result<()> {
+        let user = self
+            .user
+            .as_deref()
+            .context("SASL needs --user (or VEIL_USER)")?;
+        let password = self
+            .password
+            .as_deref()
+            .context("SASL needs a password (VEIL_PASSWORD)")?;
+        let mech = self.sasl_mechanism.to_ascii_uppercase();
+        conn.sasl_handshake(&mech).await?;
+        if mech == "PLAIN" {
+            conn.sasl_authenticate(format!("\0{user}\0{password}").into_bytes())
+                .await?;
+            return Ok(());
+        }
+        let m = Mechanism::from_name(&mech)
+            .with_context(|| format!("unknown SASL mechanism '{mech}'"))?;
+        let nonce =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>());
+        let mut client = ScramClient::new(m, user, password, &nonce);
+        let server_first = conn.sasl_authenticate(client.client_first()).await?;
+        let last = client
+            .client_final(&server_first)
+            .map_err(|e| anyhow::anyhow!("SCRAM: {e}"))?;
+        let server_final = conn.sasl_authenticate(last).await?;
+        client
+            .verify_server_final(&server_final)
+            .map_err(|_| anyhow::anyhow!("the broker failed SCRAM server verification"))
+    }
+}
