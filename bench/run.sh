@@ -3,7 +3,9 @@
 #   bench/run.sh [VEIL_BIN] [REPS]
 # Starts its own brokers on loopback ports 19092/19093 with temporary data
 # directories, runs every scenario REPS times (default 3) and prints the
-# median of each as one JSON line. Build first:
+# median of each as one JSON line. With PEER=host:port (e.g. a Tansu broker
+# from ../shared/peers/tansu.sh) the produce/consume scenarios also run
+# against that broker, with the same client, in the same run. Build first:
 #   cargo build --release -p veil-cli && (cd bench && cargo build --release)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -47,6 +49,11 @@ scenario "produce 100B acks=1 flush=sync" 19092 p100a1 produce --records 300000 
 scenario "produce 100B acks=all flush=none" 19093 p100n produce --records 300000 --size 100 --acks all
 scenario "produce 1KB acks=all flush=sync" 19092 p1k produce --records 100000 --size 1024 --acks all
 scenario "produce 1KB acks=all lz4 flush=sync" 19092 p1kz produce --records 100000 --size 1024 --acks all --compression lz4
+if [ -n "${PEER:-}" ]; then
+  peer_port="${PEER##*:}"
+  scenario "peer: produce 100B acks=all" "$peer_port" peer100 produce --records 300000 --size 100 --acks all
+  scenario "peer: produce 1KB acks=all" "$peer_port" peer1k produce --records 100000 --size 1024 --acks all
+fi
 # Consume what the first scenario wrote (topic p100-1 holds 300000 records).
 for i in $(seq 1 "$REPS"); do
   "$GEN" --bootstrap 127.0.0.1:19092 --topic p100-1 consume --records 300000
@@ -54,3 +61,8 @@ done | median | sed 's/^{/{"scenario":"consume 100B",/'
 for i in $(seq 1 "$REPS"); do
   "$GEN" --bootstrap 127.0.0.1:19092 --topic p1k-1 consume --records 100000
 done | median | sed 's/^{/{"scenario":"consume 1KB",/'
+if [ -n "${PEER:-}" ]; then
+  for i in $(seq 1 "$REPS"); do
+    "$GEN" --bootstrap "$PEER" --topic peer100-1 consume --records 300000
+  done | median | sed 's/^{/{"scenario":"peer: consume 100B",/'
+fi

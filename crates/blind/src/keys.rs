@@ -415,6 +415,31 @@ impl ServerShare {
         Ok(out)
     }
 
+    /// From the fields of a `BlindShareRegister` request: I2OSP(n, k),
+    /// I2OSP(e_i2, k), I2OSP(d_i2, k); validated like a share file.
+    pub fn from_parts(kid: Kid, modulus: &[u8], e2: &[u8], d2: &[u8]) -> Result<Self> {
+        let bits = u32::try_from(modulus.len() * 8)
+            .map_err(|_| Error::InvalidKey("modulus too long"))
+            .and_then(ModulusBits::from_bits)?;
+        if e2.len() != modulus.len() || d2.len() != modulus.len() {
+            return Err(Error::InvalidKey("exponents must be k bytes"));
+        }
+        let mut joined = Zeroizing::new(Vec::with_capacity(modulus.len() * 3));
+        for part in [modulus, e2, d2] {
+            joined.extend_from_slice(part);
+        }
+        let mut r = Reader::new(&joined);
+        let (n, e2, d2) = read_half(&mut r, bits)?;
+        r.finish("server share")?;
+        Ok(ServerShare {
+            kid,
+            bits,
+            n,
+            e2,
+            d2,
+        })
+    }
+
     /// Parse and validate.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes);

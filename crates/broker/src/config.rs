@@ -34,6 +34,8 @@ pub struct Config {
     pub sasl: SaslConfig,
     /// Kafka ACLs (`authorizer.class.name`, `super.users`, ...).
     pub authorizer: AuthorizerConfig,
+    /// Blind topics: share sealing key, transform rate limits, token cache.
+    pub blind: crate::blind::BlindConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -240,6 +242,7 @@ impl Default for Config {
             allow_plaintext_on_network: false,
             sasl: SaslConfig::default(),
             authorizer: AuthorizerConfig::default(),
+            blind: crate::blind::BlindConfig::default(),
         }
     }
 }
@@ -361,6 +364,7 @@ impl Config {
     /// Every check that does not need the network or the disk.
     pub fn validate(&self) -> Result<(), String> {
         self.groups.validate()?;
+        self.blind.validate()?;
         if self.listeners.is_empty() {
             return Err("at least one entry in [[listeners]] is required".into());
         }

@@ -118,9 +118,9 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 return "undecodable request";
             }
         };
-        let key = request.api_key();
-        if let Gate::Close(reason) = session.gate(key, Instant::now()) {
-            tracing::debug!(api = api_name(key), reason, "closing connection");
+        let api = request.api();
+        if let Gate::Close(reason) = session.gate(api.kafka(), Instant::now()) {
+            tracing::debug!(api = api.name(), reason, "closing connection");
             return reason;
         }
         let ctx = RequestContext {
@@ -129,7 +129,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
             correlation_id: header.correlation_id,
             client_id: header.client_id.as_ref().map(ToString::to_string),
             listener: listener.to_owned(),
-            api: api_name(key),
+            api: api.name(),
             principal: session.principal().to_owned(),
             client_host: peer.ip(),
         };
@@ -142,10 +142,10 @@ async fn read_requests<R: AsyncRead + Unpin>(
         );
         // SASL listeners answer the SASL APIs from the connection's session.
         let (handled, close) = match request {
-            Request::SaslHandshake(r) if session.intercepts(key) => {
+            Request::SaslHandshake(r) if session.intercepts(ApiKey::SaslHandshake) => {
                 span.in_scope(|| session.handshake(&ctx, r))
             }
-            Request::SaslAuthenticate(r) if session.intercepts(key) => {
+            Request::SaslAuthenticate(r) if session.intercepts(ApiKey::SaslAuthenticate) => {
                 span.in_scope(|| session.authenticate(&ctx, r, peer.ip()))
             }
             request => (

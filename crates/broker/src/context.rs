@@ -79,6 +79,29 @@ impl RequestContext {
         )
     }
 
+    /// Whether the principal may see `topic` at all: false for a blind topic
+    /// without an active share and a grant (BLIND.md §6b). Callers answer
+    /// as if the topic did not exist.
+    pub fn blind_visible(&self, topic: &str) -> bool {
+        self.broker.blind.visible(&self.principal, topic)
+    }
+
+    /// `topics.get` filtered by [`Self::blind_visible`].
+    pub fn visible_topic(&self, name: &str) -> Option<Arc<crate::topics::Topic>> {
+        self.broker
+            .topics
+            .get(name)
+            .filter(|t| self.blind_visible(&t.name))
+    }
+
+    /// `topics.get_by_id` filtered by [`Self::blind_visible`].
+    pub fn visible_topic_by_id(&self, id: uuid::Uuid) -> Option<Arc<crate::topics::Topic>> {
+        self.broker
+            .topics
+            .get_by_id(id)
+            .filter(|t| self.blind_visible(&t.name))
+    }
+
     /// The authorized-operations bitfield of a resource (Metadata,
     /// DescribeCluster, DescribeGroups).
     pub fn authorized_operations(&self, resource_type: ResourceType, name: &str) -> i32 {

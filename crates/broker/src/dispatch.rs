@@ -38,6 +38,9 @@ use kafka_protocol::protocol::{
     decode_request_header_from_buffer, Decodable, Encodable, HeaderVersion,
 };
 
+use kafka_protocol::protocol::StrBytes;
+use veil_blind::protocol::VeilApi;
+
 use crate::context::RequestContext;
 use crate::frame::HeaderPrefix;
 use crate::handlers;
@@ -56,12 +59,15 @@ macro_rules! served_apis {
         #[derive(Debug)]
         pub enum Request {
             $( $variant($req), )*
+            /// A Veil extension API (`veil_blind::protocol`).
+            Blind(veil_blind::protocol::Request),
         }
 
         /// A response of a served API.
         #[derive(Debug)]
         pub enum Response {
             $( $variant($resp), )*
+            Blind(veil_blind::protocol::Response),
         }
 
         $(
@@ -84,20 +90,28 @@ macro_rules! served_apis {
         }
 
         impl Request {
-            pub fn api_key(&self) -> ApiKey {
-                match self { $( Request::$variant(_) => ApiKey::$variant, )* }
+            pub fn api(&self) -> Api {
+                match self {
+                    $( Request::$variant(_) => Api::Kafka(ApiKey::$variant), )*
+                    Request::Blind(r) => Api::Veil(r.api()),
+                }
             }
         }
 
         impl Response {
-            pub fn api_key(&self) -> ApiKey {
-                match self { $( Response::$variant(_) => ApiKey::$variant, )* }
+            pub fn api(&self) -> Api {
+                match self {
+                    $( Response::$variant(_) => Api::Kafka(ApiKey::$variant), )*
+                    Response::Blind(r) => Api::Veil(r.api()),
+                }
             }
 
-            /// Encodes header and body as one size-prefixed frame.
+            /// Encodes header and body as one size-prefixed frame. Veil
+            /// responses use header v1 (flexible from v0), like Kafka's.
             pub fn encode_frame(&self, version: i16, correlation_id: i32) -> anyhow::Result<BytesMut> {
                 match self {
                     $( Response::$variant(r) => encode_frame(r, version, correlation_id), )*
+                    Response::Blind(r) => Ok(BytesMut::from(&r.encode_frame(version, correlation_id)?[..])),
                 }
             }
         }
@@ -106,6 +120,7 @@ macro_rules! served_apis {
         pub async fn dispatch(ctx: &RequestContext, request: Request) -> Handled {
             match request {
                 $( Request::$variant(r) => handlers::$module::handle(ctx, r).await.into(), )*
+                Request::Blind(r) => crate::blind::dispatch(ctx, r).await,
             }
         }
     };
@@ -147,6 +162,31 @@ served_apis! {
     OffsetDelete: OffsetDeleteRequest, OffsetDeleteResponse => offset_delete, 0..=0;
 }
 
+/// Which API a request or response belongs to: Kafka's, or a Veil
+/// extension API (keys outside kafka-protocol's `ApiKey`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Kafka(ApiKey),
+    Veil(VeilApi),
+}
+
+impl Api {
+    /// A stable lowercase name for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Kafka(key) => api_name(key),
+            Api::Veil(api) => api.name(),
+        }
+    }
+
+    pub fn kafka(self) -> Option<ApiKey> {
+        match self {
+            Api::Kafka(key) => Some(key),
+            Api::Veil(_) => None,
+        }
+    }
+}
+
 /// A request frame, decoded. Lives only until it is dispatched, so the size
 /// difference between the variants costs nothing worth a box.
 #[derive(Debug)]
@@ -181,6 +221,9 @@ pub enum DecodeError {
 /// target drives exactly this.
 pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
     let prefix = HeaderPrefix::parse(&frame).ok_or(DecodeError::Short)?;
+    if let Some(api) = VeilApi::from_key(prefix.api_key) {
+        return decode_veil(api, prefix.api_version, &frame);
+    }
     let key =
         ApiKey::try_from(prefix.api_key).map_err(|()| DecodeError::UnknownApi(prefix.api_key))?;
     let api = api_name(key);
@@ -205,6 +248,33 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
         .map_err(malformed)?
         .ok_or(DecodeError::NotServed(api))?;
     Ok(Decoded::Request { header, request })
+}
+
+/// A Veil extension request: header v2 and body by `veil_blind::protocol`.
+fn decode_veil(api: VeilApi, version: i16, frame: &[u8]) -> Result<Decoded, DecodeError> {
+    let (min, max) = api.versions();
+    if !(min..=max).contains(&version) {
+        return Err(DecodeError::UnsupportedVersion {
+            api: api.name(),
+            version,
+        });
+    }
+    let malformed = |e: veil_blind::Error| DecodeError::Malformed {
+        api: api.name(),
+        reason: e.to_string(),
+    };
+    let (h, request) = veil_blind::protocol::decode_request_frame(frame)
+        .map_err(malformed)?
+        .ok_or(DecodeError::NotServed(api.name()))?;
+    let header = RequestHeader::default()
+        .with_request_api_key(h.api_key)
+        .with_request_api_version(h.api_version)
+        .with_correlation_id(h.correlation_id)
+        .with_client_id(h.client_id.map(StrBytes::from_string));
+    Ok(Decoded::Request {
+        header,
+        request: Request::Blind(request),
+    })
 }
 
 /// The served version range of `key`, if served.

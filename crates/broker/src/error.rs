@@ -53,7 +53,7 @@ impl Error {
                 M::InvalidPartitions(_) => ResponseError::InvalidPartitions,
                 M::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
                 M::InvalidConfig(_) => ResponseError::InvalidConfig,
-                M::InvalidAcl(_) => ResponseError::InvalidRequest,
+                M::InvalidAcl(_) | M::Blind(_) => ResponseError::InvalidRequest,
                 M::DuplicateTopicId
                 | M::InvalidProducerIdBlock(_)
                 | M::Io(_)

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod blind;
 pub mod clock;
 pub mod config;
 pub mod connection;

@@ -42,6 +42,8 @@ pub struct BrokerState {
     pub sasl: crate::auth::sasl::Authenticator,
     /// Consumer groups and committed offsets (`<data_dir>/groups/`).
     pub groups: Arc<GroupCoordinator>,
+    /// Blind topics: share sealing, transform budget, token cache, visibility.
+    pub blind: crate::blind::BlindRuntime,
 }
 
 impl BrokerState {
@@ -62,6 +64,7 @@ impl BrokerState {
         let authorizer = Authorizer::new(&config.authorizer, meta.state());
         let sasl = crate::auth::sasl::Authenticator::new(&config).map_err(Error::Config)?;
         let groups = open_groups(&config, Arc::clone(&clock))?;
+        let blind = crate::blind::BlindRuntime::new(&config, meta.state());
         Ok(BrokerState {
             config,
             cluster_id,
@@ -74,6 +77,7 @@ impl BrokerState {
             authorizer,
             sasl,
             groups: Arc::new(groups),
+            blind,
         })
     }
 
@@ -111,9 +115,14 @@ impl BrokerState {
                 cmd,
                 MetaCommand::CreateAcls { .. } | MetaCommand::DeleteAcls { .. }
             );
+            let blind_changed =
+                matches!(cmd, MetaCommand::Blind(_) | MetaCommand::DeleteTopic { .. });
             meta.commit(cmd)?;
             if acls_changed {
                 this.authorizer.refresh(meta.state());
+            }
+            if blind_changed {
+                this.blind.refresh(meta.state());
             }
             this.topics.reconcile(meta.state(), this.clock.now_ms())
         })

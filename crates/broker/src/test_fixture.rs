@@ -22,7 +22,7 @@ pub(crate) fn groups_context(api_version: i16) -> (tempfile::TempDir, RequestCon
     context_with(api_version, |c| c.groups.initial_rebalance_delay_ms = 0)
 }
 
-fn context_with(
+pub(crate) fn context_with(
     api_version: i16,
     tweak: impl FnOnce(&mut Config),
 ) -> (tempfile::TempDir, RequestContext) {

@@ -4,7 +4,11 @@
 mod acl;
 mod broker;
 mod certs;
+mod consume;
 mod groups;
+mod kms;
+mod kms_bench;
+mod produce;
 mod secure;
 mod topics;
 mod user;
@@ -47,6 +51,12 @@ enum Command {
     Certs(certs::Args),
     /// Manage SCRAM users (and hash PLAIN users-file entries).
     User(user::Args),
+    /// Blind-topic key management: key epochs, user keys, revocation, ACLs.
+    Kms(kms::Args),
+    /// Write lines to a topic (a blind topic with --blind).
+    Produce(produce::Args),
+    /// Read a topic's records (a blind topic with --blind).
+    Consume(consume::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +85,9 @@ fn main() -> std::process::ExitCode {
             Command::Groups(args) => groups::run(args).await,
             Command::Certs(args) => certs::run(args),
             Command::User(args) => user::run(args).await,
+            Command::Kms(args) => kms::run(args).await,
+            Command::Produce(args) => produce::run(args).await,
+            Command::Consume(args) => consume::run(args).await,
         }
     });
     match result {

@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use veil_broker::auth::scram::{Mechanism, ScramClient};
 use veil_client::Connection;
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Clone)]
 pub struct ConnectArgs {
     /// Broker to talk to (host:port).
     #[arg(
@@ -30,8 +30,9 @@ pub struct ConnectArgs {
     /// Client certificate for mTLS (PEM).
     #[arg(long, env = "VEIL_SSL_CERT", requires = "key_file")]
     cert_file: Option<PathBuf>,
-    /// Client private key for mTLS (PEM).
-    #[arg(long, env = "VEIL_SSL_KEY", requires = "cert_file")]
+    /// Client private key for mTLS (PEM). (`--key-file` is the blind-topic
+    /// user key of `produce`/`consume`.)
+    #[arg(long = "ssl-key-file", env = "VEIL_SSL_KEY", requires = "cert_file")]
     key_file: Option<PathBuf>,
     /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
     #[arg(long, env = "VEIL_SASL_MECHANISM", default_value = "SCRAM-SHA-512")]
@@ -42,6 +43,19 @@ pub struct ConnectArgs {
     /// SASL password (prefer the VEIL_PASSWORD environment variable: flags show in `ps`).
     #[arg(long, env = "VEIL_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+}
+
+/// Shows where and how the client connects, never the password.
+impl std::fmt::Debug for ConnectArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectArgs")
+            .field("bootstrap", &self.bootstrap)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectArgs {
@@ -75,6 +89,46 @@ impl ConnectArgs {
             self.login(&mut conn).await?;
         }
         Ok(conn)
+    }
+
+    /// The same settings as librdkafka properties, for the data path.
+    pub fn rdkafka_props(&self) -> Vec<(String, String)> {
+        let protocol = self.security_protocol.to_ascii_lowercase();
+        let mut p = vec![
+            ("bootstrap.servers".to_owned(), self.bootstrap.clone()),
+            ("security.protocol".to_owned(), protocol.clone()),
+        ];
+        let mut set = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                p.push((k.to_owned(), v));
+            }
+        };
+        if protocol.starts_with("sasl") {
+            set(
+                "sasl.mechanism",
+                Some(self.sasl_mechanism.to_ascii_uppercase()),
+            );
+            set("sasl.username", self.user.clone());
+            set("sasl.password", self.password.clone());
+        }
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        set("ssl.ca.location", path(&self.ca_file));
+        set("ssl.certificate.location", path(&self.cert_file));
+        set("ssl.key.location", path(&self.key_file));
+        p
+    }
+
+    /// A reconnecting factory of authenticated connections (blind topics).
+    pub fn connector(&self, client_id: &'static str) -> veil_client::Connector {
+        let args = Arc::new(self.clone());
+        Arc::new(move || {
+            let args = args.clone();
+            Box::pin(async move {
+                args.connect(client_id)
+                    .await
+                    .map_err(|e| veil_client::BlindError::Connect(format!("{e:#}")))
+            })
+        })
     }
 
     fn tls_config(&self) -> anyhow::Result<rustls::ClientConfig> {

@@ -6,17 +6,12 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use veil_client::{Admin, TopicSpec};
 
+use crate::secure::ConnectArgs;
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// Broker to talk to (host:port).
-    #[arg(
-        long,
-        short = 'b',
-        env = "VEIL_BOOTSTRAP",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
-    bootstrap: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,7 +58,7 @@ enum Command {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut admin = Admin::connect(&args.bootstrap).await?;
+    let mut admin = Admin::from_connection(args.connect.connect("veil-topics").await?);
     match args.command {
         Command::Create {
             name,

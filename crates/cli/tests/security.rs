@@ -5,6 +5,9 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::MetadataRequest;
 
 use common::{batch, fetch, produce, rt, BIN};
 use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
@@ -300,4 +303,42 @@ fn sasl_ssl_scram_and_plain_logins() {
         "{metrics}"
     );
     assert!(!broker.log().contains("alice-pw"));
+}
+
+#[test]
+fn sessions_expire_unless_the_client_reauthenticates() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let users = dir.path().join("plain-users.toml");
+    std::fs::write(
+        &users,
+        veil_broker::auth::plain::hash_entry("admin", "admin-pw", 4096),
+    )
+    .unwrap();
+    // KIP-368: a session lives 1.5 s unless the client logs in again.
+    let toml = format!("{}max_reauth_ms = 1500\n", config(dir.path(), &users));
+    let broker = TestBroker::start_with_config(BIN, &toml, &[]);
+    let addr = broker.listener_addr("SASL_SSL").unwrap().to_string();
+    let metadata = || MetadataRequest::default().with_topics(None);
+    rt().block_on(async {
+        // Without re-authentication the next request after expiry closes the connection.
+        let mut conn = tls_connect(&addr, dir.path(), None).await.unwrap();
+        plain_login(&mut conn, "admin", "admin-pw").await.unwrap();
+        conn.send(&metadata()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            conn.send(&metadata()).await.is_err(),
+            "expired session must be closed"
+        );
+
+        // Logging in again on the same connection extends the session.
+        let mut conn = tls_connect(&addr, dir.path(), None).await.unwrap();
+        plain_login(&mut conn, "admin", "admin-pw").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        plain_login(&mut conn, "admin", "admin-pw").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        conn.send(&metadata())
+            .await
+            .expect("re-authenticated session is still open 2 s after the first login");
+    });
 }

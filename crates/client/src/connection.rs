@@ -148,6 +148,33 @@ impl Connection {
         R::Response::decode(&mut body, version).map_err(|e| Error::Protocol(e.to_string()))
     }
 
+    /// The `(min, max)` versions the broker advertised for `api_key`, also
+    /// for keys `kafka-protocol` does not know (Veil's extensions).
+    pub fn advertised(&self, api_key: i16) -> Option<(i16, i16)> {
+        self.versions.get(&api_key).copied()
+    }
+
+    /// Sends a request encoded elsewhere (Veil's extension APIs live in
+    /// `veil-blind`, not `kafka-protocol`). `encode` gets the correlation id
+    /// and returns the whole size-prefixed frame; the reply is returned
+    /// without its size prefix, correlation id unchecked (the caller's
+    /// decoder reads it).
+    pub async fn send_frame(
+        &mut self,
+        encode: impl FnOnce(i32) -> Result<Vec<u8>>,
+    ) -> Result<Bytes> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let frame = encode(correlation_id)?;
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.stream.write_all(&frame))
+            .await
+            .map_err(|_| Error::Timeout)??;
+        tokio::time::timeout(timeout, self.read_frame())
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
     /// SaslHandshake v1 for `mechanism`.
     pub async fn sasl_handshake(&mut self, mechanism: &str) -> Result<()> {
         let req = SaslHandshakeRequest::default()

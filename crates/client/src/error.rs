@@ -6,7 +6,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot reach the broker at {addr}: {source}")]
+    #[error("cannot reach the broker at {addr}")]
     Connect {
         addr: String,
         source: std::io::Error,

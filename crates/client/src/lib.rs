@@ -7,6 +7,8 @@
 
 pub mod acl;
 pub mod admin;
+pub mod blind;
+pub mod blind_data;
 pub mod connection;
 pub mod error;
 pub mod groups;
@@ -14,6 +16,8 @@ pub mod scram;
 
 pub use acl::{Acl, AclFilter};
 pub use admin::{Admin, TopicDescription, TopicSpec};
+pub use blind::{load_user_key, BlindClient, BlindError, Connector, Resolved};
+pub use blind_data::{BlindConsumer, BlindProducer, KafkaProps, Record};
 pub use connection::Connection;
 pub use error::{Error, Result};
 pub use groups::{GroupDescription, GroupListing, MemberDescription, OffsetSpec};

@@ -53,6 +53,8 @@ pub enum MetaCommand {
     },
     /// `AlterUserScramCredentials` deletion.
     DeleteScramCredential { user: String, mechanism: String },
+    /// Blind topics: shares, grants, blind-topic records, DEK wraps.
+    Blind(crate::blind::BlindCommand),
 }
 
 impl MetaCommand {
@@ -69,6 +71,7 @@ impl MetaCommand {
             MetaCommand::AllocateProducerIds { .. } => "allocate_producer_ids",
             MetaCommand::UpsertScramCredential { .. } => "upsert_scram_credential",
             MetaCommand::DeleteScramCredential { .. } => "delete_scram_credential",
+            MetaCommand::Blind(c) => c.kind(),
         }
     }
 }

@@ -33,4 +33,8 @@ pub enum Error {
     InvalidProducerIdBlock(String),
     #[error("invalid ACL: {0}")]
     InvalidAcl(String),
+    /// A blind-topic command that does not fit the state (no share, a wrap
+    /// already stored, ...). Never carries secret material.
+    #[error("blind topic metadata: {0}")]
+    Blind(String),
 }

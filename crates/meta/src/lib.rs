@@ -12,6 +12,7 @@
 //! [`topic_config`] knows the Kafka topic configs Veil serves and validates them.
 
 pub mod acl;
+pub mod blind;
 pub mod command;
 pub mod error;
 pub mod framing;
@@ -21,6 +22,7 @@ pub mod store;
 pub mod topic_config;
 
 pub use acl::AclBinding;
+pub use blind::{BlindCommand, BlindState};
 pub use command::MetaCommand;
 pub use error::{Error, Result};
 pub use scram::ScramCredentialRecord;

@@ -46,6 +46,9 @@ pub struct MetaState {
     /// older snapshots readable.
     #[serde(default)]
     next_producer_id: i64,
+    /// Blind topics (shares sealed by the broker, grants, wraps).
+    #[serde(default)]
+    blind: crate::blind::BlindState,
     /// Index of the last command applied; a snapshot records it so that
     /// replay starts after it.
     last_applied: u64,
@@ -106,6 +109,11 @@ impl MetaState {
         &self,
     ) -> impl Iterator<Item = (&String, &BTreeMap<String, ScramCredentialRecord>)> {
         self.scram.iter()
+    }
+
+    /// Blind-topic metadata.
+    pub fn blind(&self) -> &crate::blind::BlindState {
+        &self.blind
     }
 
     pub fn last_applied(&self) -> u64 {
@@ -200,6 +208,7 @@ impl MetaState {
             MetaCommand::DeleteScramCredential { user, mechanism } => {
                 scram::validate(user, mechanism, None)
             }
+            MetaCommand::Blind(c) => self.blind.check(c, |n| self.topics.contains_key(n)),
         }
     }
 
@@ -227,6 +236,7 @@ impl MetaState {
             }
             MetaCommand::DeleteTopic { name, .. } => {
                 self.topics.remove(&name);
+                self.blind.forget_topic(&name);
             }
             MetaCommand::CreatePartitions { name, count } => {
                 self.existing_mut(&name)?.partitions = count;
@@ -269,6 +279,7 @@ impl MetaState {
                     }
                 }
             }
+            MetaCommand::Blind(c) => self.blind.apply(c),
         }
         self.last_applied = index;
         Ok(())

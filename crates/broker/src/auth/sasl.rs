@@ -204,12 +204,13 @@ impl Session {
         self.sasl && matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
     }
 
-    /// Decides whether a request of `key` may be served now.
-    pub fn gate(&self, key: ApiKey, now: Instant) -> Gate {
+    /// Decides whether a request of `key` may be served now (`None`: a Veil
+    /// extension API, which always needs an authenticated session).
+    pub fn gate(&self, key: Option<ApiKey>, now: Instant) -> Gate {
         if !self.sasl
             || matches!(
                 key,
-                ApiKey::SaslHandshake | ApiKey::SaslAuthenticate | ApiKey::ApiVersions
+                Some(ApiKey::SaslHandshake | ApiKey::SaslAuthenticate | ApiKey::ApiVersions)
             )
         {
             return Gate::Pass;

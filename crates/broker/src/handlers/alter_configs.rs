@@ -136,6 +136,12 @@ pub async fn handle(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConf
         let outcome = async {
             authorize_alter(ctx, resource.resource_type, name, repeated)?;
             check_resource(resource.resource_type, name, repeated)?;
+            if !ctx.blind_visible(name) {
+                return Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("topic '{name}' does not exist"),
+                ));
+            }
             if let Some(key) = duplicate_key(resource.configs.iter().map(|c| c.name.as_str())) {
                 return Err((
                     ResponseError::InvalidRequest,

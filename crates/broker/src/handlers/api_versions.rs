@@ -5,6 +5,8 @@ use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
 use crate::context::RequestContext;
+use veil_blind::protocol::VeilApi;
+
 use crate::dispatch::SERVED;
 
 pub async fn handle(ctx: &RequestContext, req: ApiVersionsRequest) -> ApiVersionsResponse {
@@ -32,9 +34,14 @@ fn table() -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_api_keys(
         SERVED
             .iter()
-            .map(|&(key, min, max)| {
+            .map(|&(key, min, max)| (key as i16, min, max))
+            .chain(VeilApi::ALL.iter().map(|api| {
+                let (min, max) = api.versions();
+                (api.key(), min, max)
+            }))
+            .map(|(key, min, max)| {
                 ApiVersion::default()
-                    .with_api_key(key as i16)
+                    .with_api_key(key)
                     .with_min_version(min)
                     .with_max_version(max)
             })
@@ -50,7 +57,8 @@ mod tests {
     #[test]
     fn table_lists_every_served_api_once() {
         let t = table();
-        assert_eq!(t.api_keys.len(), SERVED.len());
+        assert_eq!(t.api_keys.len(), SERVED.len() + VeilApi::ALL.len());
+        assert!(t.api_keys.iter().any(|k| k.api_key == 32104));
         let produce = t
             .api_keys
             .iter()

@@ -80,6 +80,11 @@ pub async fn handle(
         let current = ctx
             .broker
             .with_meta(|s| s.topic(name).map(|t| t.partitions));
+        if !ctx.blind_visible(name) {
+            let message = format!("topic '{name}' does not exist");
+            results.push(fail(ResponseError::UnknownTopicOrPartition, message));
+            continue;
+        }
         if let (Some(current), Some(assignments)) = (current, &topic.assignments) {
             let checked =
                 check_assignments(assignments, current, topic.count, ctx.broker.node_id());

@@ -59,7 +59,7 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
         .topics
         .iter()
         .map(|t| {
-            let topic = ctx.broker.topics.get(&t.name);
+            let topic = ctx.visible_topic(&t.name);
             // Kafka checks DELETE before existence.
             let allowed = ctx.authorize(Operation::Delete, ResourceType::Topic, &t.name);
             let partitions = t

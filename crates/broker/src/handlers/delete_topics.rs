@@ -68,11 +68,13 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
             Target::Name(name) => ctx
                 .broker
                 .with_meta(|s| s.topic(name).map(|t| t.topic_id))
+                .filter(|_| ctx.blind_visible(name))
                 .map(|id| (name.clone(), id))
                 .ok_or(Error::UnknownTopicOrPartition),
             Target::Id(id) => ctx
                 .broker
                 .with_meta(|s| s.topic_by_id(*id).map(|t| t.name.clone()))
+                .filter(|name| ctx.blind_visible(name))
                 .map(|name| (name, *id))
                 .ok_or(Error::UnknownTopicId)
                 .and_then(|(name, id)| {

@@ -192,7 +192,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> Descri
 type Outcome = Result<Vec<DescribeConfigsResourceResult>, (ResponseError, String)>;
 
 fn describe_topic(ctx: &RequestContext, name: &str, wanted: &Wanted) -> Outcome {
-    let Some(topic) = ctx.broker.topics.get(name) else {
+    let Some(topic) = ctx.visible_topic(name) else {
         let message = format!("topic '{name}' does not exist");
         return Err((ResponseError::UnknownTopicOrPartition, message));
     };

@@ -107,9 +107,9 @@ fn resolve(ctx: &RequestContext, req: &FetchRequest) -> (Vec<FetchableTopicRespo
     let mut wanted = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
         let topic = if by_id {
-            ctx.broker.topics.get_by_id(t.topic_id)
+            ctx.visible_topic_by_id(t.topic_id)
         } else {
-            ctx.broker.topics.get(t.topic.0.as_str())
+            ctx.visible_topic(t.topic.0.as_str())
         };
         let missing = if by_id {
             ResponseError::UnknownTopicId.code()

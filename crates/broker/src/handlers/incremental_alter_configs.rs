@@ -115,6 +115,7 @@ pub async fn handle(
             let current = ctx
                 .broker
                 .with_meta(|s| s.topic(name).map(|t| t.configs.clone()))
+                .filter(|_| ctx.blind_visible(name))
                 .ok_or_else(|| {
                     (
                         ResponseError::UnknownTopicOrPartition,

@@ -71,7 +71,7 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
         .topics
         .iter()
         .map(|t| {
-            let topic = ctx.broker.topics.get(&t.name);
+            let topic = ctx.visible_topic(&t.name);
             // Kafka checks DESCRIBE before duplicates and existence.
             let allowed = ctx.authorize(Operation::Describe, ResourceType::Topic, &t.name);
             let plans = t

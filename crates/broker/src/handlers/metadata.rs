@@ -45,7 +45,7 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
             .topics
             .all()
             .iter()
-            .filter(|t| may_describe(&t.name))
+            .filter(|t| may_describe(&t.name) && ctx.blind_visible(&t.name))
             .map(|t| describe(ctx, t, ops))
             .collect(),
         Some(list) => {
@@ -57,7 +57,7 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
                     None => {
                         // Topic ids are not secret, so Kafka reports the
                         // failure with the id (but never the name).
-                        if let Some(t) = broker.topics.get_by_id(id) {
+                        if let Some(t) = ctx.visible_topic_by_id(id) {
                             if may_describe(&t.name) {
                                 describe(ctx, &t, ops)
                             } else {
@@ -125,7 +125,7 @@ async fn by_name(
     ops: bool,
 ) -> MetadataResponseTopic {
     let broker = &ctx.broker;
-    if let Some(t) = broker.topics.get(name) {
+    if let Some(t) = ctx.visible_topic(name) {
         return describe(ctx, &t, ops);
     }
     let unknown = |code: i16| {
@@ -153,7 +153,7 @@ async fn by_name(
         Ok(()) | Err(crate::Error::Meta(veil_meta::Error::TopicExists(_))) => {}
         Err(e) => return unknown(ctx.code(&e)),
     }
-    match broker.topics.get(name) {
+    match ctx.visible_topic(name) {
         // Kafka answers LEADER_NOT_AVAILABLE for a topic it just created;
         // ours is ready at once, so describe it.
         Some(t) => describe(ctx, &t, ops),

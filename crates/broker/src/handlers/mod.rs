@@ -9,6 +9,13 @@
 pub mod alter_configs;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod blind_create_topic;
+pub mod blind_key_get;
+pub mod blind_key_put;
+pub mod blind_resolve;
+pub mod blind_share_list;
+pub mod blind_share_register;
+pub mod blind_share_revoke;
 pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;

@@ -32,7 +32,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
     let mut to_store = Vec::new();
     for t in &req.topics {
         let topic_denied = !ctx.authorize(Operation::Read, ResourceType::Topic, &t.name);
-        let topic = ctx.broker.topics.get(&t.name);
+        let topic = ctx.visible_topic(&t.name);
         let mut parts = Vec::new();
         for p in &t.partitions {
             let metadata = p.committed_metadata.as_deref().unwrap_or_default();

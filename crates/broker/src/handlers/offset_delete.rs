@@ -46,7 +46,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDel
     let mut denied = Vec::new();
     for t in &req.topics {
         let topic_denied = !ctx.authorize(Operation::Read, ResourceType::Topic, &t.name);
-        let topic = ctx.broker.topics.get(&t.name);
+        let topic = ctx.visible_topic(&t.name);
         for p in &t.partitions {
             let tp = (t.name.to_string(), p.partition_index);
             if topic_denied {

@@ -27,7 +27,7 @@ pub async fn handle(
         .topics
         .into_iter()
         .map(|t| {
-            let topic = ctx.broker.topics.get(&t.topic);
+            let topic = ctx.visible_topic(&t.topic);
             let denied = if follower_denied {
                 Some(ResponseError::ClusterAuthorizationFailed)
             } else if req.replica_id.0 < 0

@@ -33,7 +33,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
     });
 
     for (ti, topic_data) in req.topic_data.into_iter().enumerate() {
-        let topic = ctx.broker.topics.get(topic_data.name.0.as_str());
+        let topic = ctx.visible_topic(topic_data.name.0.as_str());
         let denied = if transaction_denied {
             Some(ResponseError::TransactionalIdAuthorizationFailed)
         } else if !ctx.authorize(Operation::Write, ResourceType::Topic, &topic_data.name) {

@@ -1,0 +1,149 @@
+//! `veil consume`: a topic's records to stdout, one value per line, in a
+//! consumer group, through librdkafka. With `--blind TOPIC --key-file F` the
+//! topic is a blind topic named in plaintext; the command stops with one
+//! sentence when the key is revoked.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::Message;
+use veil_client::blind_data::kafka_consumer;
+use veil_client::{load_user_key, BlindClient, BlindConsumer, BlindError, Record};
+
+use crate::secure::ConnectArgs;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// A blind topic, by its plaintext name (needs --key-file).
+    #[arg(long, conflicts_with = "topic", requires = "user_key")]
+    blind: Option<String>,
+    /// An ordinary Kafka topic.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Your user key file from `veil kms add-user`.
+    #[arg(long = "key-file", env = "VEIL_KEY_FILE")]
+    user_key: Option<PathBuf>,
+    /// Consumer group id.
+    #[arg(long, default_value = "veil-console-consumer")]
+    group: String,
+    /// Start from the oldest record when the group has no committed offset.
+    #[arg(long)]
+    from_beginning: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    max_messages: Option<u64>,
+    /// Stop when no record arrives for this long.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Print `key<SEP>value` instead of the value alone.
+    #[arg(long)]
+    key_separator: Option<String>,
+    /// How often a blind consumer checks that its key is still valid.
+    #[arg(long, default_value_t = 250, hide = true)]
+    revocation_check_ms: u64,
+}
+
+/// Either kind of consumer, so the loop below is shared.
+enum Source {
+    Blind(BlindConsumer),
+    Plain(rdkafka::consumer::StreamConsumer),
+}
+
+impl Source {
+    async fn next(&self) -> Result<Record, BlindError> {
+        match self {
+            Source::Blind(c) => c.recv().await,
+            Source::Plain(c) => c
+                .recv()
+                .await
+                .map(|m| Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                })
+                .map_err(|e| BlindError::Kafka(e.to_string())),
+        }
+    }
+
+    fn commit(&self) {
+        // Best effort on exit: a failure only means some records are re-read.
+        let _ = match self {
+            Source::Blind(c) => c.commit(),
+            Source::Plain(c) => c
+                .commit_consumer_state(CommitMode::Sync)
+                .map_err(|e| BlindError::Kafka(e.to_string())),
+        };
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let props = args.connect.rdkafka_props();
+    let source = match (&args.blind, &args.topic) {
+        (Some(name), _) => {
+            let path = args.user_key.as_ref().context("--blind needs --key-file")?;
+            let client = Arc::new(BlindClient::new(
+                load_user_key(path)?,
+                args.connect.connector("veil-consume"),
+            ));
+            Source::Blind(
+                BlindConsumer::subscribe(
+                    client,
+                    name,
+                    &args.group,
+                    args.from_beginning,
+                    &props,
+                    Duration::from_millis(args.revocation_check_ms.max(10)),
+                )
+                .await?,
+            )
+        }
+        (None, Some(t)) => {
+            let c = kafka_consumer(&props, &args.group, args.from_beginning)?;
+            c.subscribe(&[t.as_str()])
+                .with_context(|| format!("cannot subscribe to {t}"))?;
+            Source::Plain(c)
+        }
+        (None, None) => bail!("give a topic: --blind NAME (with --key-file) or --topic NAME"),
+    };
+    let idle = args.timeout_ms.map(Duration::from_millis);
+    let mut out = std::io::stdout().lock();
+    let mut count = 0u64;
+    while args.max_messages.is_none_or(|max| count < max) {
+        let next = match idle {
+            Some(t) => match tokio::time::timeout(t, source.next()).await {
+                Ok(r) => r,
+                Err(_) => break,
+            },
+            None => source.next().await,
+        };
+        let record = match next {
+            Ok(r) => r,
+            Err(e) if e.is_fatal() => {
+                out.flush().ok();
+                return Err(e.into());
+            }
+            Err(e) => {
+                eprintln!("warning: {e}");
+                continue;
+            }
+        };
+        if let (Some(sep), Some(k)) = (&args.key_separator, &record.key) {
+            out.write_all(k)?;
+            out.write_all(sep.as_bytes())?;
+        }
+        out.write_all(record.value.as_deref().unwrap_or_default())?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        count += 1;
+    }
+    source.commit();
+    eprintln!("consumed {count} record(s)");
+    Ok(())
+}

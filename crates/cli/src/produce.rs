@@ -1,0 +1,109 @@
+//! `veil produce`: lines from stdin or a file to a topic, through librdkafka.
+//! With `--blind TOPIC --key-file F` the topic is a blind topic named in
+//! plaintext: it is resolved (and created if absent) without the broker
+//! learning the name, then written like any Kafka topic.
+
+use std::collections::VecDeque;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use veil_client::blind_data::{delivered, enqueue, kafka_producer};
+use veil_client::{load_user_key, BlindClient, BlindProducer};
+
+use crate::secure::ConnectArgs;
+
+/// Deliveries awaited at once; bounds memory on long inputs.
+const MAX_IN_FLIGHT: usize = 50_000;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// A blind topic, by its plaintext name (needs --key-file).
+    #[arg(long, conflicts_with = "topic", requires = "user_key")]
+    blind: Option<String>,
+    /// An ordinary Kafka topic.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Your user key file from `veil kms add-user`.
+    #[arg(long = "key-file", env = "VEIL_KEY_FILE")]
+    user_key: Option<PathBuf>,
+    /// Split each line at the first SEP into record key and value.
+    #[arg(long)]
+    key_separator: Option<String>,
+    /// Partitions of a blind topic created by this command.
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
+    /// Read lines from FILE instead of stdin.
+    file: Option<PathBuf>,
+}
+
+enum Sink {
+    Blind(BlindProducer, String),
+    Plain(rdkafka::producer::FutureProducer),
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Blind: the SDK's producer (resolves and creates once, then caches the
+    // physical name). Plain: the same librdkafka producer, on the name.
+    let (producer, physical) = match (&args.blind, &args.topic) {
+        (Some(name), _) => {
+            let path = args.user_key.as_ref().context("--blind needs --key-file")?;
+            let client = Arc::new(BlindClient::new(
+                load_user_key(path)?,
+                args.connect.connector("veil-produce"),
+            ));
+            let p = BlindProducer::new(client, &args.connect.rdkafka_props(), args.partitions)?;
+            p.physical_name(name).await?;
+            (Sink::Blind(p, name.clone()), String::new())
+        }
+        (None, Some(t)) => (
+            Sink::Plain(kafka_producer(&args.connect.rdkafka_props())?),
+            t.clone(),
+        ),
+        (None, None) => bail!("give a topic: --blind NAME (with --key-file) or --topic NAME"),
+    };
+    let input: Box<dyn BufRead> = match &args.file {
+        Some(f) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(f).with_context(|| format!("cannot read {}", f.display()))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let mut pending = VecDeque::new();
+    let mut count = 0u64;
+    for line in input.lines() {
+        let line = line.context("reading input")?;
+        let (key, value) = match &args.key_separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(k.as_bytes()), v),
+                None => (None, line.as_str()),
+            },
+            None => (None, line.as_str()),
+        };
+        let queued = match &producer {
+            Sink::Blind(p, name) => p.send(name, key, value.as_bytes()).await?,
+            Sink::Plain(p) => enqueue(p, &physical, key, value.as_bytes()).await?,
+        };
+        pending.push_back(queued);
+        count += 1;
+        if pending.len() >= MAX_IN_FLIGHT {
+            delivered(pending.pop_front().expect("non-empty")).await?;
+        }
+    }
+    while let Some(f) = pending.pop_front() {
+        delivered(f).await?;
+    }
+    match &producer {
+        Sink::Blind(p, _) => p.flush(Duration::from_secs(30))?,
+        Sink::Plain(p) => {
+            use rdkafka::producer::Producer as _;
+            p.flush(Duration::from_secs(30))
+                .context("flushing the producer")?;
+        }
+    }
+    eprintln!("produced {count} record(s)");
+    Ok(())
+}
