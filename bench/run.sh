@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Whole-system benchmark of a Veil broker with librdkafka (bench/ load generator).
-#   bench/run.sh [VEIL_BIN] [REPS]
+#   [PEER=host:port] [N100=records] [N1K=records] bench/run.sh [VEIL_BIN] [REPS]
 # Starts its own brokers on loopback ports 19092/19093 with temporary data
 # directories, runs every scenario REPS times (default 3) and prints the
 # median of each as one JSON line. With PEER=host:port (e.g. a Tansu broker
@@ -44,25 +44,25 @@ scenario() { # label port topic-prefix generator-args...
 
 start sync 19092 sync
 start none 19093 none
-scenario "produce 100B acks=all flush=sync" 19092 p100 produce --records 300000 --size 100 --acks all
-scenario "produce 100B acks=1 flush=sync" 19092 p100a1 produce --records 300000 --size 100 --acks 1
-scenario "produce 100B acks=all flush=none" 19093 p100n produce --records 300000 --size 100 --acks all
-scenario "produce 1KB acks=all flush=sync" 19092 p1k produce --records 100000 --size 1024 --acks all
-scenario "produce 1KB acks=all lz4 flush=sync" 19092 p1kz produce --records 100000 --size 1024 --acks all --compression lz4
+scenario "produce 100B acks=all flush=sync" 19092 p100 produce --records "${N100:-300000}" --size 100 --acks all
+scenario "produce 100B acks=1 flush=sync" 19092 p100a1 produce --records "${N100:-300000}" --size 100 --acks 1
+scenario "produce 100B acks=all flush=none" 19093 p100n produce --records "${N100:-300000}" --size 100 --acks all
+scenario "produce 1KB acks=all flush=sync" 19092 p1k produce --records "${N1K:-100000}" --size 1024 --acks all
+scenario "produce 1KB acks=all lz4 flush=sync" 19092 p1kz produce --records "${N1K:-100000}" --size 1024 --acks all --compression lz4
 if [ -n "${PEER:-}" ]; then
   peer_port="${PEER##*:}"
-  scenario "peer: produce 100B acks=all" "$peer_port" peer100 produce --records 300000 --size 100 --acks all
-  scenario "peer: produce 1KB acks=all" "$peer_port" peer1k produce --records 100000 --size 1024 --acks all
+  scenario "peer: produce 100B acks=all" "$peer_port" peer100 produce --records "${N100:-300000}" --size 100 --acks all
+  scenario "peer: produce 1KB acks=all" "$peer_port" peer1k produce --records "${N1K:-100000}" --size 1024 --acks all
 fi
 # Consume what the first scenario wrote (topic p100-1 holds 300000 records).
 for i in $(seq 1 "$REPS"); do
-  "$GEN" --bootstrap 127.0.0.1:19092 --topic p100-1 consume --records 300000
+  "$GEN" --bootstrap 127.0.0.1:19092 --topic p100-1 consume --records "${N100:-300000}"
 done | median | sed 's/^{/{"scenario":"consume 100B",/'
 for i in $(seq 1 "$REPS"); do
-  "$GEN" --bootstrap 127.0.0.1:19092 --topic p1k-1 consume --records 100000
+  "$GEN" --bootstrap 127.0.0.1:19092 --topic p1k-1 consume --records "${N1K:-100000}"
 done | median | sed 's/^{/{"scenario":"consume 1KB",/'
 if [ -n "${PEER:-}" ]; then
   for i in $(seq 1 "$REPS"); do
-    "$GEN" --bootstrap "$PEER" --topic peer100-1 consume --records 300000
+    "$GEN" --bootstrap "$PEER" --topic peer100-1 consume --records "${N100:-300000}"
   done | median | sed 's/^{/{"scenario":"peer: consume 100B",/'
 fi
