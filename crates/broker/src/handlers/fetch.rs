@@ -21,6 +21,7 @@ use kafka_protocol::ResponseError;
 use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 use crate::dispatch::{Handled, Response};
+use crate::handlers::list_offsets::check_current_leader_epoch;
 use crate::partition::Partition;
 
 /// Fetch versions from which topics are named by id.
@@ -196,12 +197,8 @@ fn read_one(ctx: &RequestContext, w: &Wanted, budget: usize, first: bool) -> Par
         Ok(p) => p,
         Err(code) => return fail(*code),
     };
-    let epoch = partition.leader_epoch();
-    if w.current_leader_epoch >= 0 && w.current_leader_epoch > epoch {
-        return fail(ResponseError::UnknownLeaderEpoch.code());
-    }
-    if w.current_leader_epoch >= 0 && w.current_leader_epoch < epoch {
-        return fail(ResponseError::FencedLeaderEpoch.code());
+    if let Err(e) = check_current_leader_epoch(w.current_leader_epoch, partition.leader_epoch()) {
+        return fail(e.code());
     }
     let limit = w.max_bytes.min(budget);
     match partition.read(w.fetch_offset, limit, first) {
