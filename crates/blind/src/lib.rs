@@ -32,7 +32,8 @@
 //!
 //! [`params`] (sizes, safe primes, samplers) → [`keys`] (IGen/UGen, key
 //! files) → `hash` (enc, FDH; private) → [`matching`] (tokens, physical names) →
-//! [`wrap`] (DEKs, key tags) → [`seal`] (AEAD, AAD, envelope) → [`wire`]
+//! [`wrap`] (DEKs, key tags) → [`seal`] (AEAD, AAD, envelope) → [`record`]
+//! (a whole Kafka record sealed, header encoding) → [`wire`]
 //! (group-element encoding and validation).
 //!
 //! Every secret exponent goes through OpenSSL `BN_mod_exp` with
@@ -48,6 +49,7 @@ pub mod kms;
 pub mod matching;
 pub mod params;
 pub mod protocol;
+pub mod record;
 pub mod seal;
 pub mod wire;
 pub mod wrap;
@@ -59,6 +61,7 @@ pub use error::{Error, Result};
 pub use keys::{MasterKey, ServerShare, UserKey};
 pub use matching::{PhysicalName, Token, PHYSICAL_NAME_LEN, PHYSICAL_PREFIX};
 pub use params::{generate_safe_prime, is_safe_prime, Kid, ModulusBits};
+pub use record::{decode_headers, encode_headers, record_dek, Header, OpenedRecord};
 pub use seal::{AeadId, DekLimits, Envelope, Opened, Part, Sealer};
 pub use wire::check_element;
 pub use wrap::{DataKey, DekId, TopicKey, TOPIC_KEY_ID};

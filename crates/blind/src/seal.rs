@@ -17,6 +17,7 @@
 //! Parsing is strict and allocation-free: kid 1..=255 bytes, tag present,
 //! unknown version or AEAD id rejected.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use chacha20poly1305::aead::AeadInPlace;
@@ -194,20 +195,49 @@ fn nonce24(counter: u64) -> [u8; 24] {
     n
 }
 
+/// A DEK's expanded AEAD keys, built on first use and kept with the DEK:
+/// expanding the AES key (and GHASH table) for every record cost about a
+/// fifth of the sealed throughput at 1 KB.
+#[derive(Default)]
+pub(crate) struct CipherCache {
+    aes: OnceLock<LessSafeKey>,
+    xchacha: OnceLock<XChaCha20Poly1305>,
+}
+
+impl CipherCache {
+    fn aes(&self, key: &[u8; 32]) -> Result<&LessSafeKey> {
+        if let Some(k) = self.aes.get() {
+            return Ok(k);
+        }
+        let k = LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, key).map_err(|_| Error::Crypto("aes key".into()))?,
+        );
+        Ok(self.aes.get_or_init(|| k))
+    }
+
+    fn xchacha(&self, key: &[u8; 32]) -> Result<&XChaCha20Poly1305> {
+        if let Some(k) = self.xchacha.get() {
+            return Ok(k);
+        }
+        let k = XChaCha20Poly1305::new_from_slice(key)
+            .map_err(|_| Error::Crypto("xchacha key".into()))?;
+        Ok(self.xchacha.get_or_init(|| k))
+    }
+}
+
 /// Encrypt `buf` in place with the raw AEAD, returning the tag.
 pub(crate) fn aead_seal(
     aead: AeadId,
-    key: &[u8; 32],
+    dek: &DataKey,
     counter: u64,
     aad: &[u8],
     buf: &mut [u8],
 ) -> Result<[u8; TAG_LEN]> {
     match aead {
         AeadId::Aes256Gcm => {
-            let k = LessSafeKey::new(
-                UnboundKey::new(&AES_256_GCM, key).map_err(|_| Error::Crypto("aes key".into()))?,
-            );
-            let tag = k
+            let tag = dek
+                .ciphers
+                .aes(&dek.key)?
                 .seal_in_place_separate_tag(
                     Nonce::assume_unique_for_key(nonce12(counter)),
                     Aad::from(aad),
@@ -219,9 +249,9 @@ pub(crate) fn aead_seal(
             Ok(out)
         }
         AeadId::XChaCha20Poly1305 => {
-            let k = XChaCha20Poly1305::new_from_slice(key)
-                .map_err(|_| Error::Crypto("xchacha key".into()))?;
-            let tag = k
+            let tag = dek
+                .ciphers
+                .xchacha(&dek.key)?
                 .encrypt_in_place_detached(XNonce::from_slice(&nonce24(counter)), aad, buf)
                 .map_err(|_| Error::Crypto("xchacha seal".into()))?;
             let mut out = [0u8; TAG_LEN];
@@ -235,7 +265,7 @@ pub(crate) fn aead_seal(
 /// [`Error::Decrypt`].
 pub(crate) fn aead_open(
     aead: AeadId,
-    key: &[u8; 32],
+    dek: &DataKey,
     counter: u64,
     aad: &[u8],
     ct_and_tag: &[u8],
@@ -246,11 +276,10 @@ pub(crate) fn aead_open(
         .ok_or(Error::Decrypt)?;
     match aead {
         AeadId::Aes256Gcm => {
-            let k = LessSafeKey::new(
-                UnboundKey::new(&AES_256_GCM, key).map_err(|_| Error::Crypto("aes key".into()))?,
-            );
             let mut buf = ct_and_tag.to_vec();
-            let len = k
+            let len = dek
+                .ciphers
+                .aes(&dek.key)?
                 .open_in_place(
                     Nonce::assume_unique_for_key(nonce12(counter)),
                     Aad::from(aad),
@@ -262,17 +291,17 @@ pub(crate) fn aead_open(
             Ok(buf)
         }
         AeadId::XChaCha20Poly1305 => {
-            let k = XChaCha20Poly1305::new_from_slice(key)
-                .map_err(|_| Error::Crypto("xchacha key".into()))?;
             let (ct, tag) = ct_and_tag.split_at(split);
             let mut buf = ct.to_vec();
-            k.decrypt_in_place_detached(
-                XNonce::from_slice(&nonce24(counter)),
-                aad,
-                &mut buf,
-                tag.into(),
-            )
-            .map_err(|_| Error::Decrypt)?;
+            dek.ciphers
+                .xchacha(&dek.key)?
+                .decrypt_in_place_detached(
+                    XNonce::from_slice(&nonce24(counter)),
+                    aad,
+                    &mut buf,
+                    tag.into(),
+                )
+                .map_err(|_| Error::Decrypt)?;
             Ok(buf)
         }
     }
@@ -300,7 +329,7 @@ impl DataKey {
         let start = out.len();
         out.extend_from_slice(plaintext);
         let ad = aad(self, partition, counter, part)?;
-        let tag = aead_seal(aead, &self.key, counter, &ad, &mut out[start..])?;
+        let tag = aead_seal(aead, self, counter, &ad, &mut out[start..])?;
         out.extend_from_slice(&tag);
         Ok(out)
     }
@@ -316,7 +345,7 @@ impl DataKey {
             return Err(Error::Decrypt);
         }
         let ad = aad(self, partition, env.counter, part)?;
-        let plaintext = aead_open(env.aead, &self.key, env.counter, &ad, env.ciphertext)?;
+        let plaintext = aead_open(env.aead, self, env.counter, &ad, env.ciphertext)?;
         Ok(Opened {
             counter: env.counter,
             plaintext,
@@ -426,6 +455,7 @@ mod tests {
             topic: "orders".into(),
             dek_id: DekId([9; 16]),
             key: Zeroizing::new([7; 32]),
+            ciphers: CipherCache::default(),
         }
     }
 
@@ -534,13 +564,13 @@ mod tests {
             let k = key();
             let ad = aad(&k, 3, 5, Part::Headers).unwrap();
             let mut buf = pt.clone();
-            let tag = aead_seal(aead, &k.key, 5, &ad, &mut buf).unwrap();
+            let tag = aead_seal(aead, &k, 5, &ad, &mut buf).unwrap();
             buf.extend_from_slice(&tag);
-            prop_assert_eq!(aead_open(aead, &k.key, 5, &ad, &buf).unwrap(), pt);
+            prop_assert_eq!(aead_open(aead, &k, 5, &ad, &buf).unwrap(), pt);
             let mut bad = ad.clone();
             let i = bit.index(bad.len() * 8);
             bad[i / 8] ^= 1 << (i % 8);
-            prop_assert!(matches!(aead_open(aead, &k.key, 5, &bad, &buf), Err(Error::Decrypt)));
+            prop_assert!(matches!(aead_open(aead, &k, 5, &bad, &buf), Err(Error::Decrypt)));
         }
     }
 }

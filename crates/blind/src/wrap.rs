@@ -55,6 +55,9 @@ pub struct DataKey {
     pub(crate) topic: String,
     pub(crate) dek_id: DekId,
     pub(crate) key: Zeroizing<[u8; 32]>,
+    /// Expanded AEAD keys (ring's and RustCrypto's schedules are not
+    /// zeroized on drop; the DEK's raw bytes are).
+    pub(crate) ciphers: crate::seal::CipherCache,
 }
 
 impl DataKey {
@@ -137,6 +140,7 @@ impl UserKey {
             topic: topic.to_owned(),
             dek_id,
             key: hkdf32(LABEL_DEK, r_bytes, &info)?,
+            ciphers: crate::seal::CipherCache::default(),
         })
     }
 

@@ -1,7 +1,11 @@
 //! `veil consume`: a topic's records to stdout, one value per line, in a
 //! consumer group, through librdkafka. With `--blind TOPIC --key-file F` the
 //! topic is a blind topic named in plaintext; the command stops with one
-//! sentence when the key is revoked.
+//! sentence when the key is revoked. A sealed topic is opened transparently;
+//! a record that fails verification stops the command with a non-zero exit
+//! (after everything before it was printed), and gaps, replays and
+//! reordering within a producer session are reported on stderr as
+//! `warning:` lines while the record is still printed.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,8 +15,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::Message;
-use veil_client::blind_data::kafka_consumer;
-use veil_client::{load_user_key, BlindClient, BlindConsumer, BlindError, Record};
+use veil_client::blind_data::{headers_of, kafka_consumer};
+use veil_client::{load_user_key, BlindClient, BlindConsumer, BlindError, Record, Sequence};
 
 use crate::secure::ConnectArgs;
 
@@ -47,11 +51,14 @@ pub struct Args {
     /// How often a blind consumer checks that its key is still valid.
     #[arg(long, default_value_t = 250, hide = true)]
     revocation_check_ms: u64,
+    /// Benchmarks: report p50/p99 of (arrival − record timestamp) on exit.
+    #[arg(long, hide = true)]
+    latency: bool,
 }
 
 /// Either kind of consumer, so the loop below is shared.
 enum Source {
-    Blind(BlindConsumer),
+    Blind(Box<BlindConsumer>),
     Plain(rdkafka::consumer::StreamConsumer),
 }
 
@@ -67,6 +74,9 @@ impl Source {
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
                     value: m.payload().map(<[u8]>::to_vec),
+                    headers: headers_of(&m),
+                    timestamp: m.timestamp().to_millis(),
+                    sealed: None,
                 })
                 .map_err(|e| BlindError::Kafka(e.to_string())),
         }
@@ -92,7 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 load_user_key(path)?,
                 args.connect.connector("veil-consume"),
             ));
-            Source::Blind(
+            Source::Blind(Box::new(
                 BlindConsumer::subscribe(
                     client,
                     name,
@@ -102,7 +112,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     Duration::from_millis(args.revocation_check_ms.max(10)),
                 )
                 .await?,
-            )
+            ))
         }
         (None, Some(t)) => {
             let c = kafka_consumer(&props, &args.group, args.from_beginning)?;
@@ -115,6 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let idle = args.timeout_ms.map(Duration::from_millis);
     let mut out = std::io::stdout().lock();
     let mut count = 0u64;
+    let mut latencies = Vec::new();
     while args.max_messages.is_none_or(|max| count < max) {
         let next = match idle {
             Some(t) => match tokio::time::timeout(t, source.next()).await {
@@ -134,6 +145,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 continue;
             }
         };
+        if let (true, Some(ts)) = (args.latency, record.timestamp) {
+            latencies.push(now_ms() - ts);
+        }
+        let where_ = format!("partition {} offset {}", record.partition, record.offset);
+        match record.sealed {
+            None | Some(Sequence::InOrder) => {}
+            Some(Sequence::Gap { missing }) => {
+                eprintln!("warning: {where_}: gap of {missing} counter(s) in the producer session");
+            }
+            Some(Sequence::Duplicate) => {
+                eprintln!("warning: {where_}: duplicate (replayed) record");
+            }
+            Some(Sequence::Reordered) => {
+                eprintln!("warning: {where_}: reordered record");
+            }
+        }
         if let (Some(sep), Some(k)) = (&args.key_separator, &record.key) {
             out.write_all(k)?;
             out.write_all(sep.as_bytes())?;
@@ -145,5 +172,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     source.commit();
     eprintln!("consumed {count} record(s)");
+    if args.latency && !latencies.is_empty() {
+        latencies.sort_unstable();
+        let at = |q: usize| latencies[(latencies.len() - 1) * q / 100];
+        eprintln!("latency ms p50 {} p99 {}", at(50), at(99));
+    }
     Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -1,7 +1,9 @@
 //! `veil produce`: lines from stdin or a file to a topic, through librdkafka.
 //! With `--blind TOPIC --key-file F` the topic is a blind topic named in
 //! plaintext: it is resolved (and created if absent) without the broker
-//! learning the name, then written like any Kafka topic.
+//! learning the name, then written like any Kafka topic. `--seal` also
+//! encrypts every record end to end (BLIND.md §6.2): key and value travel
+//! only inside AEAD envelopes, the Kafka key is the key tag.
 
 use std::collections::VecDeque;
 use std::io::BufRead;
@@ -10,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use veil_blind::AeadId;
 use veil_client::blind_data::{delivered, enqueue, kafka_producer};
-use veil_client::{load_user_key, BlindClient, BlindProducer};
+use veil_client::{load_user_key, BlindClient, BlindProducer, SealOptions};
 
 use crate::secure::ConnectArgs;
 
@@ -34,15 +37,25 @@ pub struct Args {
     /// Split each line at the first SEP into record key and value.
     #[arg(long)]
     key_separator: Option<String>,
+    /// Seal every record (end-to-end encryption; the topic becomes sealed).
+    #[arg(long, requires = "blind")]
+    seal: bool,
+    /// AEAD for sealed records: aes256gcm, or xchacha20poly1305 for
+    /// machines without AES hardware.
+    #[arg(long, default_value = "aes256gcm", value_parser = ["aes256gcm", "xchacha20poly1305"], requires = "seal")]
+    aead: String,
     /// Partitions of a blind topic created by this command.
     #[arg(long, default_value_t = 1)]
     partitions: i32,
+    /// Benchmarks: send at most this many records per second (0: no limit).
+    #[arg(long, default_value_t = 0, hide = true)]
+    rate: u64,
     /// Read lines from FILE instead of stdin.
     file: Option<PathBuf>,
 }
 
 enum Sink {
-    Blind(BlindProducer, String),
+    Blind(Box<BlindProducer>, String),
     Plain(rdkafka::producer::FutureProducer),
 }
 
@@ -56,9 +69,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 load_user_key(path)?,
                 args.connect.connector("veil-produce"),
             ));
-            let p = BlindProducer::new(client, &args.connect.rdkafka_props(), args.partitions)?;
+            let mut p = BlindProducer::new(client, &args.connect.rdkafka_props(), args.partitions)?;
+            if args.seal {
+                let aead = if args.aead == "xchacha20poly1305" {
+                    AeadId::XChaCha20Poly1305
+                } else {
+                    AeadId::Aes256Gcm
+                };
+                p = p.with_seal(SealOptions {
+                    aead,
+                    ..SealOptions::default()
+                });
+            }
             p.physical_name(name).await?;
-            (Sink::Blind(p, name.clone()), String::new())
+            (Sink::Blind(Box::new(p), name.clone()), String::new())
         }
         (None, Some(t)) => (
             Sink::Plain(kafka_producer(&args.connect.rdkafka_props())?),
@@ -74,7 +98,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut pending = VecDeque::new();
     let mut count = 0u64;
+    let started = std::time::Instant::now();
     for line in input.lines() {
+        if args.rate > 0 {
+            let due = Duration::from_secs_f64(count as f64 / args.rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
         let line = line.context("reading input")?;
         let (key, value) = match &args.key_separator {
             Some(sep) => match line.split_once(sep.as_str()) {

@@ -4,169 +4,27 @@
 //! second without rewriting stored data, and no plaintext name or exponent
 //! reaches the broker's disk, log or metrics.
 
+#[path = "common/blind_env.rs"]
+mod blind_env;
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{fetch, rt, BIN};
 use openssl::bn::{BigNum, BigNumContext};
 use sha2::{Digest, Sha256};
-use veil_broker::auth::scram::{Mechanism, ScramClient};
-use veil_client::{Acl, Admin, Connection, ScramUpsert};
+use veil_client::{Admin, Connection};
 use veil_testkit::TestBroker;
 
-const TOPIC: &str = "plant-7/line-3/temperature";
-const PASSPHRASE: &str = "kms passphrase for the test";
+use blind_env::{all_files, config, ok, scram, setup_users, Env, PASSPHRASE, TOPIC};
+
 const RECORDS: usize = 10_000;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-
-fn config(users: &Path) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "SASL"
-protocol = "SASL_PLAINTEXT"
-bind = "127.0.0.1:0"
-
-[[listeners]]
-name = "ANON"
-protocol = "PLAINTEXT"
-bind = "127.0.0.1:0"
-
-[sasl]
-plain_users_file = "{}"
-max_failure_delay_ms = 100
-
-[authorizer]
-enabled = true
-super_users = ["User:admin"]
-"#,
-        users.display()
-    )
-}
-
-async fn scram(addr: &str, user: &str) -> Connection {
-    let mut conn = Connection::connect(addr, "blind-test").await.unwrap();
-    conn.sasl_handshake("SCRAM-SHA-512").await.unwrap();
-    let mut c = ScramClient::new(Mechanism::Sha512, user, &format!("{user}-pw"), "nonce-1");
-    let first = conn.sasl_authenticate(c.client_first()).await.unwrap();
-    let last = c.client_final(&first).unwrap();
-    let fin = conn.sasl_authenticate(last).await.unwrap();
-    c.verify_server_final(&fin).unwrap();
-    conn
-}
-
-/// SCRAM users alice, bob, carol; every ACL open (topics and groups), so
-/// only the blind-topic grants stand between carol and the topic.
-async fn setup_users(addr: &str) {
-    let mut conn = Connection::connect(addr, "blind-test").await.unwrap();
-    conn.sasl_handshake("PLAIN").await.unwrap();
-    conn.sasl_authenticate(b"\0admin\0admin-pw".to_vec())
-        .await
-        .unwrap();
-    let mut admin = Admin::from_connection(conn);
-    let salt = b"0123456789abcdef".to_vec();
-    let upserts = ["alice", "bob", "carol"]
-        .into_iter()
-        .map(|u| ScramUpsert {
-            user: u.into(),
-            mechanism: Mechanism::Sha512.code(),
-            iterations: 4096,
-            salted_password: Mechanism::Sha512.salted_password(
-                format!("{u}-pw").as_bytes(),
-                &salt,
-                4096,
-            ),
-            salt: salt.clone(),
-        })
-        .collect();
-    admin
-        .alter_scram_credentials(upserts, Vec::new())
-        .await
-        .unwrap();
-    // TOPIC = 2, GROUP = 3; LITERAL = 3; ALL = 2; ALLOW = 3.
-    let acls: Vec<Acl> = [2i8, 3]
-        .into_iter()
-        .map(|resource_type| Acl {
-            resource_type,
-            resource_name: "*".into(),
-            pattern_type: 3,
-            principal: "User:*".into(),
-            host: "*".into(),
-            operation: 2,
-            permission: 3,
-        })
-        .collect();
-    admin.create_acls(&acls).await.unwrap();
-}
-
-struct Env {
-    broker: TestBroker,
-    kms: PathBuf,
-    sasl: String,
-}
-
-impl Env {
-    fn veil(&self, user: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .args(["--bootstrap", &self.sasl])
-            .args(["--security-protocol", "SASL_PLAINTEXT", "--user", user])
-            .env("VEIL_PASSWORD", format!("{user}-pw"))
-            .env("VEIL_KMS_PASSPHRASE", PASSPHRASE)
-            .env("VEIL_KMS_DIR", &self.kms)
-            .env("VEIL_LOG", "warn");
-        if user == "admin" {
-            c.args(["--sasl-mechanism", "PLAIN"]);
-        }
-        c
-    }
-
-    fn key(&self, user: &str) -> String {
-        self.kms.join(format!("{user}.key")).display().to_string()
-    }
-
-    fn consume(&self, user: &str, group: &str, extra: &[&str]) -> Command {
-        let key = self.key(user);
-        let mut args = vec!["consume", "--blind", TOPIC, "--key-file", &key];
-        args.extend_from_slice(&["--group", group, "--from-beginning"]);
-        args.extend_from_slice(extra);
-        self.veil(user, &args)
-    }
-
-    fn produce(&self, user: &str, lines: &str) -> Output {
-        let key = self.key(user);
-        let mut child = self
-            .veil(user, &["produce", "--blind", TOPIC, "--key-file", &key])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(lines.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    }
-}
-
-fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 /// Spawns a consumer whose stdout lines arrive on the returned channel.
 fn spawn_lines(mut cmd: Command) -> (Child, mpsc::Receiver<String>) {
     let mut child = cmd
@@ -199,17 +57,6 @@ fn segment_hashes(data: &Path, physical: &str) -> BTreeMap<PathBuf, Vec<u8>> {
         }
     }
     out
-}
-
-fn all_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
-        let p = entry.path();
-        if p.is_dir() {
-            all_files(&p, out);
-        } else {
-            out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
-        }
-    }
 }
 
 /// Reads the KMS's master key and the users' key files (formats in

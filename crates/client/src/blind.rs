@@ -14,7 +14,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use veil_blind::protocol::{
-    self, error_code, CreateTopicRequest, ResolveRequest, VeilApi, VeilRequest,
+    self, error_code, CreateTopicRequest, KeyGetRequest, KeyPutRequest, ResolveRequest, VeilApi,
+    VeilRequest,
 };
 use veil_blind::{Token, UserKey};
 
@@ -62,6 +63,16 @@ pub enum BlindError {
     Scheme(String),
     #[error("Kafka client: {0}")]
     Kafka(String),
+    /// A record on a sealed topic failed verification (tampered, moved,
+    /// unsealed, or under a data key this user cannot get). Never skipped.
+    #[error("record at partition {partition} offset {offset} failed verification: {reason}")]
+    Integrity {
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    #[error("blind topic '{topic}' is sealed: produce to it with --seal")]
+    SealedTopic { topic: String },
 }
 
 /// Loads a user key file with the error a user expects.
@@ -93,6 +104,8 @@ pub struct Resolved {
     pub topic_id: [u8; 16],
     /// The broker's revocation counter when it answered.
     pub revocation_epoch: i64,
+    /// Partition count (what the sealed producer's partitioner divides by).
+    pub partitions: i32,
 }
 
 /// The control path of one user key: token cache, resolution, creation.
@@ -155,7 +168,56 @@ impl BlindClient {
             physical_name: resp.physical_name,
             topic_id: resp.topic_id,
             revocation_epoch: resp.revocation_epoch,
+            partitions: i32::try_from(resp.partitions.len()).unwrap_or(i32::MAX),
         })
+    }
+
+    /// The user key (sealed records derive and unwrap data keys with it).
+    pub fn user_key(&self) -> &UserKey {
+        &self.key
+    }
+
+    /// `BlindKeyPut`: register the wrap `w` of a data key (or of the topic
+    /// key, id [`veil_blind::TOPIC_KEY_ID`]). Returns the revocation epoch;
+    /// `Ok(None)` if that id is already taken (write-once).
+    pub async fn key_put(
+        &self,
+        topic: &str,
+        physical: &str,
+        dek_id: &[u8],
+        wrap: Vec<u8>,
+    ) -> Result<Option<i64>, BlindError> {
+        let req = KeyPutRequest {
+            physical_topic: physical.to_owned(),
+            dek_id: dek_id.to_vec(),
+            wrap,
+        };
+        let resp = self.call(&req).await?;
+        if resp.error_code == error_code::DEK_EXISTS {
+            return Ok(None);
+        }
+        self.check(VeilApi::KeyPut, resp.error_code, None, topic)?;
+        Ok(Some(resp.revocation_epoch))
+    }
+
+    /// `BlindKeyGet`: x = W^{d_j2} for `dek_id`, or `Ok(None)` if the broker
+    /// stores no wrap under that id. A revoked key is [`BlindError::Revoked`].
+    pub async fn key_get(
+        &self,
+        topic: &str,
+        physical: &str,
+        dek_id: &[u8],
+    ) -> Result<Option<Vec<u8>>, BlindError> {
+        let req = KeyGetRequest {
+            physical_topic: physical.to_owned(),
+            dek_id: dek_id.to_vec(),
+        };
+        let resp = self.call(&req).await?;
+        if resp.error_code == error_code::UNKNOWN_DEK {
+            return Ok(None);
+        }
+        self.check(VeilApi::KeyGet, resp.error_code, None, topic)?;
+        Ok(Some(resp.unwrapped))
     }
 
     /// `BlindCreateTopic`: create (if absent) and resolve. `partitions` and
@@ -179,6 +241,7 @@ impl BlindClient {
             physical_name: resp.physical_name,
             topic_id: resp.topic_id,
             revocation_epoch: resp.revocation_epoch,
+            partitions: resp.partitions,
         })
     }
 

@@ -1,7 +1,9 @@
 //! Blind topics, data path: ordinary Kafka (librdkafka through `rdkafka`)
 //! on the physical name that [`BlindClient`] resolved, so batching,
 //! retries and consumer groups come from a mature client. Values travel as
-//! the application gives them (sealing is a separate layer).
+//! the application gives them, or sealed ([`crate::sealed`]) when the
+//! producer is built [`BlindProducer::with_seal`] and, on the consumer,
+//! whenever the topic is sealed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use rdkafka::Message;
 use tokio::sync::watch;
 
 use crate::blind::{BlindClient, BlindError};
+use crate::sealed::{self, Opener, SealOptions, SealedTopic, Sequence};
 
 /// librdkafka properties (`bootstrap.servers`, `security.protocol`,
 /// `sasl.*`, `ssl.*`, …) shared by producers and consumers.
@@ -69,6 +72,9 @@ pub struct BlindProducer {
     /// Partitions of a topic this producer creates.
     partitions: i32,
     physical: tokio::sync::Mutex<HashMap<String, String>>,
+    /// `Some` when every record is sealed.
+    seal: Option<SealOptions>,
+    sealed: tokio::sync::Mutex<HashMap<String, SealedTopic>>,
 }
 
 impl BlindProducer {
@@ -82,16 +88,44 @@ impl BlindProducer {
             producer: kafka_producer(props)?,
             partitions,
             physical: tokio::sync::Mutex::new(HashMap::new()),
+            seal: None,
+            sealed: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
-    /// The physical name of `topic`, creating the topic on first use.
+    /// Seal every record (BLIND.md §6.2); the topic becomes sealed on first use.
+    #[must_use]
+    pub fn with_seal(mut self, opts: SealOptions) -> Self {
+        self.seal = Some(opts);
+        self
+    }
+
+    /// The physical name of `topic`, creating the topic on first use. A
+    /// non-sealing producer refuses a sealed topic.
     pub async fn physical_name(&self, topic: &str) -> Result<String, BlindError> {
+        if let Some(opts) = self.seal {
+            let mut cache = self.sealed.lock().await;
+            if let Some(t) = cache.get(topic) {
+                return Ok(t.physical.clone());
+            }
+            let t = SealedTopic::open(&self.client, topic, self.partitions, opts).await?;
+            let physical = t.physical.clone();
+            cache.insert(topic.to_owned(), t);
+            return Ok(physical);
+        }
         let mut cache = self.physical.lock().await;
         if let Some(p) = cache.get(topic) {
             return Ok(p.clone());
         }
         let r = self.client.create_topic(topic, self.partitions).await?;
+        if sealed::topic_key(&self.client, topic, &r.physical_name, false)
+            .await?
+            .is_some()
+        {
+            return Err(BlindError::SealedTopic {
+                topic: topic.to_owned(),
+            });
+        }
         cache.insert(topic.to_owned(), r.physical_name.clone());
         Ok(r.physical_name)
     }
@@ -104,8 +138,50 @@ impl BlindProducer {
         key: Option<&[u8]>,
         value: &[u8],
     ) -> Result<DeliveryFuture, BlindError> {
+        if self.seal.is_some() {
+            return self.send_record(topic, key, Some(value), &[]).await;
+        }
         let physical = self.physical_name(topic).await?;
         enqueue(&self.producer, &physical, key, value).await
+    }
+
+    /// Queue one record with headers and a possibly null value. On a sealing
+    /// producer, key, value and headers travel only inside the envelopes.
+    pub async fn send_record(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[veil_blind::Header],
+    ) -> Result<DeliveryFuture, BlindError> {
+        if self.seal.is_none() {
+            let physical = self.physical_name(topic).await?;
+            let mut h = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
+            for (name, v) in headers {
+                h = h.insert(rdkafka::message::Header {
+                    key: name,
+                    value: v.as_deref(),
+                });
+            }
+            return enqueue_to(&self.producer, &physical, None, key, value, Some(h)).await;
+        }
+        self.physical_name(topic).await?;
+        let mut cache = self.sealed.lock().await;
+        let t = cache
+            .get_mut(topic)
+            .ok_or_else(|| BlindError::Scheme("sealed topic state missing".into()))?;
+        let out = t.seal(&self.client, key, value, headers).await?;
+        let physical = t.physical.clone();
+        drop(cache);
+        enqueue_to(
+            &self.producer,
+            &physical,
+            Some(out.partition),
+            out.key.as_ref().map(<[u8; 32]>::as_slice),
+            Some(&out.value),
+            None,
+        )
+        .await
     }
 
     /// Wait until everything queued is delivered (or `timeout` passes).
@@ -122,10 +198,31 @@ pub async fn enqueue(
     key: Option<&[u8]>,
     value: &[u8],
 ) -> Result<DeliveryFuture, BlindError> {
+    enqueue_to(producer, topic, None, key, Some(value), None).await
+}
+
+/// [`enqueue`] with an explicit partition, a possibly null value and headers.
+pub async fn enqueue_to(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: Option<rdkafka::message::OwnedHeaders>,
+) -> Result<DeliveryFuture, BlindError> {
     loop {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(value);
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
         if let Some(k) = key {
             record = record.key(k);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        if let Some(h) = &headers {
+            record = record.headers(h.clone());
         }
         match producer.send_result(record) {
             Ok(f) => return Ok(f),
@@ -153,6 +250,13 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    pub headers: Vec<veil_blind::Header>,
+    /// Kafka timestamp in ms (in clear also on sealed topics: retention needs it).
+    pub timestamp: Option<i64>,
+    /// On a sealed topic: the record verified, and where it stands in its
+    /// producer session (the application decides what a gap or replay means).
+    /// `None` on a topic that is not sealed.
+    pub sealed: Option<Sequence>,
 }
 
 /// Consumes one blind topic by plaintext name in a consumer group.
@@ -166,6 +270,10 @@ pub struct BlindConsumer {
     topic: String,
     physical: String,
     consumer: StreamConsumer,
+    /// `Some` on a sealed topic: every record must verify. Set at subscribe,
+    /// or later when a record that looks sealed arrives and the broker now
+    /// holds the topic key (the topic was sealed after we subscribed).
+    opener: tokio::sync::Mutex<Option<Opener>>,
     fatal: watch::Receiver<bool>,
     fatal_error: Arc<std::sync::Mutex<Option<BlindError>>>,
     watchdog: tokio::task::JoinHandle<()>,
@@ -182,6 +290,10 @@ impl BlindConsumer {
         check_interval: Duration,
     ) -> Result<Self, BlindError> {
         let physical = client.resolve(topic).await?.physical_name;
+        let opener = sealed::topic_key(&client, topic, &physical, false)
+            .await?
+            .map(|_| Opener::new(topic, &physical));
+        let opener = tokio::sync::Mutex::new(opener);
         let consumer = kafka_consumer(props, group, from_beginning)?;
         consumer
             .subscribe(&[physical.as_str()])
@@ -200,10 +312,16 @@ impl BlindConsumer {
             topic: topic.to_owned(),
             physical,
             consumer,
+            opener,
             fatal,
             fatal_error,
             watchdog,
         })
+    }
+
+    /// Whether the topic is sealed (records are verified and opened).
+    pub async fn is_sealed(&self) -> bool {
+        self.opener.lock().await.is_some()
     }
 
     /// The physical Kafka name being consumed.
@@ -219,12 +337,45 @@ impl BlindConsumer {
         }
         let mut fatal = self.fatal.clone();
         let got = tokio::select! {
-            m = self.consumer.recv() => m.map(|m| Record {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-            }),
+            m = self.consumer.recv() => match m {
+                Ok(m) => {
+                let mut opener = self.opener.lock().await;
+                if opener.is_none()
+                    && m.payload().is_some_and(|v| veil_blind::record_dek(v).is_ok())
+                    && sealed::topic_key(&self.client, &self.topic, &self.physical, false)
+                        .await?
+                        .is_some()
+                {
+                    *opener = Some(Opener::new(&self.topic, &self.physical));
+                }
+                match opener.as_mut() {
+                    None => Ok(Record {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers: headers_of(&m),
+                        timestamp: m.timestamp().to_millis(),
+                        sealed: None,
+                    }),
+                    Some(o) => {
+                        let (rec, seq) = o
+                            .open(&self.client, m.partition(), m.offset(), m.payload())
+                            .await?;
+                        Ok(Record {
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            key: rec.key,
+                            value: rec.value,
+                            headers: rec.headers,
+                            timestamp: m.timestamp().to_millis(),
+                            sealed: Some(seq),
+                        })
+                    }
+                }
+                }
+                Err(e) => Err(e),
+            },
             _ = fatal.wait_for(|f| *f) => {
                 return Err(self.take_fatal().unwrap_or(BlindError::Revoked { tenant: self.client.tenant().to_owned() }));
             }
@@ -268,6 +419,18 @@ impl Drop for BlindConsumer {
     fn drop(&mut self) {
         self.watchdog.abort();
     }
+}
+
+/// A message's Kafka headers, as the application gave them.
+pub fn headers_of<M: Message>(m: &M) -> Vec<veil_blind::Header> {
+    use rdkafka::message::Headers as _;
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A librdkafka group consumer (also for plain topics).

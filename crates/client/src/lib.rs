@@ -13,6 +13,7 @@ pub mod connection;
 pub mod error;
 pub mod groups;
 pub mod scram;
+pub mod sealed;
 
 pub use acl::{Acl, AclFilter};
 pub use admin::{Admin, TopicDescription, TopicSpec};
@@ -22,3 +23,4 @@ pub use connection::Connection;
 pub use error::{Error, Result};
 pub use groups::{GroupDescription, GroupListing, MemberDescription, OffsetSpec};
 pub use scram::{ScramUpsert, ScramUser};
+pub use sealed::{SealOptions, Sequence};
