@@ -11,6 +11,21 @@ pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Bytes before the payload.
 const HEADER: usize = 8;
 
+/// Replaces `dir/name` with `bytes` so that a crash leaves either the old or
+/// the new file: write a temporary file, fsync it, rename it over, fsync the
+/// directory.
+pub fn write_atomically(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Appends one frame carrying `payload` to `out`.
 pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);

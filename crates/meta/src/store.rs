@@ -102,14 +102,7 @@ impl MetaStore {
     pub fn snapshot(&mut self) -> Result<()> {
         let bytes =
             serde_json::to_vec(&self.state).map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        let tmp = self.dir.join("snapshot.json.tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE))?;
-        File::open(&self.dir)?.sync_all()?;
+        crate::framing::write_atomically(&self.dir, SNAPSHOT_FILE, &bytes)?;
         // Replay skips indexes the snapshot covers, so a crash between the
         // rename and this truncation is harmless.
         self.log.set_len(0)?;

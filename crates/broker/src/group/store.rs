@@ -182,14 +182,7 @@ impl GroupStore {
             let payload = serde_json::to_vec(r).map_err(std::io::Error::other)?;
             framing::encode(&payload, &mut buf);
         }
-        let tmp = self.dir.join("snapshot.log.tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&buf)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE))?;
-        File::open(&self.dir)?.sync_all()?;
+        framing::write_atomically(&self.dir, SNAPSHOT_FILE, &buf)?;
         // The log's records are all in the snapshot now. A crash before the
         // truncation replays them again on top of it: harmless, since every
         // record sets state rather than adding to it.
