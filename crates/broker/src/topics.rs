@@ -32,13 +32,20 @@ impl Topic {
     }
 }
 
+/// The opened topics by name and by id; both maps hold the same topics.
+#[derive(Debug, Default)]
+struct Index {
+    by_name: HashMap<String, Arc<Topic>>,
+    by_id: HashMap<Uuid, Arc<Topic>>,
+}
+
 #[derive(Debug)]
 pub struct TopicRegistry {
     data_dir: PathBuf,
     broker_defaults: TopicConfigs,
     index_interval_bytes: usize,
     metrics: Metrics,
-    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    topics: RwLock<Index>,
 }
 
 /// The directory of one partition: `<data_dir>/<topic>-<partition>`.
@@ -58,7 +65,7 @@ impl TopicRegistry {
             broker_defaults,
             index_interval_bytes,
             metrics,
-            topics: RwLock::new(HashMap::new()),
+            topics: RwLock::new(Index::default()),
         }
     }
 
@@ -67,15 +74,15 @@ impl TopicRegistry {
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics.read().get(name).cloned()
+        self.topics.read().by_name.get(name).cloned()
     }
 
     pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.topics.read().values().find(|t| t.id == id).cloned()
+        self.topics.read().by_id.get(&id).cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<Topic>> {
-        let mut all: Vec<_> = self.topics.read().values().cloned().collect();
+        let mut all: Vec<_> = self.topics.read().by_name.values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
@@ -114,7 +121,24 @@ impl TopicRegistry {
     /// Brings opened logs in line with `state`: opens new topics and
     /// partitions, applies config changes, closes and removes deleted topics.
     pub fn reconcile(&self, state: &MetaState, now_ms: i64) -> Result<()> {
-        let mut topics = self.topics.write();
+        let mut index = self.topics.write();
+        let outcome = self.reconcile_names(&mut index.by_name, state, now_ms);
+        // Rebuilt on every metadata change (rare) so that lookups by id, on
+        // the fetch path since Fetch v13, are one hash lookup.
+        index.by_id = index
+            .by_name
+            .values()
+            .map(|t| (t.id, Arc::clone(t)))
+            .collect();
+        outcome
+    }
+
+    fn reconcile_names(
+        &self,
+        topics: &mut HashMap<String, Arc<Topic>>,
+        state: &MetaState,
+        now_ms: i64,
+    ) -> Result<()> {
         let wanted: HashMap<&str, &TopicRecord> =
             state.topics().map(|t| (t.name.as_str(), t)).collect();
         let gone: Vec<String> = topics
