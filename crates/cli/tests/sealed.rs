@@ -137,20 +137,7 @@ fn seal_produce(env: &Env, user: &str, topic: &str, lines: &str, extra: &[&str])
     let mut args = vec!["produce", "--blind", topic, "--key-file", &key];
     args.extend_from_slice(&["--seal", "--key-separator", "="]);
     args.extend_from_slice(extra);
-    let mut child = env
-        .veil(user, &args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    env.run_with_stdin(user, &args, lines)
 }
 
 fn seal_consume(env: &Env, user: &str, topic: &str, group: &str, max: usize) -> Output {

@@ -132,8 +132,17 @@ impl Env {
 
     pub fn produce(&self, user: &str, lines: &str) -> Output {
         let key = self.key(user);
+        self.run_with_stdin(
+            user,
+            &["produce", "--blind", TOPIC, "--key-file", &key],
+            lines,
+        )
+    }
+
+    /// Runs `veil ARGS` as `user`, feeding `input` on stdin.
+    pub fn run_with_stdin(&self, user: &str, args: &[&str], input: &str) -> Output {
         let mut child = self
-            .veil(user, &["produce", "--blind", TOPIC, "--key-file", &key])
+            .veil(user, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -143,7 +152,7 @@ impl Env {
             .stdin
             .take()
             .unwrap()
-            .write_all(lines.as_bytes())
+            .write_all(input.as_bytes())
             .unwrap();
         child.wait_with_output().unwrap()
     }
