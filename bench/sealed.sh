@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Sealed records vs plain blind topics, same broker, same client (`veil
 # produce`/`veil consume`, librdkafka underneath), 100 B and 1 KB values:
-#   - throughput: N records produced as fast as possible, then consumed;
+#   - throughput: N records produced as fast as possible, then consumed,
+#     REPS alternating runs, medians and the sealed/blind ratio at the end;
 #   - latency: a consumer already subscribed while a producer sends at a
 #     fixed rate; p50/p99 of (arrival − record CreateTime), so sealing and
 #     opening are both inside the measured path.
-#   [SIZES="100 1024"] bench/sealed.sh [VEIL_BIN] [RECORDS] [RATE]
+#   [SIZES="100 1024"] [REPS=5] bench/sealed.sh [VEIL_BIN] [RECORDS] [RATE]
 # Build first: cargo build --release -p veil-cli
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -56,25 +57,37 @@ export VEIL_KMS_DIR="$work/kms" VEIL_KMS_PASSPHRASE=bench
 as admin kms add-user alice >/dev/null
 KEY="$work/kms/alice.key"
 
-rate() { # label, count, command...
-  local label="$1" n="$2"; shift 2
-  local t0 t1; t0=$(date +%s.%N); "$@" > /dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
-  t1=$(date +%s.%N)
-  python3 -c "print('%-28s %9.0f records/s %7.1f MB/s' % ('$label', $n / ($t1 - $t0), $n * $SIZE / ($t1 - $t0) / 1e6))"
+# Run a command, print the records/s it reports with --throughput (timed
+# inside the client from the first record, so process start-up, SASL and
+# the consumer group join are not counted), and keep it for the medians.
+rate() { # label, command...
+  local label="$1"; shift
+  "$@" --throughput > /dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
+  local r; r="$(sed -n 's/^throughput .*: \([0-9]*\) records\/s$/\1/p' "$work/err")"
+  [ -n "$r" ] || { cat "$work/err"; exit 1; }
+  printf '%-28s %9s records/s %7.1f MB/s\n' "$label" "$r" "$(python3 -c "print($r * $SIZE / 1e6)")"
+  echo "$r" >> "$work/$(echo "$label" | tr -s ' ' _).rates"
 }
+median() { sort -n "$work/$1.rates" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
+REPS="${REPS:-5}"
 for SIZE in ${SIZES:-100 1024}; do
   python3 -c "import sys
 for i in range($N): sys.stdout.write(('%09d' % i) + 'x' * ($SIZE - 9) + '\n')" > "$work/in-$SIZE.txt"
   head -n $((RATE * 5)) "$work/in-$SIZE.txt" > "$work/lat-$SIZE.txt"
-  echo "== $SIZE B values, $N records"
-  for rep in 1 2 3; do
-    rate "produce blind  $SIZE B" "$N" as alice produce --blind "p$SIZE/$rep" --key-file "$KEY" "$work/in-$SIZE.txt"
-    rate "produce sealed $SIZE B" "$N" as alice produce --blind "s$SIZE/$rep" --key-file "$KEY" --seal "$work/in-$SIZE.txt"
+  echo "== $SIZE B values, $N records, $REPS alternating runs"
+  for rep in $(seq 1 "$REPS"); do
+    rate "produce blind  $SIZE" as alice produce --blind "p$SIZE/$rep" --key-file "$KEY" "$work/in-$SIZE.txt"
+    rate "produce sealed $SIZE" as alice produce --blind "s$SIZE/$rep" --key-file "$KEY" --seal "$work/in-$SIZE.txt"
   done
-  for rep in 1 2 3; do
-    rate "consume blind  $SIZE B" "$N" as alice consume --blind "p$SIZE/$rep" --key-file "$KEY" --group "gp$SIZE-$rep" --from-beginning --max-messages "$N"
-    rate "consume sealed $SIZE B" "$N" as alice consume --blind "s$SIZE/$rep" --key-file "$KEY" --group "gs$SIZE-$rep" --from-beginning --max-messages "$N"
+  for rep in $(seq 1 "$REPS"); do
+    rate "consume blind  $SIZE" as alice consume --blind "p$SIZE/$rep" --key-file "$KEY" --group "gp$SIZE-$rep" --from-beginning --max-messages "$N"
+    rate "consume sealed $SIZE" as alice consume --blind "s$SIZE/$rep" --key-file "$KEY" --group "gs$SIZE-$rep" --from-beginning --max-messages "$N"
+  done
+  for op in produce consume; do
+    p="$(median "${op}_blind_$SIZE")" s="$(median "${op}_sealed_$SIZE")"
+    printf '%-28s blind %9s  sealed %9s  sealed/blind %.3f\n' "median $op $SIZE B" "$p" "$s" \
+      "$(python3 -c "print($s / $p)")"
   done
   echo "== $SIZE B values, end-to-end latency at $RATE records/s for 5 s"
   for kind in blind sealed; do

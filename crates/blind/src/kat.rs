@@ -180,6 +180,26 @@ fn run_kat(bits: u32) {
     let dek_id = DekId(draw.key.dek_id.0);
     let bob_dek = bob.open_dek(topic, dek_id, &for_bob).unwrap();
     assert_eq!(bob_dek.key.as_slice(), bytes(&v, "K").as_slice(), "bob's K");
+    // The leak-scan accessors return exactly these secrets.
+    assert_elem(
+        &bob.unwrap_element_for_tests(&for_bob).unwrap(),
+        k,
+        &v,
+        "dek_r",
+    );
+    assert_eq!(
+        bob_dek.key_bytes_for_tests().as_slice(),
+        bytes(&v, "K").as_slice()
+    );
+    let via_r = bob
+        .dek_from_element_for_tests(topic, dek_id, &draw.r)
+        .unwrap();
+    assert_eq!(via_r.key_bytes_for_tests(), bob_dek.key_bytes_for_tests());
+    let tags = bob.open_topic_key(topic, &for_bob).unwrap();
+    let tags_via_r = bob
+        .topic_key_from_element_for_tests(topic, &draw.r)
+        .unwrap();
+    assert_eq!(tags.key_bytes_for_tests(), tags_via_r.key_bytes_for_tests());
 
     // Record: AES-256-GCM at partition 3, counter 0, part "value".
     let partition = u32::try_from(v["partition"].as_u64().unwrap()).unwrap();

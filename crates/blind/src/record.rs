@@ -1,20 +1,24 @@
-//! A whole Kafka record, sealed (BLIND.md §6.2): the Kafka value is a short
-//! sequence of §6.2 envelopes, one per part, and nothing else travels in
-//! clear except the key tag (the Kafka key) and the timestamp.
+//! A whole Kafka record, sealed (BLIND.md §6.2): the Kafka value is exactly
+//! one envelope, and nothing else travels in clear except the key tag (the
+//! Kafka key) and the timestamp.
 //!
 //! ```text
-//! kafka value = u32_be(len) ‖ envelope(part "value",   counter c)
-//!             [ ‖ u32_be(len) ‖ envelope(part "key",     counter c+1) ]
-//!             [ ‖ u32_be(len) ‖ envelope(part "headers", next counter) ]
-//! value part plaintext   = flags (1) ‖ value        flags: 1 key, 2 headers, 4 null value
-//! headers part plaintext = u32_be(count) ‖ count × ( u32_be(name_len) ‖ name (UTF-8)
-//!                                                   ‖ i32_be(value_len, -1 = null) ‖ value )
+//! kafka value = envelope(part "value", counter c)      one AEAD call per record
+//! plaintext   = value                                  flags & 4: null value (then empty)
+//!             [ ‖ key ‖ u32_be(key_len) ]              flags & 1: the real record key
+//!             [ ‖ headers ‖ u32_be(headers_len) ]      flags & 2: the user headers
+//!             ‖ flags (1)
+//! headers     = u32_be(count) ‖ count × ( u32_be(name_len) ‖ name (UTF-8)
+//!                                         ‖ i32_be(value_len, -1 = null) ‖ value )
 //! ```
 //!
-//! The flags are inside the authenticated value part, so stripping or adding
-//! a key or headers envelope fails; the parts of one record take consecutive
-//! counters (each part is its own AEAD call, [`Sealer`]'s rule), and the
-//! consumer checks that too. No Kafka headers are sent.
+//! The key and the headers are the §6.2 parts "key" and "headers"; they are
+//! sealed as sections of the value part's plaintext rather than as envelopes
+//! of their own, so a record costs one nonce, one tag and about 50 bytes, and
+//! its counter advances by exactly one per record (what the consumer's gap
+//! check relies on). The sections are read from the end, so the value is
+//! the front of the decrypted buffer and is handed over without a copy.
+//! Everything, flags included, is authenticated; no Kafka headers are sent.
 
 use crate::error::{Error, Result};
 use crate::seal::{Envelope, Part, Sealer};
@@ -27,13 +31,18 @@ const FLAG_NULL_VALUE: u8 = 4;
 /// One record header: a UTF-8 name and an optional value (Kafka's shape).
 pub type Header = (String, Option<Vec<u8>>);
 
-/// Serialize headers for the "headers" part.
+fn len32(n: usize, what: &str) -> Result<[u8; 4]> {
+    u32::try_from(n)
+        .map(u32::to_be_bytes)
+        .map_err(|_| Error::Format(format!("{what} too long")))
+}
+
+/// Serialize headers for the "headers" section.
 pub fn encode_headers(headers: &[Header]) -> Result<Vec<u8>> {
-    let len32 = |n: usize| u32::try_from(n).map_err(|_| Error::Format("header too long".into()));
     let mut out = Vec::new();
-    out.extend_from_slice(&len32(headers.len())?.to_be_bytes());
+    out.extend_from_slice(&len32(headers.len(), "header list")?);
     for (name, value) in headers {
-        out.extend_from_slice(&len32(name.len())?.to_be_bytes());
+        out.extend_from_slice(&len32(name.len(), "header name")?);
         out.extend_from_slice(name.as_bytes());
         match value {
             None => out.extend_from_slice(&(-1i32).to_be_bytes()),
@@ -59,6 +68,22 @@ fn take<'a>(buf: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8]> {
 
 fn take_u32(buf: &mut &[u8], what: &str) -> Result<u32> {
     let b = take(buf, 4, what)?;
+    Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// [`take`] from the end of `buf`.
+fn take_back<'a>(buf: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8]> {
+    let at = buf
+        .len()
+        .checked_sub(n)
+        .ok_or_else(|| Error::Format(format!("truncated {what}")))?;
+    let (rest, tail) = buf.split_at(at);
+    *buf = rest;
+    Ok(tail)
+}
+
+fn take_back_u32(buf: &mut &[u8], what: &str) -> Result<u32> {
+    let b = take_back(buf, 4, what)?;
     Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
@@ -92,41 +117,16 @@ pub fn decode_headers(mut buf: &[u8]) -> Result<Vec<Header>> {
     Ok(out)
 }
 
-/// Split a sealed Kafka value into its envelopes (1 to 3), strictly.
-fn split_parts(mut value: &[u8]) -> Result<Vec<&[u8]>> {
-    let mut parts = Vec::with_capacity(3);
-    while !value.is_empty() {
-        if parts.len() == 3 {
-            return Err(Error::Format("more than three sealed parts".into()));
-        }
-        let n = take_u32(&mut value, "part length")? as usize;
-        parts.push(take(&mut value, n, "part")?);
-    }
-    if parts.is_empty() {
-        return Err(Error::Format("no sealed parts".into()));
-    }
-    Ok(parts)
-}
-
 /// Which DEK sealed a record (so the consumer can fetch it), without
 /// authenticating anything yet.
 pub fn record_dek(value: &[u8]) -> Result<(&[u8], DekId)> {
-    let parts = split_parts(value)?;
-    let env = Envelope::parse(parts[0])?;
+    let env = Envelope::parse(value)?;
     Ok((env.kid, env.dek_id))
 }
 
-fn push_part(out: &mut Vec<u8>, env: &[u8]) -> Result<()> {
-    let n = u32::try_from(env.len()).map_err(|_| Error::Format("part too long".into()))?;
-    out.extend_from_slice(&n.to_be_bytes());
-    out.extend_from_slice(env);
-    Ok(())
-}
-
 impl Sealer {
-    /// Seal a whole record for `partition`: value, real key and headers
-    /// each in their own envelope, consecutive counters. Returns the Kafka
-    /// value.
+    /// Seal a whole record for `partition`: value, real key and headers in
+    /// one envelope under one counter. Returns the Kafka value.
     pub fn seal_record(
         &mut self,
         partition: u32,
@@ -134,41 +134,35 @@ impl Sealer {
         value: Option<&[u8]>,
         headers: &[Header],
     ) -> Result<Vec<u8>> {
-        let mut flags = 0u8;
-        if key.is_some() {
-            flags |= FLAG_KEY;
-        }
-        if !headers.is_empty() {
-            flags |= FLAG_HEADERS;
-        }
-        if value.is_none() {
-            flags |= FLAG_NULL_VALUE;
-        }
-        let v = value.unwrap_or_default();
-        let mut pt = Vec::with_capacity(1 + v.len());
-        pt.push(flags);
-        pt.extend_from_slice(v);
-        let mut out = Vec::with_capacity(pt.len() + 64);
-        push_part(&mut out, &self.seal(partition, Part::Value, &pt)?)?;
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        let flags = [flag(key.is_some(), FLAG_KEY)
+            | flag(!headers.is_empty(), FLAG_HEADERS)
+            | flag(value.is_none(), FLAG_NULL_VALUE)];
+        let key_len = len32(key.map_or(0, <[u8]>::len), "record key")?;
+        let encoded = if headers.is_empty() {
+            Vec::new()
+        } else {
+            encode_headers(headers)?
+        };
+        let headers_len = len32(encoded.len(), "headers")?;
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(6);
+        pieces.push(value.unwrap_or_default());
         if let Some(k) = key {
-            push_part(&mut out, &self.seal(partition, Part::Key, k)?)?;
+            pieces.extend([k, &key_len[..]]);
         }
-        if !headers.is_empty() {
-            let h = encode_headers(headers)?;
-            push_part(&mut out, &self.seal(partition, Part::Headers, &h)?)?;
+        if !encoded.is_empty() {
+            pieces.extend([&encoded[..], &headers_len[..]]);
         }
-        Ok(out)
+        pieces.push(&flags);
+        self.seal_pieces(partition, Part::Value, &pieces)
     }
 }
 
 /// A verified record. `Debug` shows shapes, never the bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct OpenedRecord {
-    /// Counter of the value part (the record's first counter).
-    pub first_counter: u64,
-    /// Counter of the record's last part; the producer's next record
-    /// starts at `last_counter + 1`.
-    pub last_counter: u64,
+    /// The record's counter in its producer session (one per record).
+    pub counter: u64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<Header>,
@@ -177,8 +171,7 @@ pub struct OpenedRecord {
 impl std::fmt::Debug for OpenedRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenedRecord")
-            .field("first_counter", &self.first_counter)
-            .field("last_counter", &self.last_counter)
+            .field("counter", &self.counter)
             .field("key_len", &self.key.as_ref().map(Vec::len))
             .field("value_len", &self.value.as_ref().map(Vec::len))
             .field("headers", &self.headers.len())
@@ -188,48 +181,38 @@ impl std::fmt::Debug for OpenedRecord {
 
 impl DataKey {
     /// Open a sealed Kafka value fetched from `partition`. Any mismatch
-    /// (tampered bytes, other partition/topic/DEK, stripped or added part,
-    /// non-consecutive counters) fails.
+    /// (tampered bytes, other partition/topic/DEK, malformed sections) fails.
     pub fn open_record(&self, partition: u32, value: &[u8]) -> Result<OpenedRecord> {
-        let parts = split_parts(value)?;
-        let v = self.open(partition, Part::Value, parts[0])?;
-        let (&flags, body) = v.plaintext.split_first().ok_or(Error::Decrypt)?;
+        let opened = self.open(partition, Part::Value, value)?;
+        let mut plaintext = opened.plaintext;
+        let mut rest: &[u8] = &plaintext;
+        let flags = take_back(&mut rest, 1, "record flags")?[0];
         if flags & !(FLAG_KEY | FLAG_HEADERS | FLAG_NULL_VALUE) != 0 {
             return Err(Error::Format("unknown record flags".into()));
         }
-        let want = 1 + usize::from(flags & FLAG_KEY != 0) + usize::from(flags & FLAG_HEADERS != 0);
-        if parts.len() != want {
-            return Err(Error::Format(
-                "sealed parts do not match the record flags".into(),
-            ));
-        }
-        let mut counter = v.counter;
-        let mut next = |part: Part, env: &[u8]| -> Result<Vec<u8>> {
-            let o = self.open(partition, part, env)?;
-            if Some(o.counter) != counter.checked_add(1) {
-                return Err(Error::Format("record parts are not consecutive".into()));
-            }
-            counter = o.counter;
-            Ok(o.plaintext)
-        };
-        let mut rest = parts[1..].iter();
-        let key = if flags & FLAG_KEY != 0 {
-            Some(next(Part::Key, rest.next().ok_or(Error::Decrypt)?)?)
-        } else {
-            None
-        };
         let headers = if flags & FLAG_HEADERS != 0 {
-            decode_headers(&next(Part::Headers, rest.next().ok_or(Error::Decrypt)?)?)?
+            let n = take_back_u32(&mut rest, "headers length")? as usize;
+            decode_headers(take_back(&mut rest, n, "headers")?)?
         } else {
             Vec::new()
         };
-        let value = (flags & FLAG_NULL_VALUE == 0).then(|| body.to_vec());
-        if value.is_none() && !body.is_empty() {
+        let key = if flags & FLAG_KEY != 0 {
+            let n = take_back_u32(&mut rest, "key length")? as usize;
+            Some(take_back(&mut rest, n, "key")?.to_vec())
+        } else {
+            None
+        };
+        let value_len = rest.len();
+        let value = if flags & FLAG_NULL_VALUE == 0 {
+            plaintext.truncate(value_len);
+            Some(plaintext)
+        } else if value_len == 0 {
+            None
+        } else {
             return Err(Error::Format("null value with a body".into()));
-        }
+        };
         Ok(OpenedRecord {
-            first_counter: v.counter,
-            last_counter: counter,
+            counter: opened.counter,
             key,
             value,
             headers,
@@ -282,27 +265,34 @@ mod tests {
     }
 
     #[test]
-    fn stripped_part_and_other_dek_fail() {
+    fn one_envelope_per_record_and_other_dek_fails() {
         let mut s = Sealer::new(key(1), AeadId::Aes256Gcm, DekLimits::default());
         let rec = s
             .seal_record(0, Some(b"k"), Some(b"v"), &[("h".into(), None)])
             .unwrap();
-        let parts = split_parts(&rec).unwrap();
-        let mut stripped = Vec::new();
-        push_part(&mut stripped, parts[0]).unwrap();
-        push_part(&mut stripped, parts[2]).unwrap();
-        assert!(key(1).open_record(0, &stripped).is_err());
+        let env = Envelope::parse(&rec).unwrap();
+        assert_eq!(env.counter, 0);
+        assert_eq!(s.next_counter(), 1, "one counter per record");
+        // flags, key section, headers section, value, tag: ~50 bytes of overhead.
+        let overhead = rec.len() - 1 - (4 + 1) - (4 + 4 + 4 + 1 + 4) - 1;
+        assert_eq!(overhead, Envelope::header_len(5) + crate::seal::TAG_LEN);
         assert!(key(2).open_record(0, &rec).is_err());
         assert!(key(1).open_record(1, &rec).is_err());
         assert_eq!(record_dek(&rec).unwrap().1, DekId([1; 16]));
-        // Two records: swapping their key parts breaks the counter chain.
-        let rec2 = s.seal_record(0, Some(b"k"), Some(b"v"), &[]).unwrap();
-        let p2 = split_parts(&rec2).unwrap();
-        let mut mixed = Vec::new();
-        push_part(&mut mixed, parts[0]).unwrap();
-        push_part(&mut mixed, p2[1]).unwrap();
-        push_part(&mut mixed, parts[2]).unwrap();
-        assert!(key(1).open_record(0, &mixed).is_err());
+        // A key or header section sealed on its own is not a record.
+        let lone = s.seal(0, Part::Key, b"k").unwrap();
+        assert!(key(1).open_record(0, &lone).is_err());
+        // A well-sealed plaintext with unknown flags or a short section.
+        for bad in [&[8u8][..], &[b'k', 0, 0, 0, 9, 1], &[b'x', 4], &[]] {
+            let env = s.seal(0, Part::Value, bad).unwrap();
+            assert!(
+                matches!(key(1).open_record(0, &env), Err(Error::Format(_))),
+                "{bad:?}"
+            );
+        }
+        let empty = s.seal_record(0, None, None, &[]).unwrap();
+        let o = key(1).open_record(0, &empty).unwrap();
+        assert_eq!((o.key, o.value, o.headers.len()), (None, None, 0));
     }
 
     proptest! {
@@ -327,8 +317,8 @@ mod tests {
             let first = s.seal_record(partition, Some(b"x"), None, &[]).unwrap();
             let rec = s.seal_record(partition, k.as_deref(), v.as_deref(), &h).unwrap();
             let o = key(3).open_record(partition, &rec).unwrap();
-            prop_assert_eq!(o.first_counter, 2);
-            prop_assert_eq!(o.last_counter, s.next_counter() - 1);
+            prop_assert_eq!(o.counter, 1);
+            prop_assert_eq!(s.next_counter(), 2);
             prop_assert_eq!(&o.key, &k);
             prop_assert_eq!(&o.value, &v);
             prop_assert_eq!(&o.headers, &h);

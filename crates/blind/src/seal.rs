@@ -8,9 +8,9 @@
 //!            id 2 XChaCha20-Poly1305: 16 zero bytes ‖ u64_be(counter)           (24 bytes)
 //! ```
 //!
-//! **Every sealed part consumes its own counter.** The nonce is the counter,
-//! so a record's value, key and headers must not share one: [`Sealer`] hands
-//! out a fresh counter on every call, and is the only public way to seal.
+//! **Every AEAD call consumes its own counter.** The nonce is the counter:
+//! [`Sealer`] hands out a fresh counter on every call, and is the only public
+//! way to seal. A whole record is one call (see [`crate::record`]).
 //! XChaCha20-Poly1305 uses the same deterministic counter nonce (zero-padded
 //! to 24 bytes), so the same per-DEK rules apply to both ids.
 //!
@@ -138,10 +138,14 @@ impl<'a> Envelope<'a> {
     }
 
     fn header(&self) -> Result<Vec<u8>> {
+        self.header_with_capacity(self.ciphertext.len())
+    }
+
+    fn header_with_capacity(&self, body: usize) -> Result<Vec<u8>> {
         if self.kid.is_empty() || self.kid.len() > MAX_KID_LEN {
             return Err(Error::Format("kid length".into()));
         }
-        let mut out = Vec::with_capacity(Self::header_len(self.kid.len()) + self.ciphertext.len());
+        let mut out = Vec::with_capacity(Self::header_len(self.kid.len()) + body);
         out.push(ENVELOPE_VERSION);
         out.push(self.aead.id());
         put_enc(&mut out, self.kid)?;
@@ -308,8 +312,9 @@ pub(crate) fn aead_open(
 }
 
 impl DataKey {
-    /// Seal at an explicit counter. Crate-private: reusing a counter reuses a
-    /// nonce, so the public path is [`Sealer`].
+    /// Seal at an explicit counter (tests and known answers). Reusing a
+    /// counter reuses a nonce, so the public path is [`Sealer`].
+    #[cfg(test)]
     pub(crate) fn seal_at(
         &self,
         aead: AeadId,
@@ -318,6 +323,20 @@ impl DataKey {
         part: Part,
         plaintext: &[u8],
     ) -> Result<Vec<u8>> {
+        self.seal_pieces_at(aead, partition, counter, part, &[plaintext])
+    }
+
+    /// Seal the concatenation of `pieces` as one plaintext at `counter`,
+    /// written straight into the envelope buffer (no intermediate copy).
+    /// Crate-private for the same reason as `seal_at`.
+    pub(crate) fn seal_pieces_at(
+        &self,
+        aead: AeadId,
+        partition: u32,
+        counter: u64,
+        part: Part,
+        pieces: &[&[u8]],
+    ) -> Result<Vec<u8>> {
         let env = Envelope {
             aead,
             kid: self.kid.as_bytes(),
@@ -325,9 +344,12 @@ impl DataKey {
             counter,
             ciphertext: &[],
         };
-        let mut out = env.header()?;
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
+        let mut out = env.header_with_capacity(len + TAG_LEN)?;
         let start = out.len();
-        out.extend_from_slice(plaintext);
+        for p in pieces {
+            out.extend_from_slice(p);
+        }
         let ad = aad(self, partition, counter, part)?;
         let tag = aead_seal(aead, self, counter, &ad, &mut out[start..])?;
         out.extend_from_slice(&tag);
@@ -353,11 +375,11 @@ impl DataKey {
     }
 }
 
-/// Per-DEK rotation limits (§6.2): 2^32 sealed parts, 64 GiB, 24 h, or a
+/// Per-DEK rotation limits (§6.2): 2^32 records, 64 GiB, 24 h, or a
 /// revocation event (the caller's business), whichever comes first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DekLimits {
-    /// Maximum AEAD invocations (sealed parts) per DEK.
+    /// Maximum AEAD invocations (records) per DEK.
     pub max_records: u64,
     /// Maximum plaintext bytes per DEK.
     pub max_bytes: u64,
@@ -409,7 +431,17 @@ impl Sealer {
     /// Seal one part of one record for `partition` (choose the partition
     /// first; re-partitioning means re-sealing). Consumes one counter.
     pub fn seal(&mut self, partition: u32, part: Part, plaintext: &[u8]) -> Result<Vec<u8>> {
-        let len = plaintext.len() as u64;
+        self.seal_pieces(partition, part, &[plaintext])
+    }
+
+    /// [`Sealer::seal`] of the concatenation of `pieces`.
+    pub(crate) fn seal_pieces(
+        &mut self,
+        partition: u32,
+        part: Part,
+        pieces: &[&[u8]],
+    ) -> Result<Vec<u8>> {
+        let len = pieces.iter().map(|p| p.len() as u64).sum::<u64>();
         if self.next_counter >= self.limits.max_records {
             return Err(Error::DekExhausted("record limit"));
         }
@@ -419,7 +451,7 @@ impl Sealer {
         }
         let out = self
             .key
-            .seal_at(self.aead, partition, self.next_counter, part, plaintext)?;
+            .seal_pieces_at(self.aead, partition, self.next_counter, part, pieces)?;
         self.next_counter += 1;
         self.bytes = bytes;
         Ok(out)

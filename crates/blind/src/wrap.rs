@@ -215,6 +215,48 @@ impl UserKey {
     }
 }
 
+/// Raw key material, so integration tests can search the broker's disk,
+/// logs and traffic for it. Only in tests and with the `testing` feature;
+/// no product path exposes it.
+#[cfg(any(test, feature = "testing"))]
+impl DataKey {
+    /// K.
+    pub fn key_bytes_for_tests(&self) -> [u8; 32] {
+        *self.key
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl TopicKey {
+    /// The key-tag (HMAC) key derived from r_T.
+    pub fn key_bytes_for_tests(&self) -> [u8; 32] {
+        *self.key
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl UserKey {
+    /// I2OSP(r, k) from a `BlindKeyGet` answer x (a DEK's r, or r_T).
+    pub fn unwrap_element_for_tests(&self, x: &[u8]) -> Result<Vec<u8>> {
+        Ok(self.unwrap_element(x)?.to_vec())
+    }
+
+    /// The DEK derived from I2OSP(r, k) directly (to check an unwrapped r).
+    pub fn dek_from_element_for_tests(
+        &self,
+        topic: &str,
+        dek_id: DekId,
+        r: &[u8],
+    ) -> Result<DataKey> {
+        self.derive_dek(topic, dek_id, r)
+    }
+
+    /// The tag key derived from I2OSP(r_T, k) directly.
+    pub fn topic_key_from_element_for_tests(&self, topic: &str, r: &[u8]) -> Result<TopicKey> {
+        self.derive_topic_key(topic, r)
+    }
+}
+
 impl ServerShare {
     /// Broker side of `BlindKeyPut`: validate w, return W = w^{e_i2} = r^e to
     /// store as topic metadata under the DEK id.

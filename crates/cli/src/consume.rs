@@ -5,7 +5,9 @@
 //! a record that fails verification stops the command with a non-zero exit
 //! (after everything before it was printed), and gaps, replays and
 //! reordering within a producer session are reported on stderr as
-//! `warning:` lines while the record is still printed.
+//! `warning:` lines while the record is still printed. `--print-headers`
+//! prefixes each record with its headers the way Kafka's console consumer
+//! does (`name:value,name:value` or `NO_HEADERS`, then a tab).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -48,12 +50,20 @@ pub struct Args {
     /// Print `key<SEP>value` instead of the value alone.
     #[arg(long)]
     key_separator: Option<String>,
+    /// Prefix each record with its headers, `name:value,…` (or
+    /// `NO_HEADERS`) and a tab, as Kafka's console consumer does.
+    #[arg(long)]
+    print_headers: bool,
     /// How often a blind consumer checks that its key is still valid.
     #[arg(long, default_value_t = 250, hide = true)]
     revocation_check_ms: u64,
     /// Benchmarks: report p50/p99 of (arrival − record timestamp) on exit.
     #[arg(long, hide = true)]
     latency: bool,
+    /// Benchmarks: report records/s from the first record to the last
+    /// (without connecting and joining the group).
+    #[arg(long, hide = true)]
+    throughput: bool,
 }
 
 /// Either kind of consumer, so the loop below is shared.
@@ -123,16 +133,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (None, None) => bail!("give a topic: --blind NAME (with --key-file) or --topic NAME"),
     };
     let idle = args.timeout_ms.map(Duration::from_millis);
-    let mut out = std::io::stdout().lock();
+    // Buffered, and flushed whenever no record is ready: whoever reads the
+    // pipe sees each record as soon as the stream pauses, and a busy stream
+    // costs one write per buffer instead of one per record.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut count = 0u64;
     let mut latencies = Vec::new();
+    let mut first_at = None;
     while args.max_messages.is_none_or(|max| count < max) {
-        let next = match idle {
-            Some(t) => match tokio::time::timeout(t, source.next()).await {
-                Ok(r) => r,
-                Err(_) => break,
-            },
-            None => source.next().await,
+        let fut = source.next();
+        tokio::pin!(fut);
+        let ready = tokio::select! {
+            biased;
+            r = &mut fut => Some(r),
+            () = std::future::ready(()) => None,
+        };
+        let next = if let Some(r) = ready {
+            r
+        } else {
+            out.flush()?;
+            match idle {
+                Some(t) => match tokio::time::timeout(t, &mut fut).await {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+                None => fut.await,
+            }
         };
         let record = match next {
             Ok(r) => r,
@@ -148,18 +174,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if let (true, Some(ts)) = (args.latency, record.timestamp) {
             latencies.push(now_ms() - ts);
         }
-        let where_ = format!("partition {} offset {}", record.partition, record.offset);
+        first_at.get_or_insert_with(std::time::Instant::now);
+        let where_ = || format!("partition {} offset {}", record.partition, record.offset);
         match record.sealed {
             None | Some(Sequence::InOrder) => {}
             Some(Sequence::Gap { missing }) => {
-                eprintln!("warning: {where_}: gap of {missing} counter(s) in the producer session");
+                eprintln!(
+                    "warning: {}: gap of {missing} counter(s) in the producer session",
+                    where_()
+                );
             }
             Some(Sequence::Duplicate) => {
-                eprintln!("warning: {where_}: duplicate (replayed) record");
+                eprintln!("warning: {}: duplicate (replayed) record", where_());
             }
             Some(Sequence::Reordered) => {
-                eprintln!("warning: {where_}: reordered record");
+                eprintln!("warning: {}: reordered record", where_());
             }
+        }
+        if args.print_headers {
+            write_headers(&mut out, &record.headers)?;
         }
         if let (Some(sep), Some(k)) = (&args.key_separator, &record.key) {
             out.write_all(k)?;
@@ -167,11 +200,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         out.write_all(record.value.as_deref().unwrap_or_default())?;
         out.write_all(b"\n")?;
-        out.flush()?;
         count += 1;
     }
+    out.flush()?;
     source.commit();
     eprintln!("consumed {count} record(s)");
+    if let (true, Some(t0)) = (args.throughput, first_at) {
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "throughput {count} records in {secs:.3} s from the first record: {:.0} records/s",
+            count.saturating_sub(1) as f64 / secs.max(1e-9)
+        );
+    }
     if args.latency && !latencies.is_empty() {
         latencies.sort_unstable();
         let at = |q: usize| latencies[(latencies.len() - 1) * q / 100];
@@ -180,8 +220,51 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Kafka's `DefaultMessageFormatter` with `print.headers=true`: headers as
+/// `name:value` joined by `,` (a null value prints `null`), `NO_HEADERS`
+/// when there are none, then a tab.
+fn write_headers(out: &mut impl Write, headers: &[veil_blind::Header]) -> std::io::Result<()> {
+    if headers.is_empty() {
+        out.write_all(b"NO_HEADERS")?;
+    }
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        out.write_all(name.as_bytes())?;
+        out.write_all(b":")?;
+        out.write_all(value.as_deref().unwrap_or(b"null"))?;
+    }
+    out.write_all(b"\t")
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_headers;
+
+    fn shown(headers: &[veil_blind::Header]) -> String {
+        let mut out = Vec::new();
+        write_headers(&mut out, headers).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn headers_print_like_the_kafka_console_consumer() {
+        assert_eq!(shown(&[]), "NO_HEADERS\t");
+        assert_eq!(shown(&[("a".into(), Some(b"1".to_vec()))]), "a:1\t");
+        assert_eq!(
+            shown(&[
+                ("a".into(), Some(b"x=y".to_vec())),
+                ("n".into(), None),
+                ("e".into(), Some(Vec::new())),
+            ]),
+            "a:x=y,n:null,e:\t"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 //! plaintext: it is resolved (and created if absent) without the broker
 //! learning the name, then written like any Kafka topic. `--seal` also
 //! encrypts every record end to end (BLIND.md §6.2): key and value travel
-//! only inside AEAD envelopes, the Kafka key is the key tag.
+//! only inside AEAD envelopes, the Kafka key is the key tag. `--header`
+//! adds headers to every record (inside the envelope when sealed).
 
 use std::collections::VecDeque;
 use std::io::BufRead;
@@ -12,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use veil_blind::AeadId;
-use veil_client::blind_data::{delivered, enqueue, kafka_producer};
+use rdkafka::message::OwnedHeaders;
+use veil_blind::{AeadId, Header};
+use veil_client::blind_data::{delivered, enqueue_to, kafka_producer};
 use veil_client::{load_user_key, BlindClient, BlindProducer, SealOptions};
 
 use crate::secure::ConnectArgs;
@@ -37,6 +39,9 @@ pub struct Args {
     /// Split each line at the first SEP into record key and value.
     #[arg(long)]
     key_separator: Option<String>,
+    /// Add header NAME with VALUE to every record (repeatable, like kcat -H).
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    headers: Vec<Header>,
     /// Seal every record (end-to-end encryption; the topic becomes sealed).
     #[arg(long, requires = "blind")]
     seal: bool,
@@ -50,6 +55,10 @@ pub struct Args {
     /// Benchmarks: send at most this many records per second (0: no limit).
     #[arg(long, default_value_t = 0, hide = true)]
     rate: u64,
+    /// Benchmarks: report records/s from the first send until everything
+    /// is acknowledged (without connecting, resolving and creating keys).
+    #[arg(long, hide = true)]
+    throughput: bool,
     /// Read lines from FILE instead of stdin.
     file: Option<PathBuf>,
 }
@@ -57,6 +66,15 @@ pub struct Args {
 enum Sink {
     Blind(Box<BlindProducer>, String),
     Plain(rdkafka::producer::FutureProducer),
+}
+
+/// `NAME=VALUE`, split at the first `=` (the value may contain more).
+fn parse_header(s: &str) -> Result<Header, String> {
+    match s.split_once('=') {
+        Some(("", _)) => Err("the header name is empty".into()),
+        Some((name, value)) => Ok((name.to_owned(), Some(value.as_bytes().to_vec()))),
+        None => Err("expected NAME=VALUE".into()),
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -96,6 +114,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )),
         None => Box::new(std::io::stdin().lock()),
     };
+    // Built once; librdkafka takes its own copy per record.
+    let kafka_headers = (!args.headers.is_empty()).then(|| {
+        args.headers.iter().fold(
+            OwnedHeaders::new_with_capacity(args.headers.len()),
+            |h, (name, value)| {
+                h.insert(rdkafka::message::Header {
+                    key: name,
+                    value: value.as_deref(),
+                })
+            },
+        )
+    });
     let mut pending = VecDeque::new();
     let mut count = 0u64;
     let started = std::time::Instant::now();
@@ -115,8 +145,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             None => (None, line.as_str()),
         };
         let queued = match &producer {
-            Sink::Blind(p, name) => p.send(name, key, value.as_bytes()).await?,
-            Sink::Plain(p) => enqueue(p, &physical, key, value.as_bytes()).await?,
+            Sink::Blind(p, name) if args.headers.is_empty() => {
+                p.send(name, key, value.as_bytes()).await?
+            }
+            Sink::Blind(p, name) => {
+                p.send_record(name, key, Some(value.as_bytes()), &args.headers)
+                    .await?
+            }
+            Sink::Plain(p) => {
+                let value = Some(value.as_bytes());
+                enqueue_to(p, &physical, None, key, value, kafka_headers.clone()).await?
+            }
         };
         pending.push_back(queued);
         count += 1;
@@ -136,5 +175,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     eprintln!("produced {count} record(s)");
+    if args.throughput {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "throughput {count} records in {secs:.3} s from the first send: {:.0} records/s",
+            count as f64 / secs.max(1e-9)
+        );
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_header;
+
+    #[test]
+    fn header_flag_splits_at_the_first_equals_sign() {
+        assert_eq!(
+            parse_header("trace=a=b").unwrap(),
+            ("trace".into(), Some(b"a=b".to_vec()))
+        );
+        assert_eq!(
+            parse_header("empty=").unwrap(),
+            ("empty".into(), Some(Vec::new()))
+        );
+        assert!(parse_header("no-equals").is_err());
+        assert!(parse_header("=value").is_err());
+    }
 }

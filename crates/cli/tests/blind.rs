@@ -288,9 +288,25 @@ fn blind_topic_end_to_end_over_sasl() {
     let listed = env.veil("admin", &["kms", "list"]).output().unwrap();
     assert!(String::from_utf8_lossy(&listed.stdout).contains("User:bob\trevoked"));
 
-    // alice keeps working: produce more and read everything back.
+    // alice keeps working: produce more, with headers, and read everything
+    // back with the headers printed.
+    let key = env.key("alice");
     ok(
-        &env.produce("alice", "after-1\nafter-2\n"),
+        &env.run_with_stdin(
+            "alice",
+            &[
+                "produce",
+                "--blind",
+                TOPIC,
+                "--key-file",
+                &key,
+                "--header",
+                "src=after-revoke",
+                "--header",
+                "n=2",
+            ],
+            "after-1\nafter-2\n",
+        ),
         "produce after revoke",
     );
     let out = env
@@ -302,15 +318,21 @@ fn blind_topic_end_to_end_over_sasl() {
                 &(RECORDS + 2).to_string(),
                 "--timeout-ms",
                 "30000",
+                "--print-headers",
             ],
         )
         .output()
         .unwrap();
     ok(&out, "alice consume");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().count(),
-        RECORDS + 2
-    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), RECORDS + 2);
+    assert!(text.contains("NO_HEADERS\treading-0\n"), "{text}");
+    for v in ["after-1", "after-2"] {
+        assert!(
+            text.contains(&format!("src:after-revoke,n:2\t{v}\n")),
+            "{text}"
+        );
+    }
 
     // Rotating alice's split: her old key file stops resolving (its c maps
     // to another T), the new one reaches the same physical topic.

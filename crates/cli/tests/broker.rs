@@ -256,6 +256,74 @@ fn topics_cli_round_trip() {
 }
 
 #[test]
+fn produce_headers_and_print_them_on_a_plain_topic() {
+    let broker = TestBroker::start(BIN);
+    rt().block_on(create(&broker.bootstrap(), "with-headers", 1));
+    let veil = |args: &[&str], input: &str| {
+        let mut child = std::process::Command::new(BIN)
+            .args(args)
+            .args([
+                "--topic",
+                "with-headers",
+                "--bootstrap",
+                &broker.bootstrap(),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let headers = [
+        "--header",
+        "trace=t-1",
+        "--header",
+        "eq=a=b",
+        "--header",
+        "e=",
+    ];
+    let (code, _, err) = veil(&[&["produce"][..], &headers].concat(), "one\ntwo\n");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = veil(&["produce"], "three\n");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = veil(&["produce", "--header", "no-equals-sign"], "four\n");
+    assert_eq!(code, Some(2), "a usage error");
+    assert!(
+        err.contains("--header") && err.contains("NAME=VALUE"),
+        "{err}"
+    );
+    let (code, out, err) = veil(
+        &[
+            "consume",
+            "--from-beginning",
+            "--print-headers",
+            "--max-messages",
+            "3",
+            "--timeout-ms",
+            "20000",
+        ],
+        "",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        "trace:t-1,eq:a=b,e:\tone\ntrace:t-1,eq:a=b,e:\ttwo\nNO_HEADERS\tthree\n"
+    );
+}
+
+#[test]
 fn invalid_config_is_a_startup_error_that_names_the_key() {
     let out = std::process::Command::new(BIN)
         .args(["broker", "--set", "log.retention_ms=-7", "--data-dir"])

@@ -165,17 +165,22 @@ impl BlindProducer {
             }
             return enqueue_to(&self.producer, &physical, None, key, value, Some(h)).await;
         }
-        self.physical_name(topic).await?;
         let mut cache = self.sealed.lock().await;
+        if !cache.contains_key(topic) {
+            drop(cache);
+            self.physical_name(topic).await?;
+            cache = self.sealed.lock().await;
+        }
         let t = cache
             .get_mut(topic)
             .ok_or_else(|| BlindError::Scheme("sealed topic state missing".into()))?;
         let out = t.seal(&self.client, key, value, headers).await?;
-        let physical = t.physical.clone();
-        drop(cache);
+        // Enqueue while still holding the topic state: concurrent senders
+        // then queue a data key's records in counter order, so consumers
+        // see no false reordering.
         enqueue_to(
             &self.producer,
-            &physical,
+            &t.physical,
             Some(out.partition),
             out.key.as_ref().map(<[u8; 32]>::as_slice),
             Some(&out.value),

@@ -168,7 +168,9 @@ impl SealedTopic {
         value: Option<&[u8]>,
         headers: &[veil_blind::Header],
     ) -> Result<SealedOut, BlindError> {
-        if self.checked.elapsed() >= self.opts.epoch_check {
+        // One clock read per record (both checks below use it).
+        let now = Instant::now();
+        if now.duration_since(self.checked) >= self.opts.epoch_check {
             let r = client.resolve(&self.topic).await?;
             self.checked = Instant::now();
             self.note_epoch(r.revocation_epoch);
@@ -188,7 +190,7 @@ impl SealedTopic {
             let due = self
                 .sessions
                 .get(&partition)
-                .is_none_or(|(s, at)| s.should_rotate(at.elapsed()));
+                .is_none_or(|(s, at)| s.should_rotate(now.saturating_duration_since(*at)));
             if due {
                 self.roll(client, partition).await?;
             }
@@ -273,8 +275,8 @@ struct Track {
 }
 
 impl Track {
-    fn observe(&mut self, first: u64, last: u64) -> Sequence {
-        let end = last.saturating_add(1);
+    fn observe(&mut self, first: u64) -> Sequence {
+        let end = first.saturating_add(1);
         if first >= self.next {
             let missing = first - self.next;
             if missing > 0 {
@@ -314,8 +316,8 @@ impl Track {
 pub(crate) struct Opener {
     topic: String,
     physical: String,
-    keys: HashMap<DekId, DataKey>,
-    tracks: HashMap<DekId, Track>,
+    /// Unwrapped data keys with their counter tracks (one lookup per record).
+    keys: HashMap<DekId, (DataKey, Track)>,
 }
 
 impl Opener {
@@ -324,7 +326,6 @@ impl Opener {
             topic: topic.to_owned(),
             physical: physical.to_owned(),
             keys: HashMap::new(),
-            tracks: HashMap::new(),
         }
     }
 
@@ -356,18 +357,17 @@ impl Opener {
                 .user_key()
                 .open_dek(&self.topic, dek_id, &x)
                 .map_err(|_| bad("cannot unwrap the data key"))?;
-            self.keys.insert(dek_id, dek);
+            self.keys.insert(dek_id, (dek, Track::default()));
         }
-        let dek = &self.keys[&dek_id];
         let p = u32::try_from(partition).map_err(|_| bad("negative partition"))?;
+        let (dek, track) = self
+            .keys
+            .get_mut(&dek_id)
+            .ok_or_else(|| bad("the data key vanished"))?;
         let rec = dek
             .open_record(p, value)
             .map_err(|_| bad("authentication failed (tampered, moved or substituted)"))?;
-        let seq = self
-            .tracks
-            .entry(dek_id)
-            .or_default()
-            .observe(rec.first_counter, rec.last_counter);
+        let seq = track.observe(rec.counter);
         Ok((rec, seq))
     }
 }
@@ -379,20 +379,21 @@ mod tests {
     #[test]
     fn counter_tracking() {
         let mut t = Track::default();
-        assert_eq!(t.observe(0, 0), Sequence::InOrder);
-        assert_eq!(t.observe(1, 2), Sequence::InOrder);
-        assert_eq!(t.observe(0, 0), Sequence::Duplicate);
-        // Records at 3, 4 and 5..=6 are held back; 7 arrives first.
-        assert_eq!(t.observe(7, 7), Sequence::Gap { missing: 4 });
-        assert_eq!(t.observe(4, 4), Sequence::Reordered);
-        assert_eq!(t.observe(4, 4), Sequence::Duplicate);
-        assert_eq!(t.observe(3, 3), Sequence::Reordered);
-        assert_eq!(t.observe(5, 6), Sequence::Reordered);
-        assert_eq!(t.observe(5, 6), Sequence::Duplicate);
+        assert_eq!(t.observe(0), Sequence::InOrder);
+        assert_eq!(t.observe(1), Sequence::InOrder);
+        assert_eq!(t.observe(0), Sequence::Duplicate);
+        // Records 2 to 5 are held back; 6 arrives first.
+        assert_eq!(t.observe(6), Sequence::Gap { missing: 4 });
+        assert_eq!(t.observe(4), Sequence::Reordered);
+        assert_eq!(t.observe(4), Sequence::Duplicate);
+        assert_eq!(t.observe(2), Sequence::Reordered);
+        assert_eq!(t.observe(5), Sequence::Reordered);
+        assert_eq!(t.observe(3), Sequence::Reordered);
+        assert_eq!(t.observe(3), Sequence::Duplicate);
         assert!(t.missing.is_empty());
-        assert_eq!(t.observe(8, 8), Sequence::InOrder);
+        assert_eq!(t.observe(7), Sequence::InOrder);
         for i in 0..2000u64 {
-            t.observe(10 + 2 * i, 10 + 2 * i);
+            t.observe(10 + 2 * i);
         }
         assert!(t.missing.len() <= super::MAX_MISSING_RANGES);
     }
