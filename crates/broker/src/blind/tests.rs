@@ -333,6 +333,64 @@ async fn without_share_and_grant_a_blind_topic_does_not_exist() {
     assert_eq!(every_api(&ctx, "User:dave", &physical).await, [0; 4]);
 }
 
+/// Committed offsets of `group` as `principal`: (all topics, `topic` by name).
+async fn offsets(
+    ctx: &RequestContext,
+    principal: &str,
+    group: &str,
+    topic: &str,
+) -> (Vec<String>, i64) {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{GroupId, OffsetFetchRequest};
+    let ctx = as_(ctx, principal, 7);
+    let g = GroupId(StrBytes::from_string(group.to_owned()));
+    let all = handlers::offset_fetch::handle(
+        &ctx,
+        OffsetFetchRequest::default()
+            .with_group_id(g.clone())
+            .with_topics(None),
+    )
+    .await;
+    let named = handlers::offset_fetch::handle(
+        &ctx,
+        OffsetFetchRequest::default()
+            .with_group_id(g)
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(name(topic))
+                .with_partition_indexes(vec![0])])),
+    )
+    .await;
+    let p = &named.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    (
+        all.topics.iter().map(|t| t.name.to_string()).collect(),
+        p.committed_offset,
+    )
+}
+
+#[tokio::test]
+async fn a_groups_offsets_do_not_reveal_blind_topics() {
+    let (_dir, ctx, physical) = setup().await;
+    assert_eq!(produce(&ctx, "User:alice", &physical).await, 0);
+    let commit = handlers::offset_commit::handle(
+        &as_(&ctx, "User:alice", 8),
+        handlers::offset_commit::tests::commit_request("shared", &physical, 0, 1),
+    )
+    .await;
+    assert_eq!(commit.topics[0].partitions[0].error_code, 0);
+    assert_eq!(
+        offsets(&ctx, "User:bob", "shared", &physical).await,
+        (vec![physical.clone()], 1)
+    );
+    for p in ["User:carol", crate::context::ANONYMOUS] {
+        assert_eq!(
+            offsets(&ctx, p, "shared", &physical).await,
+            (vec![], -1),
+            "{p}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_data_key_wrapped_by_alice_opens_for_bob() {
     let (_dir, ctx, physical) = setup().await;

@@ -131,6 +131,20 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
             results.push(fail(ctx, result, failure));
             continue;
         }
+        if topic.name.starts_with(veil_blind::PHYSICAL_PREFIX) {
+            // Blind topics are created only by BlindCreateTopic, which
+            // derives the name; a squatted name would pass as blind later.
+            let message = format!(
+                "topic names starting with '{}' are reserved for blind topics",
+                veil_blind::PHYSICAL_PREFIX
+            );
+            results.push(fail(
+                ctx,
+                result,
+                (ResponseError::InvalidTopicException, message),
+            ));
+            continue;
+        }
         let spec = match spec(
             topic,
             broker.node_id(),
@@ -287,6 +301,24 @@ mod tests {
             (0, Uuid::nil())
         );
         assert!(ctx.broker.topics.get("c").is_none());
+
+        // The blind-topic prefix is reserved, also for validate-only requests.
+        let squat = "vb1-0123456789abcdef0123456789abcdef";
+        for validate_only in [true, false] {
+            let req = CreateTopicsRequest::default()
+                .with_topics(vec![
+                    topic(1, -1).with_name(TopicName(StrBytes::from_static_str(squat)))
+                ])
+                .with_validate_only(validate_only);
+            let resp = handle(&ctx, req).await;
+            assert_eq!(
+                resp.topics[0].error_code,
+                ResponseError::InvalidTopicException.code()
+            );
+            let message = resp.topics[0].error_message.as_deref().unwrap_or_default();
+            assert!(message.contains("reserved for blind topics"), "{message}");
+        }
+        assert!(ctx.broker.topics.get(squat).is_none());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! group's error in v8+, the top-level error in v2-7, every requested
 //! partition's before that); then DESCRIBE on each topic: a requested topic
 //! without it is TOPIC_AUTHORIZATION_FAILED per partition, checked before
-//! anything is read, and fetching all topics silently leaves it out.
+//! anything is read, and fetching all topics silently leaves it out. A
+//! blind topic the principal may not see is left out of "all topics" and
+//! answers offset -1 when named, as an unknown topic does.
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -74,17 +76,28 @@ fn offsets(
     let may_describe = |topic: &str| ctx.authorize(Operation::Describe, ResourceType::Topic, topic);
     let Some(requested) = requested else {
         let mut topics = by_topic(fetch(ctx, group, None));
-        topics.retain(|(name, _)| may_describe(name));
+        topics.retain(|(name, _)| may_describe(name) && ctx.blind_visible(name));
         return Ok(topics);
     };
     let (allowed, denied): (Vec<_>, Vec<_>) = requested
         .into_iter()
         .partition(|(name, _)| may_describe(name));
+    // A blind topic the principal may not see answers like a topic with no
+    // commit (what Kafka answers for an unknown topic); nothing is read.
+    let (allowed, hidden): (Vec<_>, Vec<_>) = allowed
+        .into_iter()
+        .partition(|(name, _)| ctx.blind_visible(name));
     let wanted = allowed
         .iter()
         .flat_map(|(name, parts)| parts.iter().map(|p| ((*name).to_owned(), *p)))
         .collect();
     let mut topics = by_topic(fetch(ctx, group, Some(wanted)));
+    for (name, parts) in hidden {
+        topics.push((
+            name.to_owned(),
+            parts.iter().map(|&p| (p, Ok(None))).collect(),
+        ));
+    }
     let error = ResponseError::TopicAuthorizationFailed;
     for (name, parts) in denied {
         let parts = parts
