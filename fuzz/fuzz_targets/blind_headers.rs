@@ -1,6 +1,7 @@
-//! Fuzz the sealed-record header decoder and the record-part splitter
-//! (bytes an attacker can craft inside or around a ciphertext): never panic,
-//! and accepted headers re-encode to exactly the input.
+//! Fuzz the sealed-record header decoder and the consumer's data-key lookup
+//! of a stored value (bytes an attacker can craft inside or around a
+//! ciphertext): never panic, and accepted headers re-encode to exactly the
+//! input.
 
 #![no_main]
 

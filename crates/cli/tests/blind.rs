@@ -9,7 +9,7 @@ mod blind_env;
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -244,6 +244,20 @@ fn blind_topic_end_to_end_over_sasl() {
         }
     });
 
+    // bob also has a producer running (it resolved the topic at start).
+    let bob_key = env.key("bob");
+    let mut bob_producer = env
+        .veil(
+            "bob",
+            &["produce", "--blind", TOPIC, "--key-file", &bob_key],
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+
     // Revoke bob: his running consumer and any new resolution fail within
     // a second; nothing stored is rewritten.
     let before = segment_hashes(env.broker.data_dir(), &physical);
@@ -271,6 +285,19 @@ fn blind_topic_end_to_end_over_sasl() {
     assert!(!status.success());
     let mut err = String::new();
     std::io::Read::read_to_string(&mut bob.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("was revoked"), "{err}");
+    // His producer refuses the next record instead of sending it.
+    std::thread::sleep(Duration::from_millis(600));
+    let mut stdin = bob_producer.stdin.take().unwrap();
+    // The producer may already be gone; the exit status is what counts.
+    let _ = stdin.write_all(b"bob-after-revoke\n");
+    drop(stdin);
+    let out = bob_producer.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "bob's producer sent after revocation"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("was revoked"), "{err}");
     let start = Instant::now();
     let again = env
@@ -326,6 +353,7 @@ fn blind_topic_end_to_end_over_sasl() {
     ok(&out, "alice consume");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), RECORDS + 2);
+    assert!(!text.contains("bob-after-revoke"));
     assert!(text.contains("NO_HEADERS\treading-0\n"), "{text}");
     for v in ["after-1", "after-2"] {
         assert!(

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -65,13 +65,20 @@ impl BlindError {
     }
 }
 
-/// Produces to blind topics by plaintext name.
+/// How often a producer of unsealed blind records re-resolves its topics
+/// (a cache hit on the broker) to notice that its key was revoked. Sealing
+/// producers do the same every [`SealOptions::epoch_check`].
+const PRODUCER_REVOCATION_CHECK: Duration = Duration::from_millis(250);
+
+/// Produces to blind topics by plaintext name. A revoked key fails the next
+/// send within about 250 ms.
 pub struct BlindProducer {
     client: Arc<BlindClient>,
     producer: FutureProducer,
     /// Partitions of a topic this producer creates.
     partitions: i32,
-    physical: tokio::sync::Mutex<HashMap<String, String>>,
+    /// topic → (physical name, last revocation check).
+    physical: tokio::sync::Mutex<HashMap<String, (String, Instant)>>,
     /// `Some` when every record is sealed.
     seal: Option<SealOptions>,
     sealed: tokio::sync::Mutex<HashMap<String, SealedTopic>>,
@@ -114,7 +121,16 @@ impl BlindProducer {
             return Ok(physical);
         }
         let mut cache = self.physical.lock().await;
-        if let Some(p) = cache.get(topic) {
+        if let Some((p, checked)) = cache.get_mut(topic) {
+            if checked.elapsed() >= PRODUCER_REVOCATION_CHECK {
+                // A revoked key stops the producer within one interval. A
+                // transient failure (broker restarting) does not: these
+                // records are not sealed, no key is at stake.
+                match self.client.resolve(topic).await {
+                    Err(e) if e.fatal_copy().is_some() => return Err(e),
+                    _ => *checked = Instant::now(),
+                }
+            }
             return Ok(p.clone());
         }
         let r = self.client.create_topic(topic, self.partitions).await?;
@@ -126,7 +142,7 @@ impl BlindProducer {
                 topic: topic.to_owned(),
             });
         }
-        cache.insert(topic.to_owned(), r.physical_name.clone());
+        cache.insert(topic.to_owned(), (r.physical_name.clone(), Instant::now()));
         Ok(r.physical_name)
     }
 
