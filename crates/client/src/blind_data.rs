@@ -467,7 +467,11 @@ pub fn kafka_consumer(
             if from_beginning { "earliest" } else { "latest" },
         )
         .set("enable.partition.eof", "false")
-        .set("allow.auto.create.topics", "false");
+        .set("allow.auto.create.topics", "false")
+        // librdkafka pauses a partition's fetching for this long once its
+        // local queue is over queued.min.messages (1 s by default): a fast
+        // reader then drains the queue and waits out the rest of the second.
+        .set("fetch.queue.backoff.ms", "10");
     c.create().map_err(|e| kafka(&e))
 }
 
