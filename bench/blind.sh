@@ -10,53 +10,17 @@ here="$(cd "$(dirname "$0")" && pwd)"
 VEIL="${1:-$here/../target/release/veil}"
 N="${2:-200000}"
 KAT="$here/../../shared/blind"
-work="$(mktemp -d)"
-pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-export VEIL_LOG=warn
-"$VEIL" user hash-plain admin <<<"admin-pw" > "$work/users.toml" 2>/dev/null
-cat > "$work/veil.toml" <<TOML
-[[listeners]]
-name = "SASL"
-protocol = "SASL_PLAINTEXT"
-bind = "127.0.0.1:0"
-[[listeners]]
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+start_broker '[[listeners]]
 name = "ANON"
 protocol = "PLAINTEXT"
 bind = "127.0.0.1:0"
-[sasl]
-plain_users_file = "$work/users.toml"
-[authorizer]
-enabled = true
-super_users = ["User:admin"]
 # Measure the resolve path, not the per-principal limiter.
 [blind]
 transforms_per_second = 1000000.0
-burst = 1000000
-TOML
-"$VEIL" broker --config "$work/veil.toml" --data-dir "$work/data" --admin-listen 127.0.0.1:0 \
-  --print-addresses > "$work/addr" 2> "$work/broker.log" &
-pid=$!
-for _ in $(seq 1 100); do grep -q '^LISTENING SASL' "$work/addr" 2>/dev/null && break; sleep 0.1; done
-BOOT="$(awk '$1=="LISTENING" && $2=="SASL" {print $3}' "$work/addr")"
-ANON="$(awk '$1=="LISTENING" && $2=="ANON" {print $3}' "$work/addr")"
-
-conn() { # user: the connection flags
-  local mech=SCRAM-SHA-512; [ "$1" = admin ] && mech=PLAIN
-  echo --bootstrap "$BOOT" --security-protocol SASL_PLAINTEXT --sasl-mechanism "$mech" --user "$1"
-}
-as() { # user, command line; flags last (kms, produce, consume)
-  local u="$1"; shift
-  # shellcheck disable=SC2046
-  VEIL_PASSWORD="$u-pw" "$VEIL" "$@" $(conn "$u")
-}
-asp() { # user, command, rest; flags right after the command (topics, acl, user)
-  local u="$1" c="$2"; shift 2
-  # shellcheck disable=SC2046
-  VEIL_PASSWORD="$u-pw" "$VEIL" "$c" $(conn "$u") "$@"
-}
+burst = 1000000'
+ANON="$(listener ANON)"
 
 echo "== resolutions per core (one thread; wire = one connection, uncached)"
 for bits in 2048 3072; do
@@ -64,13 +28,7 @@ for bits in 2048 3072; do
 done
 
 echo "== data path: $N records, blind vs plain, same broker"
-VEIL_USER_PASSWORD=alice-pw asp admin user add alice >/dev/null
-for r in topic group; do
-  asp admin acl add --allow-principal User:alice --operation all --$r '*' >/dev/null
-done
-export VEIL_KMS_DIR="$work/kms" VEIL_KMS_PASSPHRASE=bench
-"$VEIL" kms init --kid bench-e1 --tenant bench --bits 2048 >/dev/null 2>&1
-as admin kms add-user alice >/dev/null
+add_alice
 python3 -c "import sys
 for i in range($N): sys.stdout.write('reading-%09d,%s\n' % (i, 'x'*80))" > "$work/in.txt"
 # The plain topic is created on the anonymous listener.
@@ -85,9 +43,9 @@ rate() { # label, command...
 }
 for rep in 1 2 3; do
   rate "produce plain" as alice produce --topic plain-t "$work/in.txt"
-  rate "produce blind" as alice produce --blind "bench/$rep" --key-file "$work/kms/alice.key" "$work/in.txt"
+  rate "produce blind" as alice produce --blind "bench/$rep" --key-file "$KEY" "$work/in.txt"
 done
 for rep in 1 2 3; do
   rate "consume plain" as alice consume --topic plain-t --group "p$rep" --from-beginning --max-messages "$N"
-  rate "consume blind" as alice consume --blind "bench/$rep" --key-file "$work/kms/alice.key" --group "b$rep" --from-beginning --max-messages "$N"
+  rate "consume blind" as alice consume --blind "bench/$rep" --key-file "$KEY" --group "b$rep" --from-beginning --max-messages "$N"
 done

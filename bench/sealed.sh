@@ -15,49 +15,11 @@ here="$(cd "$(dirname "$0")" && pwd)"
 VEIL="${1:-$here/../target/release/veil}"
 N="${2:-200000}"
 RATE="${3:-5000}"
-work="$(mktemp -d)"
-pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+start_broker
 
-export VEIL_LOG=warn
-"$VEIL" user hash-plain admin <<<"admin-pw" > "$work/users.toml" 2>/dev/null
-cat > "$work/veil.toml" <<TOML
-[[listeners]]
-name = "SASL"
-protocol = "SASL_PLAINTEXT"
-bind = "127.0.0.1:0"
-[sasl]
-plain_users_file = "$work/users.toml"
-[authorizer]
-enabled = true
-super_users = ["User:admin"]
-TOML
-"$VEIL" broker --config "$work/veil.toml" --data-dir "$work/data" --admin-listen 127.0.0.1:0 \
-  --print-addresses > "$work/addr" 2> "$work/broker.log" &
-pid=$!
-for _ in $(seq 1 100); do grep -q '^LISTENING SASL' "$work/addr" 2>/dev/null && break; sleep 0.1; done
-BOOT="$(awk '$1=="LISTENING" && $2=="SASL" {print $3}' "$work/addr")"
-
-conn() {
-  local mech=SCRAM-SHA-512; [ "$1" = admin ] && mech=PLAIN
-  echo --bootstrap "$BOOT" --security-protocol SASL_PLAINTEXT --sasl-mechanism "$mech" --user "$1"
-}
-as() { local u="$1"; shift
-  # shellcheck disable=SC2046
-  VEIL_PASSWORD="$u-pw" "$VEIL" "$@" $(conn "$u"); }
-asp() { local u="$1" c="$2"; shift 2
-  # shellcheck disable=SC2046
-  VEIL_PASSWORD="$u-pw" "$VEIL" "$c" $(conn "$u") "$@"; }
-
-VEIL_USER_PASSWORD=alice-pw asp admin user add alice >/dev/null
-for r in topic group; do
-  asp admin acl add --allow-principal User:alice --operation all --$r '*' >/dev/null
-done
-export VEIL_KMS_DIR="$work/kms" VEIL_KMS_PASSPHRASE=bench
-"$VEIL" kms init --kid bench-e1 --tenant bench --bits 2048 --insecure-fast-kdf >/dev/null 2>&1
-as admin kms add-user alice >/dev/null
-KEY="$work/kms/alice.key"
+add_alice --insecure-fast-kdf
 
 # Run a command, print the records/s it reports with --throughput (timed
 # inside the client from the first record, so process start-up, SASL and

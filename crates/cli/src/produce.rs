@@ -114,7 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )),
         None => Box::new(std::io::stdin().lock()),
     };
-    // Built once; librdkafka takes its own copy per record.
+    // Built once; enqueue_to hands librdkafka a copy per record.
     let kafka_headers = (!args.headers.is_empty()).then(|| {
         args.headers.iter().fold(
             OwnedHeaders::new_with_capacity(args.headers.len()),
@@ -154,7 +154,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             Sink::Plain(p) => {
                 let value = Some(value.as_bytes());
-                enqueue_to(p, &physical, None, key, value, kafka_headers.clone()).await?
+                enqueue_to(p, &physical, None, key, value, kafka_headers.as_ref()).await?
             }
         };
         pending.push_back(queued);

@@ -179,7 +179,7 @@ impl BlindProducer {
                     value: v.as_deref(),
                 });
             }
-            return enqueue_to(&self.producer, &physical, None, key, value, Some(h)).await;
+            return enqueue_to(&self.producer, &physical, None, key, value, Some(&h)).await;
         }
         let mut cache = self.sealed.lock().await;
         if !cache.contains_key(topic) {
@@ -222,14 +222,15 @@ pub async fn enqueue(
     enqueue_to(producer, topic, None, key, Some(value), None).await
 }
 
-/// [`enqueue`] with an explicit partition, a possibly null value and headers.
+/// [`enqueue`] with an explicit partition, a possibly null value and headers
+/// (borrowed: librdkafka takes a copy per attempt anyway).
 pub async fn enqueue_to(
     producer: &FutureProducer,
     topic: &str,
     partition: Option<i32>,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
-    headers: Option<rdkafka::message::OwnedHeaders>,
+    headers: Option<&rdkafka::message::OwnedHeaders>,
 ) -> Result<DeliveryFuture, BlindError> {
     loop {
         let mut record = FutureRecord::<[u8], [u8]>::to(topic);
@@ -242,7 +243,7 @@ pub async fn enqueue_to(
         if let Some(p) = partition {
             record = record.partition(p);
         }
-        if let Some(h) = &headers {
+        if let Some(h) = headers {
             record = record.headers(h.clone());
         }
         match producer.send_result(record) {
