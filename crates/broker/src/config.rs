@@ -36,6 +36,8 @@ pub struct Config {
     pub authorizer: AuthorizerConfig,
     /// Blind topics: share sealing key, transform rate limits, token cache.
     pub blind: crate::blind::BlindConfig,
+    /// Several nodes: the metadata quorum's voters, the inter-node listener.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -219,6 +221,9 @@ pub struct TopicDefaults {
     /// Create unknown topics on Metadata/Produce (Kafka's `auto.create.topics.enable`).
     pub auto_create: bool,
     pub default_partitions: i32,
+    /// Replicas of topics created without a replication factor (Kafka's
+    /// `default.replication.factor`).
+    pub default_replication_factor: i16,
 }
 
 impl Default for Config {
@@ -243,6 +248,7 @@ impl Default for Config {
             sasl: SaslConfig::default(),
             authorizer: AuthorizerConfig::default(),
             blind: crate::blind::BlindConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }
@@ -288,6 +294,7 @@ impl Default for TopicDefaults {
         TopicDefaults {
             auto_create: false,
             default_partitions: 1,
+            default_replication_factor: 1,
         }
     }
 }
@@ -365,11 +372,22 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.groups.validate()?;
         self.blind.validate()?;
+        self.cluster
+            .validate(self.node_id, self.allow_plaintext_on_network)?;
+        if self.topics.default_replication_factor < 1 {
+            return Err("topics.default_replication_factor must be at least 1".into());
+        }
         if self.listeners.is_empty() {
             return Err("at least one entry in [[listeners]] is required".into());
         }
         let mut names = std::collections::HashSet::new();
         for l in &self.listeners {
+            if l.name == crate::server::INTERNAL_LISTENER {
+                return Err(format!(
+                    "listener name '{}' is reserved for the inter-node listener",
+                    l.name
+                ));
+            }
             if l.name.is_empty() || !names.insert(l.name.as_str()) {
                 return Err(format!(
                     "listener names must be unique and non-empty, got '{}'",
@@ -563,6 +581,8 @@ const ENV_TABLES: &[&str] = &[
     "groups",
     "sasl",
     "authorizer",
+    "blind",
+    "cluster",
 ];
 
 /// Turns `VEIL_*` environment variables into overrides (`VEIL_LOG__FLUSH` →

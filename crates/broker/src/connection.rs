@@ -119,6 +119,16 @@ async fn read_requests<R: AsyncRead + Unpin>(
             }
         };
         let api = request.api();
+        let internal = listener == crate::server::INTERNAL_LISTENER;
+        if matches!(api, crate::dispatch::Api::Cluster) != internal
+            && !(internal && allowed_between_nodes(api))
+        {
+            tracing::info!(
+                api = api.name(),
+                "closing connection: API not served on this listener"
+            );
+            return "API not served on this listener";
+        }
         if let Gate::Close(reason) = session.gate(api.kafka(), Instant::now()) {
             tracing::debug!(api = api.name(), reason, "closing connection");
             return reason;
@@ -168,6 +178,17 @@ async fn read_requests<R: AsyncRead + Unpin>(
             return "SASL exchange failed";
         }
     }
+}
+
+/// Kafka APIs the inter-node listener serves besides Veil's own calls:
+/// what a follower replicating from a leader needs.
+fn allowed_between_nodes(api: crate::dispatch::Api) -> bool {
+    matches!(
+        api,
+        crate::dispatch::Api::Kafka(
+            ApiKey::ApiVersions | ApiKey::Fetch | ApiKey::OffsetForLeaderEpoch | ApiKey::Metadata
+        )
+    )
 }
 
 async fn write_responses<W: AsyncWrite + Unpin>(

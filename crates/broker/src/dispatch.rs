@@ -61,6 +61,8 @@ macro_rules! served_apis {
             $( $variant($req), )*
             /// A Veil extension API (`veil_blind::protocol`).
             Blind(veil_blind::protocol::Request),
+            /// An inter-node call (inter-node listener only).
+            Cluster(crate::cluster::rpc::Envelope<crate::cluster::rpc::Call>),
         }
 
         /// A response of a served API.
@@ -68,6 +70,7 @@ macro_rules! served_apis {
         pub enum Response {
             $( $variant($resp), )*
             Blind(veil_blind::protocol::Response),
+            Cluster(Box<crate::cluster::rpc::Envelope<crate::cluster::rpc::Reply>>),
         }
 
         $(
@@ -94,6 +97,7 @@ macro_rules! served_apis {
                 match self {
                     $( Request::$variant(_) => Api::Kafka(ApiKey::$variant), )*
                     Request::Blind(r) => Api::Veil(r.api()),
+                    Request::Cluster(_) => Api::Cluster,
                 }
             }
         }
@@ -103,6 +107,7 @@ macro_rules! served_apis {
                 match self {
                     $( Response::$variant(_) => Api::Kafka(ApiKey::$variant), )*
                     Response::Blind(r) => Api::Veil(r.api()),
+                    Response::Cluster(_) => Api::Cluster,
                 }
             }
 
@@ -112,6 +117,7 @@ macro_rules! served_apis {
                 match self {
                     $( Response::$variant(r) => encode_frame(r, version, correlation_id), )*
                     Response::Blind(r) => Ok(BytesMut::from(&r.encode_frame(version, correlation_id)?[..])),
+                    Response::Cluster(r) => Ok(crate::cluster::rpc::encode_response(correlation_id, r)?),
                 }
             }
         }
@@ -121,6 +127,15 @@ macro_rules! served_apis {
             match request {
                 $( Request::$variant(r) => handlers::$module::handle(ctx, r).await.into(), )*
                 Request::Blind(r) => crate::blind::dispatch(ctx, r).await,
+                Request::Cluster(call) => {
+                    // Deferred: a proposal may wait for the quorum, and the
+                    // connection keeps reading meanwhile.
+                    let ctx = ctx.clone();
+                    Handled::Deferred(Box::pin(async move {
+                        let reply = crate::cluster::handler::serve(&ctx.broker, &ctx.principal, call).await;
+                        Response::Cluster(Box::new(reply))
+                    }))
+                }
             }
         }
     };
@@ -140,7 +155,7 @@ served_apis! {
     AlterConfigs: AlterConfigsRequest, AlterConfigsResponse => alter_configs, 0..=2;
     CreatePartitions: CreatePartitionsRequest, CreatePartitionsResponse => create_partitions, 0..=3;
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse => incremental_alter_configs, 0..=1;
-    DescribeCluster: DescribeClusterRequest, DescribeClusterResponse => describe_cluster, 0..=1;
+    DescribeCluster: DescribeClusterRequest, DescribeClusterResponse => describe_cluster, 0..=2;
     DescribeAcls: DescribeAclsRequest, DescribeAclsResponse => describe_acls, 1..=3;
     CreateAcls: CreateAclsRequest, CreateAclsResponse => create_acls, 1..=3;
     DeleteAcls: DeleteAclsRequest, DeleteAclsResponse => delete_acls, 1..=3;
@@ -168,6 +183,8 @@ served_apis! {
 pub enum Api {
     Kafka(ApiKey),
     Veil(VeilApi),
+    /// Inter-node calls.
+    Cluster,
 }
 
 impl Api {
@@ -176,13 +193,14 @@ impl Api {
         match self {
             Api::Kafka(key) => api_name(key),
             Api::Veil(api) => api.name(),
+            Api::Cluster => crate::cluster::rpc::API_NAME,
         }
     }
 
     pub fn kafka(self) -> Option<ApiKey> {
         match self {
             Api::Kafka(key) => Some(key),
-            Api::Veil(_) => None,
+            Api::Veil(_) | Api::Cluster => None,
         }
     }
 }
@@ -221,6 +239,22 @@ pub enum DecodeError {
 /// target drives exactly this.
 pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
     let prefix = HeaderPrefix::parse(&frame).ok_or(DecodeError::Short)?;
+    if prefix.api_key == crate::cluster::rpc::API_KEY {
+        let (correlation_id, client_id, call) = crate::cluster::rpc::decode_request(&frame)
+            .map_err(|reason| DecodeError::Malformed {
+                api: crate::cluster::rpc::API_NAME,
+                reason,
+            })?;
+        let header = RequestHeader::default()
+            .with_request_api_key(prefix.api_key)
+            .with_request_api_version(prefix.api_version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(client_id.map(StrBytes::from_string));
+        return Ok(Decoded::Request {
+            header,
+            request: Request::Cluster(call),
+        });
+    }
     if let Some(api) = VeilApi::from_key(prefix.api_key) {
         return decode_veil(api, prefix.api_version, &frame);
     }

@@ -27,6 +27,16 @@ pub enum Error {
     /// (TOPIC_, GROUP_, CLUSTER_, TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
     #[error("authorization failed")]
     Unauthorized(ResponseError),
+    /// Another node leads the partition (or none does right now).
+    #[error("this node does not lead the partition (leader: {leader}, epoch {leader_epoch})")]
+    NotLeader { leader: i32, leader_epoch: i32 },
+    /// The metadata quorum has no reachable leader.
+    #[error("the metadata quorum has no controller right now; retry")]
+    NoController,
+    /// A metadata change was sent but not confirmed in time: it may or may
+    /// not have happened.
+    #[error("the metadata change was not confirmed in time: {0}")]
+    MetadataTimeout(String),
 }
 
 impl Error {
@@ -53,7 +63,10 @@ impl Error {
                 M::InvalidPartitions(_) => ResponseError::InvalidPartitions,
                 M::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
                 M::InvalidConfig(_) => ResponseError::InvalidConfig,
-                M::InvalidAcl(_) | M::Blind(_) => ResponseError::InvalidRequest,
+                M::InvalidAcl(_) | M::Blind(_) | M::InvalidBroker(_) => {
+                    ResponseError::InvalidRequest
+                }
+                M::StaleEpoch(_) => ResponseError::FencedLeaderEpoch,
                 M::DuplicateTopicId
                 | M::InvalidProducerIdBlock(_)
                 | M::Io(_)
@@ -65,6 +78,9 @@ impl Error {
             Error::InvalidRequest(_) => ResponseError::InvalidRequest,
             Error::Config(_) => ResponseError::InvalidConfig,
             Error::Unauthorized(error) => *error,
+            Error::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+            Error::NoController => ResponseError::NotController,
+            Error::MetadataTimeout(_) => ResponseError::RequestTimedOut,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod blind;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod context;

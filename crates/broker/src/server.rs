@@ -27,6 +27,7 @@ pub struct Broker {
     background: TaskTracker,
     kafka_addrs: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    internal_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -39,10 +40,7 @@ impl Broker {
     pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Broker> {
         config.validate().map_err(Error::Config)?;
         let metrics = Metrics::new();
-        let state = tokio::task::spawn_blocking(move || BrokerState::open(config, clock, metrics))
-            .await
-            .map_err(|e| Error::Io(std::io::Error::other(e)))??;
-        let state = Arc::new(state);
+        let state = BrokerState::open(config, clock, metrics).await?;
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
         let background = TaskTracker::new();
@@ -51,6 +49,17 @@ impl Broker {
         let mut kafka_addrs = Vec::new();
         let mut advertised = Vec::new();
         let mut certs = Vec::new();
+        let internal_addr = match state.config.cluster.listen_addr(state.node_id()) {
+            Ok(Some(bind)) => {
+                let (addr, cert) =
+                    bind_internal(&state, bind, &shutdown, &connections, &background, &limit)
+                        .await?;
+                certs.extend(cert);
+                Some(addr)
+            }
+            Ok(None) => None,
+            Err(e) => return Err(Error::Config(e)),
+        };
         for l in &state.config.listeners {
             let tls = match &l.tls {
                 Some(t) => {
@@ -83,6 +92,7 @@ impl Broker {
         }
         *state.advertised.write() = advertised;
         background.spawn(tls::watch(certs, shutdown.clone()));
+        state.start_background(&shutdown);
 
         let admin_addr = if state.config.admin.enabled {
             let listener = TcpListener::bind(state.config.admin.bind)
@@ -105,6 +115,15 @@ impl Broker {
             Arc::clone(&state.groups),
             shutdown.clone(),
         ));
+        if internal_addr.is_none() {
+            // A single node serves as soon as it is up, as it always has:
+            // wait for it to lead its quorum of one and register.
+            if !state.wait_ready(SINGLE_NODE_READY).await {
+                return Err(Error::Config(
+                    "the metadata quorum of this single node did not become ready".into(),
+                ));
+            }
+        }
 
         Ok(Broker {
             state,
@@ -113,7 +132,13 @@ impl Broker {
             background,
             kafka_addrs,
             admin_addr,
+            internal_addr,
         })
+    }
+
+    /// The bound inter-node listener, if this node is part of a cluster.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal_addr
     }
 
     /// Bound addresses of the Kafka listeners, in config order.
@@ -137,6 +162,16 @@ impl Broker {
     /// Stops accepting, lets in-flight requests finish (bounded by
     /// `network.shutdown_timeout_ms`), fsyncs every partition.
     pub async fn shutdown(self) -> Result<()> {
+        if self.internal_addr.is_some() {
+            // Move leaderships to other replicas before going away, so
+            // clients see at most retriable errors.
+            let grace = Duration::from_millis(self.state.config.network.shutdown_timeout_ms);
+            crate::cluster::registration::shut_down_gracefully(
+                &self.state,
+                grace.min(CONTROLLED_SHUTDOWN),
+            )
+            .await;
+        }
         self.shutdown.cancel();
         self.background.close();
         self.connections.close();
@@ -148,11 +183,12 @@ impl Broker {
             tracing::warn!("connections still open after the shutdown timeout; closing anyway");
         }
         let _ = tokio::time::timeout(grace, self.background.wait()).await;
+        self.state.cluster.quorum.shutdown().await;
         let state = Arc::clone(&self.state);
         tokio::task::spawn_blocking(move || {
             let mut failed = 0usize;
             for topic in state.topics.all() {
-                for p in &topic.partitions {
+                for p in topic.local_partitions() {
                     if let Err(e) = p.sync() {
                         failed += 1;
                         tracing::error!(topic = %topic.name, partition = p.index, error = %e, "final fsync failed");
@@ -297,6 +333,80 @@ async fn serve_tcp(
         span,
     )
     .await;
+}
+
+/// How long a single node may take to elect itself and register at start.
+const SINGLE_NODE_READY: Duration = Duration::from_secs(30);
+/// The longest a stopping node waits for its leaderships to move.
+const CONTROLLED_SHUTDOWN: Duration = Duration::from_secs(15);
+
+/// The name connections on the inter-node listener carry (no client
+/// listener may use it).
+pub const INTERNAL_LISTENER: &str = "INTERNAL";
+
+/// Binds the inter-node listener (mTLS when `[cluster.tls]` is set) and
+/// records its advertised endpoint.
+async fn bind_internal(
+    state: &Arc<BrokerState>,
+    bind: SocketAddr,
+    shutdown: &CancellationToken,
+    connections: &TaskTracker,
+    background: &TaskTracker,
+    limit: &Arc<Semaphore>,
+) -> Result<(SocketAddr, Option<Arc<tls::ReloadingCert>>)> {
+    let (tls, cert) = match &state.config.cluster.tls {
+        Some(t) => {
+            let config = crate::config::TlsConfig {
+                cert_file: t.cert_file.clone(),
+                key_file: t.key_file.clone(),
+                ca_file: Some(t.ca_file.clone()),
+                client_auth: crate::config::ClientAuth::Required,
+                principal_mapping_rules: Vec::new(),
+            };
+            let tls = ListenerTls::new(&config)
+                .map_err(|e| Error::Config(format!("cluster.tls: {e}")))?;
+            let cert = Arc::clone(&tls.cert);
+            (Some(tls), Some(cert))
+        }
+        None => (None, None),
+    };
+    let listener = TcpListener::bind(bind).await.map_err(|e| {
+        Error::Config(format!(
+            "cannot bind the inter-node listener to {bind}: {e}"
+        ))
+    })?;
+    let addr = listener.local_addr()?;
+    let advertised = state.config.cluster.advertised_addr(state.node_id(), addr);
+    let (host, port) = advertised
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_matches(['[', ']']).to_owned(),
+                p.parse::<u16>().ok()?,
+            ))
+        })
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "cluster.advertised '{advertised}' is not host:port"
+            ))
+        })?;
+    *state.cluster.internal.write() = Some(veil_meta::Endpoint {
+        name: INTERNAL_LISTENER.to_owned(),
+        host,
+        port,
+        security_protocol: i16::from(tls.is_some()),
+    });
+    tracing::info!(%addr, tls = tls.is_some(), "listening for other nodes");
+    background.spawn(accept_loop(
+        listener,
+        INTERNAL_LISTENER.to_owned(),
+        tls,
+        Arc::clone(state),
+        Arc::clone(limit),
+        shutdown.clone(),
+        connections.clone(),
+    ));
+    Ok((addr, cert))
 }
 
 /// How long a client may take to complete the TLS handshake.

@@ -1,14 +1,19 @@
-//! Everything a request handler can reach: config, metadata, topics,
-//! metrics and the clock.
+//! Everything a request handler can reach: config, the cluster (metadata
+//! quorum, controller, registry), topics, metrics and the clock.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use veil_meta::{MetaCommand, MetaState, MetaStore, TopicConfigs};
+use veil_meta::raft::Rejection;
+use veil_meta::{MetaCommand, MetaState, TopicConfigs};
 
 use crate::auth::acl::Authorizer;
 use crate::clock::Clock;
+use crate::cluster::quorum::already_applied;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator};
@@ -24,19 +29,31 @@ pub struct Advertised {
     pub port: i32,
 }
 
+/// A broker as clients of one listener reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerEndpoint {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
 #[derive(Debug)]
 pub struct BrokerState {
     pub config: Config,
-    pub cluster_id: String,
+    /// This node's own cluster id, used until the quorum has named the
+    /// cluster (and proposed as that name when this node is controller).
+    local_cluster_id: String,
     /// Filled in once listeners are bound (ephemeral ports are known then).
     pub advertised: parking_lot::RwLock<Vec<Advertised>>,
-    meta: Mutex<MetaStore>,
+    /// The metadata quorum, controller and registry.
+    pub cluster: Cluster,
     pub topics: TopicRegistry,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
     /// Producer ids for InitProducerId, reserved in blocks through the metadata log.
     pub producer_ids: ProducerIdAllocator,
-    /// ACL enforcement, with a copy of the bindings kept current by [`Self::commit`].
+    /// ACL enforcement, with a copy of the bindings kept current by the publisher.
     pub authorizer: Authorizer,
     /// SASL: PLAIN users, decoy salts and the failed-login backoff.
     pub sasl: crate::auth::sasl::Authenticator,
@@ -44,32 +61,65 @@ pub struct BrokerState {
     pub groups: Arc<GroupCoordinator>,
     /// Blind topics: share sealing, transform budget, token cache, visibility.
     pub blind: crate::blind::BlindRuntime,
+    /// The metadata index this node's topics, ACLs and caches reflect.
+    published: watch::Sender<u64>,
+    /// Stops the background work started by [`BrokerState::start_background`].
+    background: CancellationToken,
+}
+
+impl Drop for BrokerState {
+    fn drop(&mut self) {
+        self.background.cancel();
+    }
 }
 
 impl BrokerState {
-    /// Opens metadata and every partition log (running recovery).
-    pub fn open(config: Config, clock: Arc<dyn Clock>, metrics: Metrics) -> Result<BrokerState> {
+    /// Starts this node's quorum member and opens every hosted partition
+    /// log (running recovery).
+    pub async fn open(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+    ) -> Result<Arc<BrokerState>> {
         std::fs::create_dir_all(&config.data_dir)?;
         let meta_dir = config.data_dir.join("meta");
-        let meta = MetaStore::open(&meta_dir)?;
-        let cluster_id = load_or_create_cluster_id(&meta_dir)?;
+        std::fs::create_dir_all(&meta_dir)?;
+        let local_cluster_id = load_or_create_cluster_id(&meta_dir)?;
+        let cluster = Cluster::start(&config, &meta_dir).await?;
+        let view = Arc::clone(cluster.quorum.view());
         let topics = TopicRegistry::new(
             config.data_dir.clone(),
             config.log.topic_defaults(),
             config.log.index_interval_bytes,
             metrics.clone(),
         );
-        topics.clean_leftovers();
-        topics.reconcile(meta.state(), clock.now_ms())?;
-        let authorizer = Authorizer::new(&config.authorizer, meta.state());
+        let config_for_blocking = config.clone();
+        let (topics, authorizer, blind, groups) = {
+            let view = Arc::clone(&view);
+            let clock = Arc::clone(&clock);
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let config = config_for_blocking;
+                topics.clean_leftovers();
+                let records: Vec<veil_meta::TopicRecord> =
+                    view.read(|s| s.topics().cloned().collect());
+                topics.reconcile(&records, config.node_id, clock.now_ms())?;
+                let authorizer = view.read(|s| Authorizer::new(&config.authorizer, s));
+                let blind = view.read(|s| crate::blind::BlindRuntime::new(&config, s));
+                let groups = open_groups(&config, clock)?;
+                Ok((topics, authorizer, blind, groups))
+            })
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))??
+        };
+        // Everything the pieces above were built from is now reflected.
+        view.take_changes();
         let sasl = crate::auth::sasl::Authenticator::new(&config).map_err(Error::Config)?;
-        let groups = open_groups(&config, Arc::clone(&clock))?;
-        let blind = crate::blind::BlindRuntime::new(&config, meta.state());
-        Ok(BrokerState {
+        let state = Arc::new(BrokerState {
+            published: watch::Sender::new(view.applied()),
             config,
-            cluster_id,
+            local_cluster_id,
             advertised: parking_lot::RwLock::new(Vec::new()),
-            meta: Mutex::new(meta),
+            cluster,
             topics,
             metrics,
             clock,
@@ -78,11 +128,80 @@ impl BrokerState {
             sasl,
             groups: Arc::new(groups),
             blind,
-        })
+            background: CancellationToken::new(),
+        });
+        state.apply_dynamic_configs();
+        Ok(state)
+    }
+
+    /// Starts following metadata, heartbeating to the controller and (when
+    /// this node is controller) the controller's duties. Stops when the
+    /// state is dropped or `shutdown` is cancelled.
+    pub fn start_background(self: &Arc<Self>, shutdown: &CancellationToken) {
+        let token = self.background.clone();
+        let outer = shutdown.clone();
+        tokio::spawn(async move {
+            outer.cancelled().await;
+            token.cancel();
+        });
+        tokio::spawn(crate::cluster::publisher::run(
+            Arc::downgrade(self),
+            self.background.clone(),
+        ));
+        tokio::spawn(crate::cluster::registration::run(
+            Arc::clone(self),
+            self.background.clone(),
+        ));
+        tokio::spawn(Arc::clone(&self.cluster.controller).run(
+            Arc::clone(&self.cluster.quorum),
+            self.local_cluster_id.clone(),
+            self.background.clone(),
+        ));
+    }
+
+    /// Waits (at most `limit`) until this node is registered, unfenced and
+    /// has published the metadata it had at the time of the call.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut status = self.cluster.registration.subscribe();
+        let active = tokio::time::timeout_at(
+            deadline,
+            status.wait_for(|s| s.epoch.is_some() && !s.fenced),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if !active {
+            return false;
+        }
+        let target = self.cluster.quorum.view().applied();
+        self.wait_published(target, deadline).await
     }
 
     pub fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// The cluster id: the quorum's, or this node's own until it has one.
+    pub fn cluster_id(&self) -> String {
+        self.cluster_id_if_known()
+            .unwrap_or_else(|| self.local_cluster_id.clone())
+    }
+
+    /// The cluster id the quorum gave the cluster, once it has.
+    pub fn cluster_id_if_known(&self) -> Option<String> {
+        self.with_meta(|s| s.cluster_id().map(str::to_owned))
+    }
+
+    /// Whether `node` receives the metadata log as a learner.
+    pub fn is_learner(&self, node: i32) -> bool {
+        let id = u64::try_from(node).unwrap_or(u64::MAX);
+        self.cluster
+            .quorum
+            .metrics()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
     }
 
     /// The advertised address of `listener` (the first listener if unknown).
@@ -94,56 +213,180 @@ impl BrokerState {
             .cloned()
     }
 
-    /// Reads the metadata state.
+    /// Reads the metadata state (hold it briefly: applies wait).
     pub fn with_meta<T>(&self, f: impl FnOnce(&MetaState) -> T) -> T {
-        f(self.meta.lock().state())
+        self.cluster.quorum.view().read(f)
     }
 
     /// Checks a command against current metadata without committing it.
     pub fn check(&self, cmd: &MetaCommand) -> Result<()> {
-        Ok(self.meta.lock().state().check(cmd)?)
+        Ok(self.with_meta(|s| s.check(cmd))?)
     }
 
-    /// Commits a metadata command durably and brings the topic registry in
-    /// line. Runs on the blocking pool: it fsyncs and may open many files.
+    /// The metadata index this node's topics, ACLs and caches reflect.
+    pub fn published(&self) -> u64 {
+        *self.published.borrow()
+    }
+
+    pub(crate) fn mark_published(&self, index: u64) {
+        self.published.send_if_modified(|p| {
+            let newer = index > *p;
+            if newer {
+                *p = index;
+            }
+            newer
+        });
+    }
+
+    async fn wait_published(&self, index: u64, deadline: tokio::time::Instant) -> bool {
+        let mut rx = self.published.subscribe();
+        tokio::time::timeout_at(deadline, rx.wait_for(|p| *p >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Commits a metadata command through the quorum and waits until this
+    /// node reflects it, so the caller sees its own change. A command the
+    /// state refuses comes back as the metadata error.
     pub async fn commit(self: &Arc<Self>, cmd: MetaCommand) -> Result<()> {
-        let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let mut meta = this.meta.lock();
-            tracing::info!(command = cmd.kind(), "metadata change");
-            let acls_changed = matches!(
-                cmd,
-                MetaCommand::CreateAcls { .. } | MetaCommand::DeleteAcls { .. }
+        tracing::info!(command = cmd.kind(), "metadata change");
+        let quorum = &self.cluster.quorum;
+        let index = match quorum.propose(cmd.clone()).await {
+            Ok(index) => index,
+            Err(Error::Meta(e)) => {
+                let rejection = Rejection::from(e);
+                if !already_applied(&cmd, &rejection, quorum.view()) {
+                    return Err(Error::Meta(rejection.into()));
+                }
+                quorum.view().applied()
+            }
+            Err(e) => return Err(e),
+        };
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.config.cluster.request_timeout_ms);
+        if !self.wait_published(index, deadline).await {
+            // Committed all the same: never report a committed change as failed.
+            tracing::warn!(
+                index,
+                "a committed metadata change is not yet reflected on this node"
             );
-            let blind_changed =
-                matches!(cmd, MetaCommand::Blind(_) | MetaCommand::DeleteTopic { .. });
-            meta.commit(cmd)?;
-            if acls_changed {
-                this.authorizer.refresh(meta.state());
-            }
-            if blind_changed {
-                this.blind.refresh(meta.state());
-            }
-            this.topics.reconcile(meta.state(), this.clock.now_ms())
-        })
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e)))?
+        }
+        Ok(())
     }
 
-    /// A `CreateTopic` command with a fresh topic id.
+    /// Brings broker-level topic defaults in line with the dynamic broker
+    /// configs (cluster-wide, then this node's).
+    pub fn apply_dynamic_configs(&self) {
+        let mut defaults = self.config.log.topic_defaults();
+        let node = self.node_id().to_string();
+        self.with_meta(|s| {
+            for target in ["", node.as_str()] {
+                if let Some(configs) = s.broker_configs(target) {
+                    for (k, v) in configs {
+                        if let Some(topic_key) = veil_meta::broker_config::topic_config_for(k) {
+                            defaults.insert(topic_key.to_owned(), v.clone());
+                        }
+                    }
+                }
+            }
+        });
+        self.topics.set_broker_defaults(defaults);
+    }
+
+    /// Registered, unfenced brokers: the ones clients may be sent to.
+    pub fn available_brokers(&self) -> std::collections::BTreeSet<i32> {
+        self.with_meta(|s| {
+            s.brokers()
+                .filter(|b| !b.fenced)
+                .map(|b| b.node_id)
+                .collect()
+        })
+    }
+
+    /// Where clients of `listener` reach each available broker (Kafka
+    /// leaves out brokers without that listener). This node is always
+    /// listed, registered or not yet, so a client is never told of no
+    /// broker at all.
+    pub fn broker_endpoints(&self, listener: &str) -> Vec<BrokerEndpoint> {
+        let mut out: Vec<BrokerEndpoint> = self.with_meta(|s| {
+            s.brokers()
+                .filter(|b| !b.fenced || b.node_id == self.node_id())
+                .filter_map(|b| {
+                    let e = b
+                        .listeners
+                        .iter()
+                        .find(|e| e.name == listener)
+                        .or_else(|| b.listeners.first())?;
+                    Some(BrokerEndpoint {
+                        node_id: b.node_id,
+                        host: e.host.clone(),
+                        port: i32::from(e.port),
+                        rack: b.rack.clone(),
+                    })
+                })
+                .collect()
+        });
+        if !out.iter().any(|b| b.node_id == self.node_id()) {
+            if let Some(a) = self.advertised_for(listener) {
+                out.push(BrokerEndpoint {
+                    node_id: self.node_id(),
+                    host: a.host,
+                    port: a.port,
+                    rack: self.config.cluster.rack.clone(),
+                });
+            }
+        }
+        out.sort_by_key(|b| b.node_id);
+        out
+    }
+
+    /// The live brokers (registered, unfenced) as `(id, rack)`, for replica
+    /// placement.
+    pub fn live_brokers(&self) -> Vec<(i32, Option<String>)> {
+        self.with_meta(|s| {
+            s.brokers()
+                .filter(|b| !b.fenced && !b.in_controlled_shutdown)
+                .map(|b| (b.node_id, b.rack.clone()))
+                .collect()
+        })
+    }
+
+    /// Replica lists for `partitions` new partitions of `replication_factor`
+    /// replicas over the live brokers, or INVALID_REPLICATION_FACTOR.
+    pub fn assign_replicas(
+        &self,
+        partitions: i32,
+        replication_factor: i16,
+    ) -> Result<Vec<Vec<i32>>> {
+        let brokers = self.live_brokers();
+        let start = usize::try_from(rand::random::<u32>()).unwrap_or(0);
+        veil_meta::cluster::assign_replicas(&brokers, partitions, replication_factor, start)
+            .ok_or_else(|| {
+                Error::Meta(veil_meta::Error::InvalidReplicationFactor(format!(
+                    "replication factor {replication_factor} is larger than the {} available broker(s)",
+                    brokers.len()
+                )))
+            })
+    }
+
+    /// A `CreateTopic` command with a fresh topic id and replicas placed on
+    /// the live brokers.
     pub fn create_topic_command(
+        &self,
         name: &str,
         partitions: i32,
         replication_factor: i16,
         configs: TopicConfigs,
-    ) -> MetaCommand {
-        MetaCommand::CreateTopic {
+    ) -> Result<MetaCommand> {
+        let assignments = self.assign_replicas(partitions, replication_factor)?;
+        Ok(MetaCommand::CreateTopic {
             name: name.to_owned(),
             topic_id: Uuid::new_v4(),
             partitions,
             replication_factor,
             configs,
-        }
+            assignments,
+        })
     }
 }
 

@@ -13,16 +13,35 @@ use crate::context::RequestContext;
 use crate::metrics::Metrics;
 use crate::state::{Advertised, BrokerState};
 
-pub(crate) fn context(api_version: i16) -> (tempfile::TempDir, RequestContext) {
-    context_with(api_version, |_| {})
+pub(crate) async fn context(api_version: i16) -> (tempfile::TempDir, RequestContext) {
+    context_with(api_version, |_| {}).await
 }
 
 /// A context whose group coordinator rebalances without the initial delay.
-pub(crate) fn groups_context(api_version: i16) -> (tempfile::TempDir, RequestContext) {
-    context_with(api_version, |c| c.groups.initial_rebalance_delay_ms = 0)
+pub(crate) async fn groups_context(api_version: i16) -> (tempfile::TempDir, RequestContext) {
+    context_with(api_version, |c| c.groups.initial_rebalance_delay_ms = 0).await
 }
 
-pub(crate) fn context_with(
+/// A broker state on `config` (a single node), started, registered and
+/// ready to serve, with the advertised PLAINTEXT listener of [`context`].
+pub(crate) async fn state(config: Config, clock: Arc<dyn crate::clock::Clock>) -> Arc<BrokerState> {
+    let state = BrokerState::open(config, clock, Metrics::new())
+        .await
+        .unwrap();
+    state.advertised.write().push(Advertised {
+        listener: "PLAINTEXT".into(),
+        host: "localhost".into(),
+        port: 9092,
+    });
+    state.start_background(&tokio_util::sync::CancellationToken::new());
+    assert!(
+        state.wait_ready(std::time::Duration::from_secs(30)).await,
+        "the single-node quorum did not become ready"
+    );
+    state
+}
+
+pub(crate) async fn context_with(
     api_version: i16,
     tweak: impl FnOnce(&mut Config),
 ) -> (tempfile::TempDir, RequestContext) {
@@ -33,14 +52,9 @@ pub(crate) fn context_with(
     };
     tweak(&mut config);
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let state = BrokerState::open(config, clock, Metrics::new()).unwrap();
-    state.advertised.write().push(Advertised {
-        listener: "PLAINTEXT".into(),
-        host: "localhost".into(),
-        port: 9092,
-    });
+    let state = state(config, clock).await;
     let ctx = RequestContext {
-        broker: Arc::new(state),
+        broker: state,
         api_version,
         correlation_id: 1,
         client_id: None,
@@ -53,7 +67,10 @@ pub(crate) fn context_with(
 }
 
 pub(crate) async fn create_topic(ctx: &RequestContext, name: &str, partitions: i32) {
-    let cmd = BrokerState::create_topic_command(name, partitions, 1, TopicConfigs::new());
+    let cmd = ctx
+        .broker
+        .create_topic_command(name, partitions, 1, TopicConfigs::new())
+        .unwrap();
     ctx.broker.commit(cmd).await.unwrap();
 }
 

@@ -1,7 +1,10 @@
-//! The topics and partitions this broker serves, kept in step with metadata.
+//! The topics this broker knows and the partition replicas it hosts, kept
+//! in step with metadata.
 //!
-//! Metadata (`veil-meta`) says what exists; this registry holds the opened
-//! logs. Every metadata commit is followed by [`TopicRegistry::reconcile`].
+//! Metadata (`veil-meta`) says what exists and which nodes hold each
+//! partition; this registry holds every topic's partition records and the
+//! opened logs of the replicas on this node. Every applied metadata change
+//! is followed by [`TopicRegistry::reconcile`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +13,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use uuid::Uuid;
 use veil_log::{LogConfig, PartitionLog};
-use veil_meta::{topic_config, MetaState, TopicConfigs, TopicRecord};
+use veil_meta::{topic_config, MetaState, PartitionRecord, TopicConfigs, TopicRecord};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -21,14 +24,55 @@ pub struct Topic {
     pub name: String,
     pub id: Uuid,
     pub configs: TopicConfigs,
-    pub partitions: Vec<Arc<Partition>>,
+    /// Every partition's replica record, by index.
+    pub records: Vec<PartitionRecord>,
+    /// The replicas this node hosts, by partition index.
+    local: Vec<Option<Arc<Partition>>>,
 }
 
 impl Topic {
+    /// How many partitions the topic has (on any node).
+    pub fn partition_count(&self) -> i32 {
+        self.records.len() as i32
+    }
+
+    /// This node's replica of partition `index`, if it hosts one.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
         usize::try_from(index)
             .ok()
-            .and_then(|i| self.partitions.get(i))
+            .and_then(|i| self.local.get(i))
+            .and_then(Option::as_ref)
+    }
+
+    /// Metadata's record of partition `index`.
+    pub fn record(&self, index: i32) -> Option<&PartitionRecord> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.records.get(i))
+    }
+
+    /// The replicas this node hosts.
+    pub fn local_partitions(&self) -> impl Iterator<Item = &Arc<Partition>> {
+        self.local.iter().flatten()
+    }
+
+    /// The partition for a request only its leader may serve: this node's
+    /// replica if this node leads it, else why not.
+    pub fn led_here(
+        &self,
+        index: i32,
+        node_id: i32,
+    ) -> std::result::Result<&Arc<Partition>, Error> {
+        let Some(record) = self.record(index) else {
+            return Err(Error::UnknownTopicOrPartition);
+        };
+        match self.partition(index) {
+            Some(p) if p.leader() == node_id => Ok(p),
+            _ => Err(Error::NotLeader {
+                leader: record.leader,
+                leader_epoch: record.leader_epoch,
+            }),
+        }
     }
 }
 
@@ -42,7 +86,9 @@ struct Index {
 #[derive(Debug)]
 pub struct TopicRegistry {
     data_dir: PathBuf,
-    broker_defaults: TopicConfigs,
+    /// The static defaults from the config file, overlaid with dynamic
+    /// broker configs; replaced whole when those change.
+    broker_defaults: RwLock<Arc<TopicConfigs>>,
     index_interval_bytes: usize,
     metrics: Metrics,
     topics: RwLock<Index>,
@@ -62,15 +108,31 @@ impl TopicRegistry {
     ) -> TopicRegistry {
         TopicRegistry {
             data_dir,
-            broker_defaults,
+            broker_defaults: RwLock::new(Arc::new(broker_defaults)),
             index_interval_bytes,
             metrics,
             topics: RwLock::new(Index::default()),
         }
     }
 
-    pub fn broker_defaults(&self) -> &TopicConfigs {
-        &self.broker_defaults
+    /// Topic config defaults of this broker (static and dynamic).
+    pub fn broker_defaults(&self) -> Arc<TopicConfigs> {
+        Arc::clone(&self.broker_defaults.read())
+    }
+
+    /// New broker-level defaults (dynamic broker configs changed): every
+    /// hosted log takes its new effective settings.
+    pub fn set_broker_defaults(&self, defaults: TopicConfigs) {
+        if **self.broker_defaults.read() == defaults {
+            return;
+        }
+        *self.broker_defaults.write() = Arc::new(defaults);
+        for topic in self.all() {
+            let config = self.log_config(&topic.configs);
+            for p in topic.local_partitions() {
+                p.with_log_mut(|log| log.set_config(config.clone()));
+            }
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -87,21 +149,31 @@ impl TopicRegistry {
         all
     }
 
+    /// This node's replica of `topic`-`index`.
     pub fn partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>> {
         self.get(topic)
             .and_then(|t| t.partition(index).cloned())
             .ok_or(Error::UnknownTopicOrPartition)
     }
 
+    /// Every replica this node hosts.
+    pub fn local_partitions(&self) -> Vec<Arc<Partition>> {
+        self.all()
+            .iter()
+            .flat_map(|t| t.local_partitions().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
     /// The log settings of a topic from its overrides and the broker defaults.
     pub fn log_config(&self, configs: &TopicConfigs) -> LogConfig {
+        let broker_defaults = self.broker_defaults();
         let long = |name: &str| -> i64 {
-            topic_config::effective(name, configs, &self.broker_defaults)
+            topic_config::effective(name, configs, &broker_defaults)
                 .and_then(|(v, _)| v.parse().ok())
                 .unwrap_or(-1)
         };
         let text = |name: &str| -> String {
-            topic_config::effective(name, configs, &self.broker_defaults)
+            topic_config::effective(name, configs, &broker_defaults)
                 .map(|(v, _)| v.to_owned())
                 .unwrap_or_default()
         };
@@ -118,11 +190,13 @@ impl TopicRegistry {
         }
     }
 
-    /// Brings opened logs in line with `state`: opens new topics and
-    /// partitions, applies config changes, closes and removes deleted topics.
-    pub fn reconcile(&self, state: &MetaState, now_ms: i64) -> Result<()> {
+    /// Brings opened logs in line with `topics` (metadata's topic records):
+    /// opens the replicas `node_id` now hosts, updates replica records and
+    /// configs, closes and removes replicas of deleted topics or that moved
+    /// away from this node.
+    pub fn reconcile(&self, topics: &[TopicRecord], node_id: i32, now_ms: i64) -> Result<()> {
         let mut index = self.topics.write();
-        let outcome = self.reconcile_names(&mut index.by_name, state, now_ms);
+        let outcome = self.reconcile_names(&mut index.by_name, topics, node_id, now_ms);
         // Rebuilt on every metadata change (rare) so that lookups by id, on
         // the fetch path since Fetch v13, are one hash lookup.
         index.by_id = index
@@ -133,14 +207,21 @@ impl TopicRegistry {
         outcome
     }
 
+    /// [`Self::reconcile`] from a whole metadata state.
+    pub fn reconcile_state(&self, state: &MetaState, node_id: i32, now_ms: i64) -> Result<()> {
+        let topics: Vec<TopicRecord> = state.topics().cloned().collect();
+        self.reconcile(&topics, node_id, now_ms)
+    }
+
     fn reconcile_names(
         &self,
         topics: &mut HashMap<String, Arc<Topic>>,
-        state: &MetaState,
+        records: &[TopicRecord],
+        node_id: i32,
         now_ms: i64,
     ) -> Result<()> {
         let wanted: HashMap<&str, &TopicRecord> =
-            state.topics().map(|t| (t.name.as_str(), t)).collect();
+            records.iter().map(|t| (t.name.as_str(), t)).collect();
         let gone: Vec<String> = topics
             .iter()
             .filter(|(name, t)| wanted.get(name.as_str()).is_none_or(|r| r.topic_id != t.id))
@@ -148,36 +229,63 @@ impl TopicRegistry {
             .collect();
         for name in gone {
             if let Some(topic) = topics.remove(&name) {
-                self.remove_topic_files(&topic);
+                for p in topic.local_partitions() {
+                    self.remove_partition_files(&topic.name, topic.id, p.index);
+                }
             }
         }
+        let mut first_error = None;
         for record in wanted.values() {
             let existing = topics.get(&record.name).cloned();
-            let unchanged = existing.as_ref().is_some_and(|t| {
-                t.partitions.len() == record.partitions as usize && t.configs == record.configs
-            });
+            let unchanged = existing
+                .as_ref()
+                .is_some_and(|t| t.records == record.assignments && t.configs == record.configs);
             if unchanged {
                 continue;
             }
             let config = self.log_config(&record.configs);
-            let mut partitions = existing.map(|t| t.partitions.clone()).unwrap_or_default();
-            for p in &partitions {
-                p.with_log_mut(|log| log.set_config(config.clone()));
-            }
-            for index in partitions.len() as i32..record.partitions {
-                let dir = partition_dir(&self.data_dir, &record.name, index);
-                let (log, report) = PartitionLog::open(&dir, config.clone(), now_ms)?;
-                if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
-                    tracing::warn!(topic = %record.name, partition = index,
-                        truncated_bytes = report.truncated_bytes, rebuilt_indexes = report.rebuilt_indexes,
-                        "recovered partition log");
+            let mut local: Vec<Option<Arc<Partition>>> =
+                existing.map(|t| t.local.clone()).unwrap_or_default();
+            local.resize(record.assignments.len(), None);
+            for (i, assignment) in record.assignments.iter().enumerate() {
+                let index = i as i32;
+                let hosted = assignment.replicas.contains(&node_id);
+                match (&local[i], hosted) {
+                    (Some(p), true) => {
+                        p.with_log_mut(|log| log.set_config(config.clone()));
+                        p.set_replica(assignment.clone());
+                    }
+                    (Some(_), false) => {
+                        // Moved away from this node (reassignment).
+                        local[i] = None;
+                        self.remove_partition_files(&record.name, record.topic_id, index);
+                    }
+                    (None, true) => {
+                        let dir = partition_dir(&self.data_dir, &record.name, index);
+                        match PartitionLog::open(&dir, config.clone(), now_ms) {
+                            Ok((log, report)) => {
+                                if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
+                                    tracing::warn!(topic = %record.name, partition = index,
+                                        truncated_bytes = report.truncated_bytes, rebuilt_indexes = report.rebuilt_indexes,
+                                        "recovered partition log");
+                                }
+                                local[i] = Some(Partition::new(
+                                    record.name.clone(),
+                                    index,
+                                    log,
+                                    self.metrics.clone(),
+                                    assignment.clone(),
+                                ));
+                            }
+                            Err(e) => {
+                                tracing::error!(topic = %record.name, partition = index, error = %e,
+                                    "cannot open partition log");
+                                first_error.get_or_insert(Error::Log(e));
+                            }
+                        }
+                    }
+                    (None, false) => {}
                 }
-                partitions.push(Partition::new(
-                    record.name.clone(),
-                    index,
-                    log,
-                    self.metrics.clone(),
-                ));
             }
             topics.insert(
                 record.name.clone(),
@@ -185,41 +293,37 @@ impl TopicRegistry {
                     name: record.name.clone(),
                     id: record.topic_id,
                     configs: record.configs.clone(),
-                    partitions,
+                    records: record.assignments.clone(),
+                    local,
                 }),
             );
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
-    /// Moves the partition directories aside, then deletes them in the
-    /// background so a topic of the same name can be created at once.
-    fn remove_topic_files(&self, topic: &Topic) {
-        for p in &topic.partitions {
-            let dir = partition_dir(&self.data_dir, &topic.name, p.index);
-            let doomed = self.data_dir.join(format!(
-                "{}-{}.{}-delete",
-                topic.name,
-                p.index,
-                topic.id.simple()
-            ));
-            let index = p.index.to_string();
-            let labels = [topic.name.as_str(), index.as_str()];
-            let _ = self.metrics.log_end_offset.remove_label_values(&labels);
-            let _ = self.metrics.log_start_offset.remove_label_values(&labels);
-            let _ = self.metrics.log_size_bytes.remove_label_values(&labels);
-            match std::fs::rename(&dir, &doomed) {
-                Ok(()) => {
-                    std::thread::spawn(move || {
-                        if let Err(e) = std::fs::remove_dir_all(&doomed) {
-                            tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition");
-                        }
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "could not move deleted partition aside");
-                }
+    /// Moves a partition directory aside, then deletes it in the background
+    /// so a topic of the same name can be created at once.
+    fn remove_partition_files(&self, topic: &str, id: Uuid, partition: i32) {
+        let dir = partition_dir(&self.data_dir, topic, partition);
+        let doomed = self
+            .data_dir
+            .join(format!("{topic}-{partition}.{}-delete", id.simple()));
+        let index = partition.to_string();
+        let labels = [topic, index.as_str()];
+        let _ = self.metrics.log_end_offset.remove_label_values(&labels);
+        let _ = self.metrics.log_start_offset.remove_label_values(&labels);
+        let _ = self.metrics.log_size_bytes.remove_label_values(&labels);
+        match std::fs::rename(&dir, &doomed) {
+            Ok(()) => {
+                std::thread::spawn(move || {
+                    if let Err(e) = std::fs::remove_dir_all(&doomed) {
+                        tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition");
+                    }
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not move deleted partition aside");
             }
         }
     }
@@ -242,7 +346,7 @@ impl TopicRegistry {
     /// Publishes per-partition gauges (called before each scrape).
     pub fn update_gauges(&self) {
         for topic in self.all() {
-            for p in &topic.partitions {
+            for p in topic.local_partitions() {
                 let index = p.index.to_string();
                 let labels = [topic.name.as_str(), index.as_str()];
                 let (start, end, size) =

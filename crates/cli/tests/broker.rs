@@ -340,3 +340,89 @@ fn invalid_config_is_a_startup_error_that_names_the_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"));
 }
+
+/// A data directory written before metadata was replicated (by the broker
+/// of that time: topic `legacy` with two partitions and a retention
+/// override, four records, an ACL, and the offsets of group
+/// `legacy-group`) opens as a cluster of one: migrated once into the Raft
+/// store, with the old files kept aside, and everything still served.
+#[test]
+fn a_data_dir_from_before_replicated_metadata_is_migrated_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pre-raft-data-dir");
+    veil_testkit::copy_dir(&fixture, &data);
+    let mut broker = TestBroker::start_on(
+        BIN,
+        &data,
+        &[
+            "--set",
+            "authorizer.enabled=true",
+            "--set",
+            "authorizer.super_users=[\"User:ANONYMOUS\"]",
+        ],
+    );
+    let check = |bootstrap: String| {
+        rt().block_on(async move {
+            let mut admin = veil_client::Admin::connect(&bootstrap).await.unwrap();
+            let t = admin.describe_topic("legacy").await.unwrap();
+            assert_eq!(t.partitions.len(), 2);
+            for p in &t.partitions {
+                assert_eq!(
+                    (p.error_code, p.replicas.len(), p.leader),
+                    (0, 1, p.replicas[0])
+                );
+            }
+            let retention = t
+                .configs
+                .iter()
+                .find(|(k, _, _)| k == "retention.ms")
+                .and_then(|(_, v, _)| v.clone());
+            assert_eq!(retention.as_deref(), Some("86400000"));
+            let any = veil_client::AclFilter {
+                resource_type: 1,
+                resource_name: None,
+                pattern_type: 1,
+                principal: None,
+                host: None,
+                operation: 1,
+                permission: 1,
+            };
+            let acls = admin.describe_acls(&any).await.unwrap();
+            assert!(
+                acls.iter()
+                    .any(|a| a.principal == "User:alice" && a.resource_name == "legacy"),
+                "{acls:?}"
+            );
+            let mut conn = Connection::connect(&bootstrap, "t").await.unwrap();
+            let f = fetch(&mut conn, "legacy", 0, 0, 0).await;
+            let part = &f.responses[0].partitions[0];
+            assert_eq!((part.error_code, part.high_watermark), (0, 3));
+            let offsets = admin.committed_offsets("legacy-group").await.unwrap();
+            assert!(
+                offsets.values().any(|o| *o == 3),
+                "committed offsets survive: {offsets:?}"
+            );
+        });
+    };
+    check(broker.bootstrap());
+    assert!(
+        data.join("meta/pre-raft/meta.log").exists(),
+        "old log kept aside"
+    );
+    assert!(!data.join("meta/meta.log").exists());
+    assert!(data.join("meta/raft").is_dir());
+    assert!(broker.log().contains("migrated single-node metadata"));
+    // The second start reads the Raft store; nothing is migrated again.
+    assert!(broker.terminate().success());
+    broker.restart();
+    check(broker.bootstrap());
+    assert_eq!(
+        broker
+            .log()
+            .matches("migrated single-node metadata")
+            .count(),
+        1
+    );
+}

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::cluster::Endpoint;
+use crate::raft::Changes;
 use crate::{AclBinding, ScramCredentialRecord, TopicConfigs};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,13 +20,25 @@ pub enum MetaCommand {
         partitions: i32,
         replication_factor: i16,
         configs: TopicConfigs,
+        /// Replica node ids per partition, chosen by the proposer from the
+        /// live brokers it knew (the state machine checks they exist).
+        /// Empty only in logs written before replicas were recorded.
+        #[serde(default)]
+        assignments: Vec<Vec<i32>>,
     },
     /// Deletes `name`, but only while it is still the topic with
     /// `topic_id`, so a topic recreated under the same name in between is
     /// never deleted by mistake.
     DeleteTopic { name: String, topic_id: Uuid },
-    /// Grows a topic to `count` partitions (Kafka never shrinks).
-    CreatePartitions { name: String, count: i32 },
+    /// Grows a topic to `count` partitions (Kafka never shrinks), the new
+    /// ones on `assignments` (empty only in logs written before replicas
+    /// were recorded).
+    CreatePartitions {
+        name: String,
+        count: i32,
+        #[serde(default)]
+        assignments: Vec<Vec<i32>>,
+    },
     /// `AlterConfigs`: the given map replaces every topic override.
     ReplaceTopicConfigs { name: String, configs: TopicConfigs },
     /// `IncrementalAlterConfigs`: set some keys, remove others.
@@ -55,6 +69,51 @@ pub enum MetaCommand {
     DeleteScramCredential { user: String, mechanism: String },
     /// Blind topics: shares, grants, blind-topic records, DEK wraps.
     Blind(crate::blind::BlindCommand),
+    /// Names the cluster; applies only while it has no id yet.
+    SetClusterId { cluster_id: String },
+    /// A broker process announces itself. A new incarnation of a registered
+    /// node replaces the old one (which is treated as gone: it leads nothing
+    /// and leaves ISRs) and starts fenced.
+    RegisterBroker {
+        node_id: i32,
+        incarnation: Uuid,
+        listeners: Vec<Endpoint>,
+        internal: Option<Endpoint>,
+        rack: Option<String>,
+    },
+    /// The controller stopped hearing from the broker (its lease expired):
+    /// it leads nothing and leaves ISRs. Ignored for another epoch.
+    FenceBroker { node_id: i32, epoch: i64 },
+    /// The broker heartbeats again and has caught up with metadata.
+    UnfenceBroker { node_id: i32, epoch: i64 },
+    /// The broker is shutting down (SIGTERM): leadership moves away first.
+    ControlledShutdown { node_id: i32, epoch: i64 },
+    /// Forgets a broker (`veil cluster unregister`); it must be fenced.
+    UnregisterBroker { node_id: i32 },
+    /// A partition leader changes the ISR (Kafka's AlterPartition). Refused
+    /// unless `leader_epoch` and `partition_epoch` are current.
+    AlterPartition {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// Moves a partition's leadership to `leader` (preferred-leader or
+    /// unclean election; the controller decides eligibility).
+    ElectLeader {
+        topic: String,
+        partition: i32,
+        leader: i32,
+    },
+    /// Dynamic broker configs (Kafka's BROKER resource): `target` is "" for
+    /// the cluster-wide default or a node id.
+    UpdateBrokerConfigs {
+        target: String,
+        set: TopicConfigs,
+        remove: Vec<String>,
+    },
 }
 
 impl MetaCommand {
@@ -72,6 +131,47 @@ impl MetaCommand {
             MetaCommand::UpsertScramCredential { .. } => "upsert_scram_credential",
             MetaCommand::DeleteScramCredential { .. } => "delete_scram_credential",
             MetaCommand::Blind(c) => c.kind(),
+            MetaCommand::SetClusterId { .. } => "set_cluster_id",
+            MetaCommand::RegisterBroker { .. } => "register_broker",
+            MetaCommand::FenceBroker { .. } => "fence_broker",
+            MetaCommand::UnfenceBroker { .. } => "unfence_broker",
+            MetaCommand::ControlledShutdown { .. } => "controlled_shutdown",
+            MetaCommand::UnregisterBroker { .. } => "unregister_broker",
+            MetaCommand::AlterPartition { .. } => "alter_partition",
+            MetaCommand::ElectLeader { .. } => "elect_leader",
+            MetaCommand::UpdateBrokerConfigs { .. } => "update_broker_configs",
         }
+    }
+
+    /// Which parts of the state applying this command may change.
+    pub fn changes(&self) -> Changes {
+        let mut c = Changes::default();
+        match self {
+            MetaCommand::CreateTopic { .. }
+            | MetaCommand::CreatePartitions { .. }
+            | MetaCommand::ReplaceTopicConfigs { .. }
+            | MetaCommand::UpdateTopicConfigs { .. }
+            | MetaCommand::AlterPartition { .. }
+            | MetaCommand::ElectLeader { .. } => c.topics = true,
+            MetaCommand::DeleteTopic { .. } => {
+                c.topics = true;
+                c.blind = true;
+            }
+            MetaCommand::CreateAcls { .. } | MetaCommand::DeleteAcls { .. } => c.acls = true,
+            MetaCommand::AllocateProducerIds { .. } | MetaCommand::SetClusterId { .. } => {}
+            MetaCommand::UpsertScramCredential { .. }
+            | MetaCommand::DeleteScramCredential { .. } => c.scram = true,
+            MetaCommand::Blind(_) => c.blind = true,
+            MetaCommand::RegisterBroker { .. }
+            | MetaCommand::FenceBroker { .. }
+            | MetaCommand::UnfenceBroker { .. }
+            | MetaCommand::ControlledShutdown { .. }
+            | MetaCommand::UnregisterBroker { .. } => {
+                c.brokers = true;
+                c.topics = true;
+            }
+            MetaCommand::UpdateBrokerConfigs { .. } => c.configs = true,
+        }
+        c
     }
 }

@@ -37,4 +37,10 @@ pub enum Error {
     /// already stored, ...). Never carries secret material.
     #[error("blind topic metadata: {0}")]
     Blind(String),
+    /// A broker registration or broker config that does not fit the state.
+    #[error("invalid broker: {0}")]
+    InvalidBroker(String),
+    /// A partition or broker change made against an epoch that has moved on.
+    #[error("stale epoch: {0}")]
+    StaleEpoch(String),
 }

@@ -1,31 +1,36 @@
 //! Cluster metadata for Veil.
 //!
-//! Every change to what the cluster knows (topics, their ids, partition
-//! counts and configs) is a [`MetaCommand`]. Commands are checked and applied
-//! by one deterministic state machine, [`MetaState`], so that a replicated
-//! log (Raft) can later drive the same code. On a single node, [`MetaStore`]
-//! persists commands in a local append-only log with periodic snapshots.
+//! Every change to what the cluster knows (topics and their replicas,
+//! brokers, configs, ACLs, SCRAM credentials, blind-topic records) is a
+//! [`MetaCommand`]. Commands are checked and applied by one deterministic
+//! state machine, [`MetaState`], driven by the metadata quorum's Raft log
+//! ([`raft`]): every node applies the same committed commands in the same
+//! order, so every node holds the same state.
 //!
-//! Start reading at [`command`], then [`state_machine`], then [`store`].
-//! [`framing`] is the CRC-framed record format both the metadata log and
-//! the broker's group store use.
-//! [`topic_config`] knows the Kafka topic configs Veil serves and validates them.
+//! Start reading at [`command`], then [`state_machine`], then [`raft`] (the
+//! Raft log store and state machine openraft runs on). [`cluster`] holds
+//! brokers, partition replica records and the leadership rules.
+//! [`framing`] is the CRC-framed record format of the Raft log and the
+//! broker's group store. [`topic_config`] and [`broker_config`] know the
+//! Kafka configs Veil serves and validate them.
 
 pub mod acl;
 pub mod blind;
+pub mod broker_config;
+pub mod cluster;
 pub mod command;
 pub mod error;
 pub mod framing;
+pub mod raft;
 pub mod scram;
 pub mod state_machine;
-pub mod store;
 pub mod topic_config;
 
 pub use acl::AclBinding;
 pub use blind::{BlindCommand, BlindState};
+pub use cluster::{BrokerRecord, Endpoint, PartitionRecord};
 pub use command::MetaCommand;
 pub use error::{Error, Result};
 pub use scram::ScramCredentialRecord;
 pub use state_machine::{MetaState, TopicRecord};
-pub use store::MetaStore;
 pub use topic_config::{ConfigSource, TopicConfigs};

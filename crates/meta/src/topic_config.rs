@@ -59,6 +59,7 @@ pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const MESSAGE_TIMESTAMP_TYPE: &str = "message.timestamp.type";
 pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 pub const COMPRESSION_TYPE: &str = "compression.type";
+pub const UNCLEAN_LEADER_ELECTION: &str = "unclean.leader.election.enable";
 
 /// Every topic config Veil accepts.
 pub const KNOWN: &[ConfigDef] = &[
@@ -116,7 +117,14 @@ pub const KNOWN: &[ConfigDef] = &[
         default: "1",
         kind: Kind::Int(1),
         type_code: 3,
-        doc: "Replicas that must acknowledge an acks=all write.",
+        doc: "In-sync replicas an acks=all write needs (when unset: 2 for topics with two or more replicas, else 1).",
+    },
+    ConfigDef {
+        name: UNCLEAN_LEADER_ELECTION,
+        default: "false",
+        kind: Kind::Choice(&["true", "false"]),
+        type_code: 1,
+        doc: "Let an out-of-sync replica lead when no in-sync one is left (may lose acknowledged records).",
     },
     ConfigDef {
         name: COMPRESSION_TYPE,

@@ -60,6 +60,29 @@ impl TestBroker {
         broker
     }
 
+    /// Starts a broker on an existing data directory (e.g. a copied fixture
+    /// of an older on-disk format); the caller keeps the directory alive.
+    pub fn start_on(bin: &str, data_dir: &Path, extra_args: &[&str]) -> TestBroker {
+        let temp = tempfile::Builder::new()
+            .prefix("veil-test-")
+            .tempdir()
+            .expect("create temp dir");
+        let mut broker = TestBroker {
+            bin: PathBuf::from(bin),
+            stderr_log: temp.path().join("broker.log"),
+            data_dir: data_dir.to_owned(),
+            _temp: Some(temp),
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+            kafka: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listeners: Vec::new(),
+            config_file: None,
+        };
+        broker.spawn();
+        broker
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -216,6 +239,20 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Copies a directory tree (fixtures of older on-disk formats).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create directory");
+    for entry in std::fs::read_dir(from).expect("read fixture directory") {
+        let entry = entry.expect("directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy fixture file");
+        }
     }
 }
 

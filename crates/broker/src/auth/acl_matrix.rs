@@ -42,8 +42,6 @@ use crate::config::Config;
 use crate::context::RequestContext;
 use crate::dispatch::{Handled, Response};
 use crate::handlers;
-use crate::metrics::Metrics;
-use crate::state::BrokerState;
 use crate::test_fixture as fixture;
 
 const OK: i16 = 0;
@@ -122,19 +120,15 @@ fn allowed_ops(principal: &str, topic: &str) -> BTreeSet<O> {
 /// A broker state with the authorizer on, `admin` as super user, the four
 /// topics (one record in each) and the ACLs above.
 async fn broker(allow_if_no_acl: bool) -> (tempfile::TempDir, RequestContext) {
-    let (dir, base) = fixture::context(0);
+    let (dir, base) = fixture::context(0).await;
     let mut config: Config = base.broker.config.clone();
     config.data_dir = dir.path().join("acl");
     config.authorizer.enabled = true;
     config.authorizer.super_users = vec![ADMIN.into()];
     config.authorizer.allow_everyone_if_no_acl_found = allow_if_no_acl;
-    let state = BrokerState::open(config, Arc::clone(&base.broker.clock), Metrics::new()).unwrap();
-    state
-        .advertised
-        .write()
-        .extend(base.broker.advertised.read().iter().cloned());
+    let state = fixture::state(config, Arc::clone(&base.broker.clock)).await;
     let ctx = RequestContext {
-        broker: Arc::new(state),
+        broker: state,
         ..base
     };
     for t in TOPICS {
@@ -585,7 +579,7 @@ async fn allow_everyone_if_no_acl_found_opens_only_unmentioned_resources() {
 
 #[tokio::test]
 async fn acl_apis_answer_security_disabled_without_an_authorizer() {
-    let (_dir, ctx) = fixture::context(3);
+    let (_dir, ctx) = fixture::context(3).await;
     let ctx = as_(&ctx, EVE, 3);
     let r = handlers::describe_acls::handle(&ctx, DescribeAclsRequest::default()).await;
     assert_eq!(r.error_code, SECURITY_DISABLED);

@@ -30,8 +30,6 @@ use crate::config::Config;
 use crate::context::RequestContext;
 use crate::dispatch::{Handled, Response};
 use crate::handlers;
-use crate::metrics::Metrics;
-use crate::state::BrokerState;
 use crate::test_fixture as fixture;
 
 const OK: i16 = 0;
@@ -126,19 +124,15 @@ fn reads_topic(principal: &str, topic: &str) -> bool {
 /// A broker with groups enabled, the authorizer on, `admin` as super user,
 /// the topics "orders" and "secret", and the ACLs above.
 async fn broker(allow_if_no_acl: bool) -> (tempfile::TempDir, RequestContext) {
-    let (dir, base) = fixture::groups_context(0);
+    let (dir, base) = fixture::groups_context(0).await;
     let mut config: Config = base.broker.config.clone();
     config.data_dir = dir.path().join("acl");
     config.authorizer.enabled = true;
     config.authorizer.super_users = vec![ADMIN.into()];
     config.authorizer.allow_everyone_if_no_acl_found = allow_if_no_acl;
-    let state = BrokerState::open(config, Arc::clone(&base.broker.clock), Metrics::new()).unwrap();
-    state
-        .advertised
-        .write()
-        .extend(base.broker.advertised.read().iter().cloned());
+    let state = fixture::state(config, Arc::clone(&base.broker.clock)).await;
     let ctx = RequestContext {
-        broker: Arc::new(state),
+        broker: state,
         ..base
     };
     for t in ["orders", "secret"] {

@@ -177,6 +177,37 @@ impl ListenerTls {
     }
 }
 
+/// A TLS client configuration for dialing other nodes: it trusts only
+/// `ca_file` and presents `cert_file`/`key_file` (mTLS between nodes).
+pub fn node_client_config(
+    ca_file: &Path,
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(ca_file)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("bad CA certificate in {}: {e}", ca_file.display()))?;
+    }
+    let chain = load_certs(cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", key_file.display()))?;
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| {
+            format!(
+                "{} does not fit {}: {e}",
+                key_file.display(),
+                cert_file.display()
+            )
+        })?;
+    Ok(Arc::new(config))
+}
+
 /// Polls certificate files and reloads on change or SIGHUP until shutdown.
 pub async fn watch(certs: Vec<Arc<ReloadingCert>>, shutdown: CancellationToken) {
     if certs.is_empty() {

@@ -274,7 +274,7 @@ pub fn granted_topic(ctx: &RequestContext, name: &str) -> Result<String, Refusal
 /// Cached topic ids and partitions of a blind topic, for responses.
 pub fn topic_layout(ctx: &RequestContext, name: &str) -> Option<([u8; 16], Vec<i32>)> {
     let t = ctx.broker.topics.get(name)?;
-    let ids = (0..t.partitions.len() as i32).collect();
+    let ids = (0..t.partition_count()).collect();
     Some((*t.id.as_bytes(), ids))
 }
 

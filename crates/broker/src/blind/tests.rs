@@ -219,19 +219,20 @@ async fn every_api(ctx: &RequestContext, principal: &str, topic: &str) -> [i16; 
 type Dirs = (tempfile::TempDir, tempfile::TempDir);
 
 /// A broker whose share key lives in its own temp dir (outside data_dir).
-fn context_with(tweak: impl FnOnce(&mut crate::config::Config)) -> (Dirs, RequestContext) {
+async fn context_with(tweak: impl FnOnce(&mut crate::config::Config)) -> (Dirs, RequestContext) {
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("share.key");
     let (data, ctx) = test_fixture::context_with(0, |c| {
         c.blind.share_key_file = Some(key_file);
         tweak(c);
-    });
+    })
+    .await;
     ((data, keys), ctx)
 }
 
 /// alice and bob registered; alice created the topic, bob resolved it.
 async fn setup() -> (Dirs, RequestContext, String) {
-    let (dir, ctx) = context_with(|_| {});
+    let (dir, ctx) = context_with(|_| {}).await;
     assert_eq!(register(&ctx, "User:kms", "User:alice", 0).await, 0);
     assert_eq!(register(&ctx, "User:kms", "User:bob", 1).await, 0);
     let (code, physical) = create(&ctx, "User:alice", 0).await;
@@ -248,7 +249,8 @@ async fn share_register_needs_an_authenticated_admin() {
     let (_dir, ctx) = context_with(|c| {
         c.authorizer.enabled = true;
         c.authorizer.super_users = vec!["User:kms".into()];
-    });
+    })
+    .await;
     assert_eq!(
         register(&ctx, crate::context::ANONYMOUS, "User:alice", 0).await,
         error_code::SASL_AUTHENTICATION_FAILED
@@ -505,7 +507,8 @@ async fn transforms_are_rate_limited_per_principal() {
     let (_dir, ctx) = context_with(|c| {
         c.blind.burst = 2;
         c.blind.transforms_per_second = 1.0;
-    });
+    })
+    .await;
     assert_eq!(register(&ctx, "User:kms", "User:alice", 0).await, 0);
     assert_eq!(register(&ctx, "User:kms", "User:bob", 1).await, 0);
     // The clock is manual: no refill. Two distinct tokens use the burst.
@@ -526,7 +529,7 @@ async fn transforms_are_rate_limited_per_principal() {
 
 #[tokio::test]
 async fn shares_are_sealed_at_rest() {
-    let ((dir, _keys), ctx) = context_with(|_| {});
+    let ((dir, _keys), ctx) = context_with(|_| {}).await;
     assert_eq!(register(&ctx, "User:kms", "User:alice", 0).await, 0);
     let req = ShareRegisterRequest::new("User:alice", &keys().users[0].1).unwrap();
     let needles: Vec<Vec<u8>> = [&req.e2[..], &req.d2[..]]

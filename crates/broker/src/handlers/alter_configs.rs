@@ -183,13 +183,12 @@ mod tests {
             AlterConfigsResource, AlterableConfig,
         };
 
-        use crate::state::BrokerState;
         use crate::test_fixture as fixture;
 
-        let (_dir, ctx) = fixture::context(2);
+        let (_dir, ctx) = fixture::context(2).await;
         let configs: TopicConfigs = [("retention.ms".to_owned(), "5".to_owned())].into();
         ctx.broker
-            .commit(BrokerState::create_topic_command("t", 1, 1, configs))
+            .commit(ctx.broker.create_topic_command("t", 1, 1, configs).unwrap())
             .await
             .unwrap();
         let resource = |name: &'static str, key: &'static str, value: &'static str| {

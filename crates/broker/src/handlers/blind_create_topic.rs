@@ -9,7 +9,6 @@ use veil_meta::{BlindCommand, MetaCommand, TopicConfigs};
 use crate::auth::{Operation, ResourceType};
 use crate::blind::{self, Refusal};
 use crate::context::RequestContext;
-use crate::state::BrokerState;
 
 pub async fn handle(ctx: &RequestContext, req: CreateTopicRequest) -> CreateTopicResponse {
     match create(ctx, &req).await {
@@ -59,7 +58,7 @@ async fn create(
             req.partitions
         };
         let rf = if req.replication_factor == -1 {
-            1
+            broker.config.topics.default_replication_factor
         } else {
             req.replication_factor
         };
@@ -68,7 +67,9 @@ async fn create(
             .iter()
             .filter_map(|c| Some((c.name.clone(), c.value.clone()?)))
             .collect();
-        let cmd = BrokerState::create_topic_command(&name, partitions, rf, configs);
+        let cmd = broker
+            .create_topic_command(&name, partitions, rf, configs)
+            .map_err(|e| meta_failure(ctx, &e))?;
         match broker.commit(cmd).await {
             Ok(()) => created = true,
             // A concurrent create won: the topic is there, which is all we need.

@@ -1,8 +1,10 @@
 //! CreatePartitions: grow a topic to `count` partitions.
 //!
-//! Explicit assignments must list one entry per new partition, each a single
-//! replica on this broker (the only one). A topic named twice in one request
-//! fails every occurrence with INVALID_REQUEST, as in Kafka.
+//! Explicit assignments must list one entry per new partition, each as
+//! many distinct registered brokers as the topic's replication factor;
+//! without them the new partitions are placed over the live brokers. A
+//! topic named twice in one request fails every occurrence with
+//! INVALID_REQUEST, as in Kafka.
 
 use std::collections::HashMap;
 
@@ -16,13 +18,15 @@ use veil_meta::MetaCommand;
 use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 
-/// Checks explicit assignments for growing from `current` to `count` partitions.
+/// Checks explicit assignments for growing from `current` to `count`
+/// partitions of `rf` replicas, and returns them as replica lists.
 fn check_assignments(
     assignments: &[CreatePartitionsAssignment],
     current: i32,
     count: i32,
-    node_id: i32,
-) -> Result<(), String> {
+    rf: usize,
+    registered: &dyn Fn(i32) -> bool,
+) -> Result<Vec<Vec<i32>>, String> {
     let added = i64::from(count) - i64::from(current);
     if added > 0 && assignments.len() as i64 != added {
         return Err(format!(
@@ -30,17 +34,26 @@ fn check_assignments(
             assignments.len()
         ));
     }
-    match assignments
-        .iter()
-        .position(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node_id)
-    {
-        Some(i) => Err(format!(
-            "the assignment of new partition {} must be a single replica on broker {node_id} \
-             (the only broker)",
-            i64::from(current) + i as i64
-        )),
-        None => Ok(()),
+    let mut lists = Vec::with_capacity(assignments.len());
+    for (i, a) in assignments.iter().enumerate() {
+        let partition = i64::from(current) + i as i64;
+        let list: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+        let mut distinct = list.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if list.len() != rf || distinct.len() != list.len() {
+            return Err(format!(
+                "the assignment of new partition {partition} must name {rf} distinct brokers, got {list:?}"
+            ));
+        }
+        if let Some(b) = list.iter().find(|b| !registered(**b)) {
+            return Err(format!(
+                "the assignment of new partition {partition} names broker {b}, which is not registered"
+            ));
+        }
+        lists.push(list);
     }
+    Ok(lists)
 }
 
 pub async fn handle(
@@ -77,25 +90,53 @@ pub async fn handle(
             ));
             continue;
         }
-        let current = ctx
-            .broker
-            .with_meta(|s| s.topic(name).map(|t| t.partitions));
+        let current = ctx.broker.with_meta(|s| {
+            s.topic(name).map(|t| {
+                let rf = t
+                    .assignments
+                    .first()
+                    .map_or(t.replication_factor as usize, |p| p.replicas.len());
+                (t.partitions, rf)
+            })
+        });
         if !ctx.blind_visible(name) {
             let message = format!("topic '{name}' does not exist");
             results.push(fail(ResponseError::UnknownTopicOrPartition, message));
             continue;
         }
-        if let (Some(current), Some(assignments)) = (current, &topic.assignments) {
-            let checked =
-                check_assignments(assignments, current, topic.count, ctx.broker.node_id());
-            if let Err(message) = checked {
-                results.push(fail(ResponseError::InvalidReplicaAssignment, message));
-                continue;
-            }
-        }
+        let lists =
+            match (current, &topic.assignments) {
+                (Some((current, rf)), Some(assignments)) => {
+                    let registered = |b: i32| ctx.broker.with_meta(|s| s.broker(b).is_some());
+                    match check_assignments(assignments, current, topic.count, rf, &registered) {
+                        Ok(lists) => lists,
+                        Err(message) => {
+                            results.push(fail(ResponseError::InvalidReplicaAssignment, message));
+                            continue;
+                        }
+                    }
+                }
+                (Some((current, rf)), None) if topic.count > current => {
+                    match ctx.broker.assign_replicas(
+                        topic.count - current,
+                        i16::try_from(rf).unwrap_or(i16::MAX),
+                    ) {
+                        Ok(lists) => lists,
+                        Err(e) => {
+                            let code = ctx.code(&e);
+                            results.push(result.clone().with_error_code(code).with_error_message(
+                                Some(StrBytes::from_string(e.client_message())),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                _ => Vec::new(),
+            };
         let cmd = MetaCommand::CreatePartitions {
             name: name.to_owned(),
             count: topic.count,
+            assignments: lists,
         };
         let outcome = if req.validate_only {
             ctx.broker.check(&cmd)
@@ -127,14 +168,20 @@ mod tests {
     }
 
     #[test]
-    fn one_single_replica_assignment_per_new_partition() {
-        check_assignments(&[on(&[3]), on(&[3])], 2, 4, 3).unwrap();
-        let err = check_assignments(&[on(&[3])], 2, 4, 3).unwrap_err();
+    fn one_assignment_of_rf_distinct_registered_brokers_per_new_partition() {
+        let known = |b: i32| (1..=3).contains(&b);
+        let lists = check_assignments(&[on(&[3, 1]), on(&[2, 3])], 2, 4, 2, &known).unwrap();
+        assert_eq!(lists, vec![vec![3, 1], vec![2, 3]]);
+        let err = check_assignments(&[on(&[3, 1])], 2, 4, 2, &known).unwrap_err();
         assert!(err.contains("by 2 but 1"), "{err}");
-        let err = check_assignments(&[on(&[3]), on(&[4])], 2, 4, 3).unwrap_err();
-        assert!(err.contains("partition 3"), "{err}");
-        assert!(check_assignments(&[on(&[3, 3])], 2, 3, 3).is_err());
-        assert!(check_assignments(&[on(&[])], 2, 3, 3).is_err());
+        let err = check_assignments(&[on(&[3, 1]), on(&[4, 1])], 2, 4, 2, &known).unwrap_err();
+        assert!(
+            err.contains("partition 3") && err.contains("broker 4"),
+            "{err}"
+        );
+        assert!(check_assignments(&[on(&[3, 3])], 2, 3, 2, &known).is_err());
+        assert!(check_assignments(&[on(&[3])], 2, 3, 2, &known).is_err());
+        assert!(check_assignments(&[on(&[])], 2, 3, 1, &known).is_err());
     }
 
     #[tokio::test]
@@ -144,7 +191,8 @@ mod tests {
 
         use crate::test_fixture as fixture;
 
-        let (_dir, ctx) = fixture::context(3);
+        let (_dir, ctx) = fixture::context(3).await;
+        let node = ctx.broker.node_id();
         fixture::create_topic(&ctx, "t", 1).await;
         let grow = |name: &'static str, count, assignments: Option<Vec<_>>| {
             CreatePartitionsTopic::default()
@@ -156,12 +204,12 @@ mod tests {
         let resp = handle(&ctx, req.with_topics(vec![grow("t", 2, None)])).await;
         assert_eq!(resp.results[0].error_code, 0);
         assert_eq!(
-            ctx.broker.topics.get("t").unwrap().partitions.len(),
+            ctx.broker.topics.get("t").unwrap().partition_count(),
             1,
             "validate only"
         );
         let req = CreatePartitionsRequest::default().with_topics(vec![
-            grow("t", 3, Some(vec![on(&[0]), on(&[0])])),
+            grow("t", 3, Some(vec![on(&[node]), on(&[node])])),
             grow("u", 2, None),
             grow("v", 2, None),
             grow("v", 2, None),
@@ -170,9 +218,11 @@ mod tests {
         fixture::encodes(&resp, 0..=3);
         let codes: Vec<i16> = resp.results.iter().map(|r| r.error_code).collect();
         assert_eq!(codes, vec![0, 3, 42, 42]);
-        assert_eq!(ctx.broker.topics.get("t").unwrap().partitions.len(), 3);
-        let req = CreatePartitionsRequest::default()
-            .with_topics(vec![grow("t", 3, None), grow("t", 5, Some(vec![on(&[0])]))]);
+        assert_eq!(ctx.broker.topics.get("t").unwrap().partition_count(), 3);
+        let req = CreatePartitionsRequest::default().with_topics(vec![
+            grow("t", 3, None),
+            grow("t", 5, Some(vec![on(&[node])])),
+        ]);
         let resp = handle(&ctx, req).await;
         assert_eq!(resp.results[0].error_code, 42, "repeated topic");
         let req = CreatePartitionsRequest::default().with_topics(vec![grow("t", 2, None)]);
@@ -185,7 +235,7 @@ mod tests {
         let req = CreatePartitionsRequest::default().with_topics(vec![grow(
             "t",
             5,
-            Some(vec![on(&[0])]),
+            Some(vec![on(&[node])]),
         )]);
         let resp = handle(&ctx, req).await;
         assert_eq!(
@@ -198,7 +248,7 @@ mod tests {
     fn a_count_that_does_not_grow_is_left_to_the_metadata_check() {
         // Kafka reports "already has N partitions" (INVALID_PARTITIONS) rather
         // than an assignment mismatch when nothing would be added.
-        check_assignments(&[], 4, 4, 0).unwrap();
-        check_assignments(&[], 4, 2, 0).unwrap();
+        check_assignments(&[], 4, 4, 1, &|_| true).unwrap();
+        check_assignments(&[], 4, 2, 1, &|_| true).unwrap();
     }
 }

@@ -5,7 +5,10 @@
 //! defaults; explicit replica assignments exclude both counts and must name a
 //! consecutive 0-based list of partitions; a name given twice in one request
 //! fails every entry with INVALID_REQUEST; a config without a value is
-//! INVALID_CONFIG. `timeout_ms` is not needed: the commit is synchronous.
+//! INVALID_CONFIG. Without assignments the controller's placement spreads
+//! replicas over the live brokers (rack-aware); a replication factor above
+//! their number is INVALID_REPLICATION_FACTOR. `timeout_ms` is not needed:
+//! the change returns once committed by the metadata quorum.
 //!
 //! Authorization, as in Kafka: CREATE on the cluster or on the topic, else
 //! TOPIC_AUTHORIZATION_FAILED (checked after the duplicate check); the
@@ -26,10 +29,6 @@ use veil_meta::{MetaCommand, TopicConfigs};
 use super::describe_configs::topic_entries;
 use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
-use crate::state::BrokerState;
-
-/// Kafka's `default.replication.factor`; a single node can only hold one replica.
-const DEFAULT_REPLICATION_FACTOR: i16 = 1;
 
 /// A validated request entry: what to create.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,12 +36,18 @@ struct Spec {
     partitions: i32,
     replication_factor: i16,
     configs: TopicConfigs,
+    /// Replica lists the client chose, by partition.
+    assignments: Option<Vec<Vec<i32>>>,
 }
 
 type Failure = (ResponseError, String);
 
 /// Request-level checks of one topic that need no metadata.
-fn spec(topic: &CreatableTopic, node_id: i32, default_partitions: i32) -> Result<Spec, Failure> {
+fn spec(
+    topic: &CreatableTopic,
+    default_partitions: i32,
+    default_replication_factor: i16,
+) -> Result<Spec, Failure> {
     let mut configs = TopicConfigs::new();
     for c in &topic.configs {
         let Some(value) = &c.value else {
@@ -60,13 +65,14 @@ fn spec(topic: &CreatableTopic, node_id: i32, default_partitions: i32) -> Result
             n => n,
         };
         let replication_factor = match topic.replication_factor {
-            -1 => DEFAULT_REPLICATION_FACTOR,
+            -1 => default_replication_factor,
             n => n,
         };
         return Ok(Spec {
             partitions,
             replication_factor,
             configs,
+            assignments: None,
         });
     }
     if topic.num_partitions != -1 || topic.replication_factor != -1 {
@@ -91,18 +97,31 @@ fn spec(topic: &CreatableTopic, node_id: i32, default_partitions: i32) -> Result
             "partitions should be a consecutive 0-based integer sequence".into(),
         );
     }
-    for a in &topic.assignments {
-        if a.broker_ids.len() != 1 || a.broker_ids[0].0 != node_id {
-            return assignment_error(format!(
-                "partition {} must have exactly one replica, on broker {node_id} (the only broker)",
-                a.partition_index
-            ));
+    let mut sorted: Vec<_> = topic.assignments.iter().collect();
+    sorted.sort_by_key(|a| a.partition_index);
+    let lists: Vec<Vec<i32>> = sorted
+        .iter()
+        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+        .collect();
+    let rf = lists.first().map_or(0, Vec::len);
+    for (p, list) in lists.iter().enumerate() {
+        if list.is_empty() || list.len() != rf {
+            return assignment_error(
+                "all partitions should have the same number of replicas, at least one".into(),
+            );
+        }
+        let mut distinct = list.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != list.len() {
+            return assignment_error(format!("partition {p} lists a broker twice: {list:?}"));
         }
     }
     Ok(Spec {
-        partitions: topic.assignments.len() as i32,
-        replication_factor: 1,
+        partitions: lists.len() as i32,
+        replication_factor: i16::try_from(rf).unwrap_or(i16::MAX),
         configs,
+        assignments: Some(lists),
     })
 }
 
@@ -147,8 +166,8 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
         }
         let spec = match spec(
             topic,
-            broker.node_id(),
             broker.config.topics.default_partitions,
+            broker.config.topics.default_replication_factor,
         ) {
             Ok(spec) => spec,
             Err(failure) => {
@@ -156,12 +175,52 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
                 continue;
             }
         };
-        let cmd = BrokerState::create_topic_command(
-            &topic.name,
-            spec.partitions,
-            spec.replication_factor,
-            spec.configs.clone(),
-        );
+        let cmd = match &spec.assignments {
+            Some(lists) => {
+                let unknown = broker.with_meta(|s| {
+                    lists
+                        .iter()
+                        .flatten()
+                        .find(|b| s.broker(**b).is_none())
+                        .copied()
+                });
+                if let Some(b) = unknown {
+                    let message =
+                        format!("replica assignment names broker {b}, which is not registered");
+                    results.push(fail(
+                        ctx,
+                        result,
+                        (ResponseError::InvalidReplicaAssignment, message),
+                    ));
+                    continue;
+                }
+                MetaCommand::CreateTopic {
+                    name: topic.name.to_string(),
+                    topic_id: Uuid::new_v4(),
+                    partitions: spec.partitions,
+                    replication_factor: spec.replication_factor,
+                    configs: spec.configs.clone(),
+                    assignments: lists.clone(),
+                }
+            }
+            None => match broker.create_topic_command(
+                &topic.name,
+                spec.partitions,
+                spec.replication_factor,
+                spec.configs.clone(),
+            ) {
+                Ok(cmd) => cmd,
+                Err(e) => {
+                    let code = ctx.code(&e);
+                    results.push(
+                        result
+                            .with_error_code(code)
+                            .with_error_message(Some(StrBytes::from_string(e.client_message()))),
+                    );
+                    continue;
+                }
+            },
+        };
         let topic_id = match &cmd {
             // A validate-only request creates nothing, so names no id.
             MetaCommand::CreateTopic { topic_id, .. } if !req.validate_only => *topic_id,
@@ -190,7 +249,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
             results.push(result.with_topic_config_error_code(code).with_configs(None));
             continue;
         }
-        let configs = topic_entries(&spec.configs, broker.topics.broker_defaults(), None)
+        let configs = topic_entries(&spec.configs, &broker.topics.broker_defaults(), None)
             .into_iter()
             .map(|e| {
                 CreatableTopicConfigs::default()
@@ -238,14 +297,10 @@ mod tests {
 
     #[test]
     fn minus_one_takes_the_defaults() {
-        let s = spec(&topic(-1, -1), 0, 3).unwrap();
+        let s = spec(&topic(-1, -1), 3, 1).unwrap();
         assert_eq!((s.partitions, s.replication_factor), (3, 1));
-        let s = spec(&topic(5, 2), 0, 3).unwrap();
-        assert_eq!(
-            (s.partitions, s.replication_factor),
-            (5, 2),
-            "the state machine rejects rf 2"
-        );
+        let s = spec(&topic(5, 2), 3, 1).unwrap();
+        assert_eq!((s.partitions, s.replication_factor), (5, 2));
     }
 
     #[test]
@@ -256,16 +311,16 @@ mod tests {
                 .with_value(v.map(StrBytes::from_static_str))
         };
         let t = topic(1, 1).with_configs(vec![config(Some("1")), config(Some("2"))]);
-        assert_eq!(spec(&t, 0, 1).unwrap().configs["retention.ms"], "2");
+        assert_eq!(spec(&t, 1, 1).unwrap().configs["retention.ms"], "2");
         let t = topic(1, 1).with_configs(vec![config(None)]);
-        let (error, message) = spec(&t, 0, 1).unwrap_err();
+        let (error, message) = spec(&t, 1, 1).unwrap_err();
         assert_eq!(error, ResponseError::InvalidConfig);
         assert!(message.contains("retention.ms"), "{message}");
     }
 
     #[tokio::test]
     async fn creates_once_refuses_repeats_and_validates_without_creating() {
-        let (_dir, ctx) = crate::test_fixture::context(7);
+        let (_dir, ctx) = crate::test_fixture::context(7).await;
         let named = |name: &'static str, partitions| {
             topic(partitions, -1).with_name(TopicName(StrBytes::from_static_str(name)))
         };
@@ -322,26 +377,58 @@ mod tests {
     }
 
     #[test]
-    fn assignments_must_be_single_replica_on_this_node_and_consecutive() {
-        let t = topic(-1, -1).with_assignments(vec![assignment(1, &[7]), assignment(0, &[7])]);
-        let s = spec(&t, 7, 1).unwrap();
-        assert_eq!((s.partitions, s.replication_factor), (2, 1));
-        let t = topic(-1, -1).with_assignments(vec![assignment(0, &[1])]);
+    fn assignments_must_be_consecutive_with_equal_distinct_replica_lists() {
+        let t =
+            topic(-1, -1).with_assignments(vec![assignment(1, &[7, 8]), assignment(0, &[8, 7])]);
+        let s = spec(&t, 1, 1).unwrap();
+        assert_eq!((s.partitions, s.replication_factor), (2, 2));
+        assert_eq!(s.assignments, Some(vec![vec![8, 7], vec![7, 8]]));
+        let t = topic(-1, -1).with_assignments(vec![assignment(0, &[7, 7])]);
         assert_eq!(
-            spec(&t, 7, 1).unwrap_err().0,
+            spec(&t, 1, 1).unwrap_err().0,
             ResponseError::InvalidReplicaAssignment
         );
-        let t = topic(-1, -1).with_assignments(vec![assignment(0, &[7, 8])]);
+        let t = topic(-1, -1).with_assignments(vec![assignment(0, &[7]), assignment(1, &[7, 8])]);
         assert_eq!(
-            spec(&t, 7, 1).unwrap_err().0,
+            spec(&t, 1, 1).unwrap_err().0,
             ResponseError::InvalidReplicaAssignment
         );
         let t = topic(-1, -1).with_assignments(vec![assignment(0, &[7]), assignment(2, &[7])]);
         assert_eq!(
-            spec(&t, 7, 1).unwrap_err().0,
+            spec(&t, 1, 1).unwrap_err().0,
             ResponseError::InvalidReplicaAssignment
         );
         let t = topic(2, -1).with_assignments(vec![assignment(0, &[7])]);
-        assert_eq!(spec(&t, 7, 1).unwrap_err().0, ResponseError::InvalidRequest);
+        assert_eq!(spec(&t, 1, 1).unwrap_err().0, ResponseError::InvalidRequest);
+    }
+
+    #[tokio::test]
+    async fn unknown_brokers_and_too_many_replicas_are_refused() {
+        let (_dir, ctx) = crate::test_fixture::context(7).await;
+        let node = ctx.broker.node_id();
+        let named = |t: CreatableTopic, name: &'static str| {
+            t.with_name(TopicName(StrBytes::from_static_str(name)))
+        };
+        let req = CreateTopicsRequest::default().with_topics(vec![
+            named(topic(1, 3), "rf3"),
+            named(
+                topic(-1, -1).with_assignments(vec![assignment(0, &[node + 5])]),
+                "elsewhere",
+            ),
+            named(
+                topic(-1, -1).with_assignments(vec![assignment(0, &[node])]),
+                "here",
+            ),
+        ]);
+        let resp = handle(&ctx, req).await;
+        let codes: Vec<i16> = resp.topics.iter().map(|t| t.error_code).collect();
+        assert_eq!(
+            codes,
+            vec![
+                ResponseError::InvalidReplicationFactor.code(),
+                ResponseError::InvalidReplicaAssignment.code(),
+                0
+            ]
+        );
     }
 }

@@ -58,7 +58,7 @@ mod tests {
 
     #[tokio::test]
     async fn deletes_empty_groups_only_once() {
-        let (_dir, ctx) = fixture::groups_context(2);
+        let (_dir, ctx) = fixture::groups_context(2).await;
         fixture::create_topic(&ctx, "t", 1).await;
         offset_commit::handle(&ctx, offset_commit::tests::commit_request("g", "t", 0, 3)).await;
         let req = DeleteGroupsRequest::default()

@@ -66,12 +66,15 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
                 .partitions
                 .iter()
                 .map(|p| {
-                    let partition = topic.as_ref().and_then(|t| t.partition(p.partition_index));
+                    let partition = topic
+                        .as_ref()
+                        .map(|t| t.led_here(p.partition_index, ctx.broker.node_id()));
                     let target = match partition {
                         _ if !allowed => {
                             Err(Error::Unauthorized(ResponseError::TopicAuthorizationFailed))
                         }
-                        Some(p) => Ok(Arc::clone(p)),
+                        Some(Ok(p)) => Ok(Arc::clone(p)),
+                        Some(Err(e)) => Err(e),
                         None => Err(Error::UnknownTopicOrPartition),
                     };
                     (p.partition_index, p.offset, target)
@@ -178,7 +181,7 @@ mod tests {
 
     #[tokio::test]
     async fn advances_the_log_start_offset_up_to_the_high_watermark() {
-        let (_dir, ctx) = fixture::context(2);
+        let (_dir, ctx) = fixture::context(2).await;
         fixture::create_topic(&ctx, "t", 2).await;
         let p = ctx.broker.topics.partition("t", 0).unwrap();
         p.append(&mut build_simple_batch(5, 8, 100), 0).unwrap();

@@ -152,7 +152,7 @@ mod tests {
 
     #[tokio::test]
     async fn deletes_by_name_or_id_and_reports_both() {
-        let (_dir, ctx) = crate::test_fixture::context(6);
+        let (_dir, ctx) = crate::test_fixture::context(6).await;
         crate::test_fixture::create_topic(&ctx, "a", 1).await;
         crate::test_fixture::create_topic(&ctx, "b", 1).await;
         let a = ctx.broker.topics.get("a").unwrap().id;

@@ -1,6 +1,8 @@
 //! DescribeCluster (KIP-700): cluster id, controller and brokers.
 //!
-//! This single node is both the only broker and the controller. As on a
+//! Brokers are the registered ones with an endpoint for the client's
+//! listener; v2 can include fenced brokers (flagged). The controller is the
+//! metadata quorum's leader as this node knows it (-1 when none). As on a
 //! Kafka broker, describing the cluster needs no permission; the authorized
 //! operations, when asked for, are 0 without DESCRIBE on the cluster and
 //! otherwise the CLUSTER operations the principal may perform (all of them
@@ -22,8 +24,8 @@ const ENDPOINT_BROKERS: i8 = 1;
 pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
     let broker = &ctx.broker;
     let response = DescribeClusterResponse::default()
-        .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.node_id()));
+        .with_cluster_id(StrBytes::from_string(broker.cluster_id()))
+        .with_controller_id(BrokerId(broker.cluster.quorum.controller().unwrap_or(-1)));
     if ctx.api_version >= 1 && req.endpoint_type != ENDPOINT_BROKERS {
         let code = ResponseError::UnsupportedEndpointType.code();
         ctx.count(code);
@@ -34,17 +36,40 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
                 req.endpoint_type
             ))));
     }
-    let brokers = broker
-        .advertised_for(&ctx.listener)
-        .map(|a| {
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(broker.node_id()))
-                .with_host(StrBytes::from_string(a.host))
-                .with_port(a.port)
-                .with_rack(None)
+    let include_fenced = ctx.api_version >= 2 && req.include_fenced_brokers;
+    let fenced: Vec<DescribeClusterBroker> = if include_fenced {
+        broker.with_meta(|s| {
+            s.brokers()
+                .filter(|b| b.fenced && b.node_id != broker.node_id())
+                .filter_map(|b| {
+                    let e = b.listeners.iter().find(|e| e.name == ctx.listener)?;
+                    Some(
+                        DescribeClusterBroker::default()
+                            .with_broker_id(BrokerId(b.node_id))
+                            .with_host(StrBytes::from_string(e.host.clone()))
+                            .with_port(i32::from(e.port))
+                            .with_rack(b.rack.clone().map(StrBytes::from_string))
+                            .with_is_fenced(true),
+                    )
+                })
+                .collect()
         })
+    } else {
+        Vec::new()
+    };
+    let mut brokers: Vec<DescribeClusterBroker> = broker
+        .broker_endpoints(&ctx.listener)
         .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .chain(fenced)
         .collect();
+    brokers.sort_by_key(|b| b.broker_id.0);
     let operations = if !req.include_cluster_authorized_operations {
         OPERATIONS_NOT_REQUESTED
     } else if ctx.authorize_cluster(Operation::Describe) {
@@ -65,10 +90,10 @@ mod tests {
 
     #[tokio::test]
     async fn describes_this_broker_as_the_whole_cluster() {
-        let (_dir, ctx) = fixture::context(1);
+        let (_dir, ctx) = fixture::context(1).await;
         let resp = handle(&ctx, DescribeClusterRequest::default()).await;
         fixture::encodes(&resp, 0..=1);
-        assert_eq!(resp.cluster_id.as_str(), ctx.broker.cluster_id);
+        assert_eq!(resp.cluster_id.as_str(), ctx.broker.cluster_id());
         assert_eq!(resp.controller_id, BrokerId(ctx.broker.node_id()));
         assert_eq!(resp.brokers.len(), 1);
         assert_eq!(

@@ -197,7 +197,7 @@ fn describe_topic(ctx: &RequestContext, name: &str, wanted: &Wanted) -> Outcome 
         return Err((ResponseError::UnknownTopicOrPartition, message));
     };
     let defaults = ctx.broker.topics.broker_defaults();
-    Ok(topic_entries(&topic.configs, defaults, wanted.keys)
+    Ok(topic_entries(&topic.configs, &defaults, wanted.keys)
         .into_iter()
         .map(|e| {
             let synonyms = e.synonyms.into_iter().filter(|_| wanted.synonyms);
@@ -327,12 +327,14 @@ mod tests {
     async fn describes_topics_and_this_broker() {
         use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 
-        use crate::state::BrokerState;
         use crate::test_fixture as fixture;
 
-        let (_dir, ctx) = fixture::context(4);
+        let (_dir, ctx) = fixture::context(4).await;
         let overrides = configs(&[(topic_config::RETENTION_MS, "5")]);
-        let cmd = BrokerState::create_topic_command("t", 1, 1, overrides);
+        let cmd = ctx
+            .broker
+            .create_topic_command("t", 1, 1, overrides)
+            .unwrap();
         ctx.broker.commit(cmd).await.unwrap();
         let resource = |kind, name: &'static str, keys: Option<&[&'static str]>| {
             DescribeConfigsResource::default()

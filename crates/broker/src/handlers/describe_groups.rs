@@ -68,7 +68,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_groups_are_dead() {
-        let (_dir, ctx) = fixture::groups_context(5);
+        let (_dir, ctx) = fixture::groups_context(5).await;
         let req = DescribeGroupsRequest::default()
             .with_groups(vec![GroupId(StrBytes::from_static_str("g"))]);
         let r = handle(&ctx, req).await;

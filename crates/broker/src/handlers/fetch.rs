@@ -6,15 +6,19 @@
 //! consumer. If fewer than `min_bytes` are available the response waits up
 //! to `max_wait_ms` for appends to any requested partition. Fetch sessions
 //! (KIP-227) are not created: the broker answers session id 0, which tells
-//! clients to keep sending full requests.
+//! clients to keep sending full requests. Only a partition's leader serves
+//! it; other nodes answer NOT_LEADER_OR_FOLLOWER with the leader they know
+//! (v12+ `current_leader`, v16+ `node_endpoints`, KIP-951).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -34,6 +38,8 @@ struct Wanted {
     topic: usize,
     partition_index: i32,
     target: Result<Arc<Partition>, i16>,
+    /// The leader and epoch this node knows, when it does not lead.
+    leader: Option<(i32, i32)>,
     fetch_offset: i64,
     current_leader_epoch: i32,
     max_bytes: usize,
@@ -131,12 +137,20 @@ fn resolve(ctx: &RequestContext, req: &FetchRequest) -> (Vec<FetchableTopicRespo
             (by_id && topic.is_none()) || ctx.authorize(Operation::Read, ResourceType::Topic, name)
         };
         for p in &t.partitions {
+            let mut leader = None;
             let target = if allowed {
                 topic.as_ref().ok_or(missing).and_then(|topic| {
-                    topic
-                        .partition(p.partition)
-                        .cloned()
-                        .ok_or(ResponseError::UnknownTopicOrPartition.code())
+                    match topic.led_here(p.partition, ctx.broker.node_id()) {
+                        Ok(partition) => Ok(Arc::clone(partition)),
+                        Err(crate::Error::NotLeader {
+                            leader: l,
+                            leader_epoch,
+                        }) => {
+                            leader = Some((l, leader_epoch));
+                            Err(ResponseError::NotLeaderOrFollower.code())
+                        }
+                        Err(_) => Err(ResponseError::UnknownTopicOrPartition.code()),
+                    }
                 })
             } else {
                 Err(denied)
@@ -145,6 +159,7 @@ fn resolve(ctx: &RequestContext, req: &FetchRequest) -> (Vec<FetchableTopicRespo
                 topic: ti,
                 partition_index: p.partition,
                 target,
+                leader,
                 fetch_offset: p.fetch_offset,
                 current_leader_epoch: p.current_leader_epoch,
                 max_bytes: usize::try_from(p.partition_max_bytes.max(0)).unwrap_or(0),
@@ -163,11 +178,38 @@ fn collect(
 ) -> (FetchResponse, usize) {
     let mut topics: Vec<FetchableTopicResponse> = shells.to_vec();
     let mut total = 0usize;
+    let mut leaders: Vec<i32> = Vec::new();
     for w in wanted {
-        let data = read_one(ctx, w, max_bytes.saturating_sub(total), total == 0);
+        let mut data = read_one(ctx, w, max_bytes.saturating_sub(total), total == 0);
         total += data.records.as_ref().map_or(0, Bytes::len);
+        if let (Some((leader, epoch)), true) = (w.leader, ctx.api_version >= 12) {
+            data = data.with_current_leader(
+                LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch),
+            );
+            if leader >= 0 && !leaders.contains(&leader) {
+                leaders.push(leader);
+            }
+        }
         topics[w.topic].partitions.push(data);
     }
+    let node_endpoints = if ctx.api_version >= 16 && !leaders.is_empty() {
+        ctx.broker
+            .broker_endpoints(&ctx.listener)
+            .into_iter()
+            .filter(|b| leaders.contains(&b.node_id))
+            .map(|b| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(StrBytes::from_string(b.host))
+                    .with_port(b.port)
+                    .with_rack(b.rack.map(StrBytes::from_string))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     if ctx.api_version < TOPIC_ID_VERSION {
         for t in &mut topics {
             t.topic_id = uuid::Uuid::nil();
@@ -177,7 +219,12 @@ fn collect(
             t.topic = TopicName(StrBytes::default());
         }
     }
-    (FetchResponse::default().with_responses(topics), total)
+    (
+        FetchResponse::default()
+            .with_responses(topics)
+            .with_node_endpoints(node_endpoints),
+        total,
+    )
 }
 
 fn read_one(ctx: &RequestContext, w: &Wanted, budget: usize, first: bool) -> PartitionData {

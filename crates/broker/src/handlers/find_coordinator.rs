@@ -89,7 +89,7 @@ mod tests {
     #[tokio::test]
     async fn answers_this_broker_for_groups_in_every_version() {
         for v in 0..=5 {
-            let (_dir, mut ctx) = fixture::context(v);
+            let (_dir, mut ctx) = fixture::context(v).await;
             ctx.api_version = v;
             let req = FindCoordinatorRequest::default()
                 .with_key(StrBytes::from_static_str("g"))
@@ -110,7 +110,7 @@ mod tests {
                 assert_eq!(resp.host.as_str(), "localhost");
             }
         }
-        let (_dir, ctx) = fixture::context(4);
+        let (_dir, ctx) = fixture::context(4).await;
         let req = FindCoordinatorRequest::default()
             .with_key_type(1)
             .with_coordinator_keys(vec![StrBytes::from_static_str("tx")]);

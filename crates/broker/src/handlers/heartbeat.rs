@@ -45,7 +45,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_group_or_member_is_unknown_member_id() {
-        let (_dir, ctx) = fixture::groups_context(4);
+        let (_dir, ctx) = fixture::groups_context(4).await;
         let req = HeartbeatRequest::default().with_member_id(StrBytes::from_static_str("m"));
         let resp = handle(
             &ctx,

@@ -127,7 +127,7 @@ pub async fn handle(
                 .iter()
                 .map(|c| (c.name.as_str(), c.config_operation, c.value.as_deref()))
                 .collect();
-            let change = plan(&ops, &current, ctx.broker.topics.broker_defaults())?;
+            let change = plan(&ops, &current, &ctx.broker.topics.broker_defaults())?;
             let cmd = MetaCommand::UpdateTopicConfigs {
                 name: name.to_owned(),
                 set: change.set,
@@ -166,12 +166,11 @@ mod tests {
         };
         use kafka_protocol::protocol::StrBytes;
 
-        use crate::state::BrokerState;
         use crate::test_fixture as fixture;
 
-        let (_dir, ctx) = fixture::context(1);
+        let (_dir, ctx) = fixture::context(1).await;
         let configs: TopicConfigs = [(RETENTION.to_owned(), "5".to_owned())].into();
-        let cmd = BrokerState::create_topic_command("t", 1, 1, configs);
+        let cmd = ctx.broker.create_topic_command("t", 1, 1, configs).unwrap();
         ctx.broker.commit(cmd).await.unwrap();
         let resource =
             |kind, name: &'static str, ops: &[(&'static str, i8, Option<&'static str>)]| {

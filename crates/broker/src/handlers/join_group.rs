@@ -141,7 +141,7 @@ mod tests {
 
     #[tokio::test]
     async fn member_id_required_then_joined_and_every_version_encodes() {
-        let (_dir, mut ctx) = fixture::groups_context(5);
+        let (_dir, mut ctx) = fixture::groups_context(5).await;
         let r = join(&ctx, request("")).await;
         assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
         let id = r.member_id.clone();

@@ -72,7 +72,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_members_per_member_from_v3_and_top_level_before() {
-        let (_dir, mut ctx) = fixture::groups_context(3);
+        let (_dir, mut ctx) = fixture::groups_context(3).await;
         let req = LeaveGroupRequest::default()
             .with_group_id(GroupId(StrBytes::from_static_str("g")))
             .with_member_id(StrBytes::from_static_str("m"))

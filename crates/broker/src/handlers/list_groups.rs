@@ -47,7 +47,7 @@ mod tests {
 
     #[tokio::test]
     async fn lists_groups_with_state_filters() {
-        let (_dir, ctx) = fixture::groups_context(4);
+        let (_dir, ctx) = fixture::groups_context(4).await;
         fixture::create_topic(&ctx, "t", 1).await;
         offset_commit::handle(&ctx, offset_commit::tests::commit_request("g", "t", 0, 3)).await;
         let all = handle(&ctx, ListGroupsRequest::default()).await;

@@ -79,12 +79,17 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                 .iter()
                 .map(|p| {
                     let duplicate = occurrences[&(t.name.0.as_str(), p.partition_index)] > 1;
-                    let partition = topic.as_ref().and_then(|t| t.partition(p.partition_index));
+                    let partition = topic
+                        .as_ref()
+                        .map(|t| t.led_here(p.partition_index, ctx.broker.node_id()));
                     let plan = match partition {
                         _ if !allowed => Plan::Fail(ResponseError::TopicAuthorizationFailed),
                         _ if duplicate => Plan::Fail(ResponseError::InvalidRequest),
-                        None => Plan::Fail(ResponseError::UnknownTopicOrPartition),
-                        Some(partition) => Plan::Lookup {
+                        Some(Err(crate::Error::NotLeader { .. })) => {
+                            Plan::Fail(ResponseError::NotLeaderOrFollower)
+                        }
+                        None | Some(Err(_)) => Plan::Fail(ResponseError::UnknownTopicOrPartition),
+                        Some(Ok(partition)) => Plan::Lookup {
                             partition: Arc::clone(partition),
                             timestamp: p.timestamp,
                             current_leader_epoch: p.current_leader_epoch,
@@ -232,7 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_special_and_searched_timestamps() {
-        let (_dir, ctx) = fixture::context(8);
+        let (_dir, ctx) = fixture::context(8).await;
         fixture::create_topic(&ctx, "t", 1).await;
         let p = ctx.broker.topics.partition("t", 0).unwrap();
         p.append(&mut build_simple_batch(3, 8, 100), 0).unwrap(); // offsets 0-2, ts 100-102

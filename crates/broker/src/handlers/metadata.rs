@@ -20,7 +20,6 @@ use uuid::Uuid;
 use crate::auth::acl::OPERATIONS_NOT_REQUESTED;
 use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
-use crate::state::BrokerState;
 use crate::topics::Topic;
 
 pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
@@ -77,20 +76,21 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     };
 
     let brokers = broker
-        .advertised_for(&ctx.listener)
-        .map(|a| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(broker.node_id()))
-                .with_host(StrBytes::from_string(a.host))
-                .with_port(a.port)
-        })
+        .broker_endpoints(&ctx.listener)
         .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
         .collect();
 
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id())))
+        .with_controller_id(BrokerId(broker.cluster.quorum.controller().unwrap_or(-1)))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_operations(
             ctx,
@@ -142,12 +142,15 @@ async fn by_name(
     {
         return unknown(ResponseError::TopicAuthorizationFailed.code());
     }
-    let cmd = BrokerState::create_topic_command(
+    let cmd = match broker.create_topic_command(
         name,
         broker.config.topics.default_partitions,
-        1,
+        broker.config.topics.default_replication_factor,
         veil_meta::TopicConfigs::new(),
-    );
+    ) {
+        Ok(cmd) => cmd,
+        Err(e) => return unknown(ctx.code(&e)),
+    };
     match broker.commit(cmd).await {
         // Another request may have created it first: that is fine.
         Ok(()) | Err(crate::Error::Meta(veil_meta::Error::TopicExists(_))) => {}
@@ -162,17 +165,27 @@ async fn by_name(
 }
 
 fn describe(ctx: &RequestContext, topic: &Topic, ops: bool) -> MetadataResponseTopic {
-    let node = BrokerId(ctx.broker.node_id());
+    let available = ctx.broker.available_brokers();
+    let ids = |nodes: &[i32]| nodes.iter().map(|n| BrokerId(*n)).collect::<Vec<_>>();
     let partitions = topic
-        .partitions
+        .records
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
+            let offline: Vec<i32> = p.offline_replicas(|r| available.contains(&r));
+            let error = if p.leader == veil_meta::cluster::NO_LEADER {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
-                .with_partition_index(p.index)
-                .with_leader_id(node)
-                .with_leader_epoch(p.leader_epoch())
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_error_code(error)
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()

@@ -40,7 +40,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
                 Some(ResponseError::TopicAuthorizationFailed)
             } else if topic
                 .as_ref()
-                .and_then(|t| t.partition(p.partition_index))
+                .and_then(|t| t.record(p.partition_index))
                 .is_none()
             {
                 Some(ResponseError::UnknownTopicOrPartition)
@@ -177,7 +177,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn simple_commits_store_and_bad_partitions_or_generations_are_refused() {
-        let (_dir, ctx) = fixture::groups_context(8);
+        let (_dir, ctx) = fixture::groups_context(8).await;
         fixture::create_topic(&ctx, "t", 2).await;
         let code = |r: &OffsetCommitResponse| r.topics[0].partitions[0].error_code;
         let r = handle(&ctx, commit_request("g", "t", 1, 42)).await;

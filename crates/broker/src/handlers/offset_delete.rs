@@ -53,7 +53,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDel
                 denied.push(tp);
             } else if topic
                 .as_ref()
-                .and_then(|t| t.partition(p.partition_index))
+                .and_then(|t| t.record(p.partition_index))
                 .is_some()
             {
                 known.push(tp);
@@ -127,7 +127,7 @@ mod tests {
 
     #[tokio::test]
     async fn deletes_offsets_of_an_empty_group() {
-        let (_dir, ctx) = fixture::groups_context(0);
+        let (_dir, ctx) = fixture::groups_context(0).await;
         fixture::create_topic(&ctx, "t", 1).await;
         let req = OffsetDeleteRequest::default()
             .with_group_id(GroupId(StrBytes::from_static_str("g")))

@@ -213,7 +213,7 @@ mod tests {
 
     #[tokio::test]
     async fn specific_all_and_batched_fetches() {
-        let (_dir, mut ctx) = fixture::groups_context(8);
+        let (_dir, mut ctx) = fixture::groups_context(8).await;
         fixture::create_topic(&ctx, "t", 2).await;
         ctx.api_version = 8;
         let r =

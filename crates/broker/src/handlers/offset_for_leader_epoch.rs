@@ -46,11 +46,19 @@ pub async fn handle(
                         ctx.count(error.code());
                         return response.with_error_code(error.code());
                     }
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition))
-                    else {
-                        let code = ResponseError::UnknownTopicOrPartition.code();
-                        ctx.count(code);
-                        return response.with_error_code(code);
+                    let partition = match topic
+                        .as_ref()
+                        .map(|t| t.led_here(p.partition, ctx.broker.node_id()))
+                    {
+                        Some(Ok(partition)) => partition,
+                        Some(Err(e @ crate::Error::NotLeader { .. })) => {
+                            return response.with_error_code(ctx.code(&e));
+                        }
+                        _ => {
+                            let code = ResponseError::UnknownTopicOrPartition.code();
+                            ctx.count(code);
+                            return response.with_error_code(code);
+                        }
                     };
                     if let Err(error) =
                         check_current_leader_epoch(p.current_leader_epoch, partition.leader_epoch())
@@ -88,7 +96,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_end_offsets_and_undefined_epochs() {
-        let (_dir, ctx) = fixture::context(4);
+        let (_dir, ctx) = fixture::context(4).await;
         fixture::create_topic(&ctx, "t", 1).await;
         let p = ctx.broker.topics.partition("t", 0).unwrap();
         p.append(&mut build_simple_batch(4, 8, 100), 0).unwrap();

@@ -2,12 +2,16 @@
 //!
 //! Appends happen in request order on the connection's task. With acks=all
 //! and `log.flush = "sync"` the response is deferred until group commit has
-//! fsynced every partition the request wrote.
+//! fsynced every partition the request wrote. A partition this node does not
+//! lead answers NOT_LEADER_OR_FOLLOWER with the leader it knows (v10+,
+//! KIP-951), so clients move without a metadata round trip.
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -25,6 +29,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
     // (topic index, partition index, partition, end offset) awaiting fsync.
     let mut to_sync: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
+    // Leaders named in NOT_LEADER_OR_FOLLOWER answers, for `node_endpoints`.
+    let mut leaders: Vec<i32> = Vec::new();
     // Kafka: a transactional produce needs WRITE on its transactional id, or
     // the whole request fails; then each topic needs WRITE, checked before
     // existence so unauthorized clients cannot probe topic names.
@@ -48,20 +54,48 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let partition = topic.as_ref().and_then(|t| t.partition(data.index));
+            let partition = topic
+                .as_ref()
+                .map(|t| t.led_here(data.index, ctx.broker.node_id()));
+            let mut current_leader = None;
             let outcome = if let Some(error) = denied {
                 Err((error.code(), None))
             } else if !valid_acks {
                 Err((ResponseError::InvalidRequiredAcks.code(), None))
-            } else if let Some(partition) = partition {
-                append(ctx, partition, data.records, now).map(|(resp, end)| {
-                    if acks == -1 && ctx.broker.config.log.flush == Flush::Sync {
-                        to_sync.push((ti, pi, Arc::clone(partition), end));
-                    }
-                    resp
-                })
             } else {
-                Err((ResponseError::UnknownTopicOrPartition.code(), None))
+                match partition {
+                    Some(Ok(partition)) => {
+                        append(ctx, partition, data.records, now).map(|(resp, end)| {
+                            if acks == -1 && ctx.broker.config.log.flush == Flush::Sync {
+                                to_sync.push((ti, pi, Arc::clone(partition), end));
+                            }
+                            resp
+                        })
+                    }
+                    Some(Err(Error::NotLeader {
+                        leader,
+                        leader_epoch,
+                    })) => {
+                        current_leader = Some((leader, leader_epoch));
+                        Err((ResponseError::NotLeaderOrFollower.code(), None))
+                    }
+                    Some(Err(_)) | None => {
+                        Err((ResponseError::UnknownTopicOrPartition.code(), None))
+                    }
+                }
+            };
+            let base = match current_leader {
+                Some((leader, epoch)) if ctx.api_version >= 10 => {
+                    if leader >= 0 && !leaders.contains(&leader) {
+                        leaders.push(leader);
+                    }
+                    base.with_current_leader(
+                        LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(leader))
+                            .with_leader_epoch(epoch),
+                    )
+                }
+                _ => base,
             };
             partitions.push(match outcome {
                 Ok(filled) => base
@@ -81,7 +115,22 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
         );
     }
 
-    let response = ProduceResponse::default().with_responses(responses);
+    let mut response = ProduceResponse::default().with_responses(responses);
+    if ctx.api_version >= 10 && !leaders.is_empty() {
+        response.node_endpoints = ctx
+            .broker
+            .broker_endpoints(&ctx.listener)
+            .into_iter()
+            .filter(|b| leaders.contains(&b.node_id))
+            .map(|b| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(StrBytes::from_string(b.host))
+                    .with_port(b.port)
+                    .with_rack(b.rack.map(StrBytes::from_string))
+            })
+            .collect();
+    }
     if acks == 0 {
         return Handled::NoResponse;
     }

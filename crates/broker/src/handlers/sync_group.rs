@@ -68,7 +68,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_group_is_unknown_member_and_every_version_encodes() {
-        let (_dir, ctx) = fixture::groups_context(5);
+        let (_dir, ctx) = fixture::groups_context(5).await;
         let req = SyncGroupRequest::default()
             .with_group_id(kafka_protocol::messages::GroupId(
                 StrBytes::from_static_str("g"),

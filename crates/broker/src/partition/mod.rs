@@ -1,5 +1,6 @@
 //! One partition replica on this broker: its log, the notifier that wakes
-//! long-polling fetches, and group commit.
+//! long-polling fetches, group commit, and what metadata says about the
+//! partition's replicas (leader, epochs, ISR).
 //!
 //! Locking: `log` is a read/write lock held only for in-memory work and
 //! page-cache I/O; fsync runs outside it (see [`durability`]).
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use tokio::sync::Notify;
 use veil_log::{AppendInfo, PartitionLog, ReadResult};
+use veil_meta::PartitionRecord;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -25,35 +27,53 @@ pub struct Partition {
     /// Woken after every append so waiting fetches re-read.
     appended: Notify,
     commit: GroupCommit,
-    /// The epoch stamped into appended batches; constant until replication
-    /// brings leader changes.
-    leader_epoch: i32,
+    /// The partition as metadata last described it.
+    replica: RwLock<PartitionRecord>,
 }
 
 impl Partition {
-    pub fn new(topic: String, index: i32, log: PartitionLog, metrics: Metrics) -> Arc<Partition> {
+    pub fn new(
+        topic: String,
+        index: i32,
+        log: PartitionLog,
+        metrics: Metrics,
+        replica: PartitionRecord,
+    ) -> Arc<Partition> {
         let synced = log.synced_offset();
-        let leader_epoch = log.latest_epoch().unwrap_or(0);
         Arc::new(Partition {
             topic,
             index,
             log: RwLock::new(log),
             appended: Notify::new(),
             commit: GroupCommit::new(synced, metrics),
-            leader_epoch,
+            replica: RwLock::new(replica),
         })
     }
 
+    /// The leader epoch metadata gives the partition (stamped into appended batches).
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+        self.replica.read().leader_epoch
+    }
+
+    /// The partition's replica record as this node last applied it.
+    pub fn replica(&self) -> PartitionRecord {
+        self.replica.read().clone()
+    }
+
+    /// The node leading the partition ([`veil_meta::cluster::NO_LEADER`] if none).
+    pub fn leader(&self) -> i32 {
+        self.replica.read().leader
+    }
+
+    /// Takes metadata's latest word on the partition.
+    pub fn set_replica(&self, record: PartitionRecord) {
+        *self.replica.write() = record;
     }
 
     /// Validates and appends a produce request's record set.
     pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
-        let info = self
-            .log
-            .write()
-            .append(records, self.leader_epoch, now_ms)?;
+        let epoch = self.leader_epoch();
+        let info = self.log.write().append(records, epoch, now_ms)?;
         self.appended.notify_waiters();
         Ok(info)
     }

@@ -1,0 +1,234 @@
+//! Calling other nodes: one connection per (peer, lane), reused across
+//! calls and re-dialed after any failure, over TCP or mTLS.
+//!
+//! Lanes keep traffic that must not queue behind each other apart: Raft
+//! replication (which may carry snapshots), votes, and control calls
+//! (proposals, heartbeats, probes). Each lane carries one call at a time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::rpc::{self, Call, Envelope, Reply};
+use crate::frame::read_frame;
+
+/// Largest reply accepted from another node (snapshot chunks and batches of
+/// Raft entries stay far below it).
+const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    Raft,
+    Vote,
+    Control,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("cannot reach {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("{addr} did not answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    #[error("{addr} refused the call: {reason}")]
+    Refused { addr: String, reason: String },
+    #[error("{addr} answered garbage: {reason}")]
+    Protocol { addr: String, reason: String },
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+type Conn = BufReader<Box<dyn Stream>>;
+/// One lane's connection, dialed on first use.
+type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
+
+/// Who this node is, as it tells the nodes it calls.
+#[derive(Debug)]
+pub struct Identity {
+    pub node_id: i32,
+    pub voters: String,
+    /// Learned from metadata once the quorum named the cluster.
+    pub cluster_id: RwLock<Option<String>>,
+}
+
+pub struct PeerClient {
+    identity: Arc<Identity>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    conns: Mutex<HashMap<(String, Lane), Slot>>,
+    correlation: AtomicI32,
+    client_id: String,
+}
+
+impl std::fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerClient")
+            .field("node_id", &self.identity.node_id)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerClient {
+    pub fn new(identity: Arc<Identity>, tls: Option<Arc<rustls::ClientConfig>>) -> PeerClient {
+        let client_id = format!("veil-node-{}", identity.node_id);
+        PeerClient {
+            identity,
+            tls,
+            conns: Mutex::new(HashMap::new()),
+            correlation: AtomicI32::new(1),
+            client_id,
+        }
+    }
+
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
+    /// Sends `body` to the node at `addr` and waits at most `timeout`.
+    pub async fn call(
+        &self,
+        addr: &str,
+        lane: Lane,
+        body: Call,
+        timeout: Duration,
+    ) -> Result<Reply, CallError> {
+        let slot = Arc::clone(
+            self.conns
+                .lock()
+                .entry((addr.to_owned(), lane))
+                .or_default(),
+        );
+        let envelope = Envelope {
+            from: self.identity.node_id,
+            cluster_id: self.identity.cluster_id.read().clone(),
+            voters: self.identity.voters.clone(),
+            body,
+        };
+        let correlation_id = self.correlation.fetch_add(1, Ordering::Relaxed);
+        let frame =
+            rpc::encode_request(correlation_id, &self.client_id, &envelope).map_err(|e| {
+                CallError::Protocol {
+                    addr: addr.to_owned(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let work = async {
+            let mut guard = slot.lock().await;
+            if guard.is_none() {
+                *guard = Some(self.dial(addr).await?);
+            }
+            let Some(conn) = guard.as_mut() else {
+                return Err(CallError::Unreachable {
+                    addr: addr.to_owned(),
+                    reason: "no connection".into(),
+                });
+            };
+            let outcome = exchange(conn, &frame, addr).await;
+            if outcome.is_err() {
+                // Whatever state the stream is in, start over next time.
+                *guard = None;
+            }
+            outcome
+        };
+        let Ok(outcome) = tokio::time::timeout(timeout, work).await else {
+            // The connection may hold a late reply: drop it.
+            if let Ok(mut g) = slot.try_lock() {
+                *g = None;
+            }
+            return Err(CallError::Timeout {
+                addr: addr.to_owned(),
+                timeout,
+            });
+        };
+        let (cid, reply) = outcome?;
+        if cid != correlation_id {
+            *slot.lock().await = None;
+            return Err(CallError::Protocol {
+                addr: addr.to_owned(),
+                reason: format!("reply to call {cid}, expected {correlation_id}"),
+            });
+        }
+        if let Some(theirs) = &reply.cluster_id {
+            let mut ours = self.identity.cluster_id.write();
+            match ours.as_ref() {
+                Some(mine) if mine != theirs => {
+                    return Err(CallError::Refused {
+                        addr: addr.to_owned(),
+                        reason: format!(
+                            "it belongs to cluster {theirs}, this node to cluster {mine}"
+                        ),
+                    })
+                }
+                Some(_) => {}
+                None => *ours = Some(theirs.clone()),
+            }
+        }
+        match reply.body {
+            Reply::Refused(reason) => Err(CallError::Refused {
+                addr: addr.to_owned(),
+                reason,
+            }),
+            body => Ok(body),
+        }
+    }
+
+    async fn dial(&self, addr: &str) -> Result<Conn, CallError> {
+        let unreachable = |reason: String| CallError::Unreachable {
+            addr: addr.to_owned(),
+            reason,
+        };
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = match &self.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let host = addr
+                    .rsplit_once(':')
+                    .map_or(addr, |(h, _)| h)
+                    .trim_matches(['[', ']']);
+                let name = ServerName::try_from(host.to_owned())
+                    .map_err(|e| unreachable(format!("bad server name '{host}': {e}")))?;
+                let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| unreachable(format!("TLS handshake failed: {e}")))?;
+                Box::new(tls)
+            }
+        };
+        Ok(BufReader::with_capacity(64 * 1024, stream))
+    }
+}
+
+async fn exchange(
+    conn: &mut Conn,
+    frame: &[u8],
+    addr: &str,
+) -> Result<(i32, Envelope<Reply>), CallError> {
+    let broken = |reason: String| CallError::Unreachable {
+        addr: addr.to_owned(),
+        reason,
+    };
+    conn.get_mut()
+        .write_all(frame)
+        .await
+        .map_err(|e| broken(e.to_string()))?;
+    conn.get_mut()
+        .flush()
+        .await
+        .map_err(|e| broken(e.to_string()))?;
+    let reply = read_frame(conn, MAX_REPLY_BYTES)
+        .await
+        .map_err(|e| broken(e.to_string()))?;
+    rpc::decode_response(&reply).map_err(|reason| CallError::Protocol {
+        addr: addr.to_owned(),
+        reason,
+    })
+}

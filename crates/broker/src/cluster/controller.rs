@@ -1,0 +1,199 @@
+//! The controller's duties, run by whichever node leads the metadata quorum:
+//! broker registration from heartbeats, leases (a broker not heard from for
+//! `session_timeout_ms` is fenced, which moves its leaderships), unfencing a
+//! broker once it has caught up, controlled shutdown, and naming the
+//! cluster.
+//!
+//! Heartbeat times live only in the controller's memory, as in KRaft: a new
+//! controller gives every broker a full session before fencing it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use veil_meta::MetaCommand;
+
+use super::quorum::Quorum;
+use super::rpc::{Heartbeat, HeartbeatReply};
+
+/// How often leases are checked.
+const LEASE_TICK: Duration = Duration::from_millis(250);
+
+#[derive(Debug)]
+pub struct Controller {
+    node_id: i32,
+    session_timeout: Duration,
+    /// When each broker was last heard from (reset on becoming controller).
+    last_seen: Mutex<HashMap<i32, Instant>>,
+    /// Brokers with a registration change in flight, so concurrent
+    /// heartbeats do not propose it twice.
+    in_flight: Mutex<HashSet<i32>>,
+}
+
+impl Controller {
+    pub fn new(node_id: i32, session_timeout: Duration) -> Controller {
+        Controller {
+            node_id,
+            session_timeout,
+            last_seen: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// When the controller last heard from `node`.
+    pub fn last_seen(&self, node: i32) -> Option<Instant> {
+        self.last_seen.lock().get(&node).copied()
+    }
+
+    /// Handles a broker's heartbeat on the controller.
+    pub async fn heartbeat(&self, quorum: &Quorum, hb: Heartbeat) -> HeartbeatReply {
+        if !quorum.is_controller() {
+            return HeartbeatReply::NotController {
+                leader: quorum.controller().filter(|l| *l != self.node_id),
+            };
+        }
+        self.last_seen.lock().insert(hb.node_id, Instant::now());
+        if !quorum.is_voter(hb.node_id) {
+            if let Some(internal) = &hb.internal {
+                quorum
+                    .add_learner(hb.node_id, &format!("{}:{}", internal.host, internal.port))
+                    .await;
+            }
+        }
+        let current = quorum.view().read(|s| s.broker(hb.node_id).cloned());
+        let command = match &current {
+            Some(b)
+                if b.incarnation == hb.incarnation
+                    && b.listeners == hb.listeners
+                    && b.internal == hb.internal
+                    && b.rack == hb.rack =>
+            {
+                if hb.shutting_down && !b.in_controlled_shutdown && !b.fenced {
+                    Some(MetaCommand::ControlledShutdown {
+                        node_id: b.node_id,
+                        epoch: b.epoch,
+                    })
+                } else if b.fenced && !hb.shutting_down && hb.applied >= b.epoch as u64 {
+                    Some(MetaCommand::UnfenceBroker {
+                        node_id: b.node_id,
+                        epoch: b.epoch,
+                    })
+                } else {
+                    None
+                }
+            }
+            _ => Some(MetaCommand::RegisterBroker {
+                node_id: hb.node_id,
+                incarnation: hb.incarnation,
+                listeners: hb.listeners.clone(),
+                internal: hb.internal.clone(),
+                rack: hb.rack.clone(),
+            }),
+        };
+        if let Some(cmd) = command {
+            if !self.in_flight.lock().insert(hb.node_id) {
+                return HeartbeatReply::Pending;
+            }
+            let kind = cmd.kind();
+            let outcome = quorum.propose(cmd).await;
+            self.in_flight.lock().remove(&hb.node_id);
+            match outcome {
+                Ok(_) => tracing::info!(
+                    node = hb.node_id,
+                    change = kind,
+                    "broker registration changed"
+                ),
+                Err(e) => {
+                    tracing::warn!(node = hb.node_id, change = kind, error = %e, "broker registration change failed");
+                    return HeartbeatReply::Pending;
+                }
+            }
+        }
+        match quorum.view().read(|s| s.broker(hb.node_id).cloned()) {
+            Some(b) if b.incarnation == hb.incarnation => {
+                let leads_nothing = quorum.view().read(|s| {
+                    s.topics().all(|t| {
+                        t.assignments
+                            .iter()
+                            .all(|p| p.leader != hb.node_id || p.replicas.len() == 1)
+                    })
+                });
+                HeartbeatReply::Registered {
+                    epoch: b.epoch,
+                    fenced: b.fenced,
+                    may_shut_down: hb.shutting_down
+                        && (b.in_controlled_shutdown || b.fenced)
+                        && leads_nothing,
+                }
+            }
+            _ => HeartbeatReply::Pending,
+        }
+    }
+
+    /// While this node is controller: fence brokers whose lease expired,
+    /// and name the cluster once.
+    pub async fn run(
+        self: Arc<Self>,
+        quorum: Arc<Quorum>,
+        cluster_id: String,
+        shutdown: CancellationToken,
+    ) {
+        let mut was_controller = false;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(LEASE_TICK) => {}
+            }
+            let controller = quorum.is_controller();
+            if controller && !was_controller {
+                // A new controller grants every broker a full session.
+                let now = Instant::now();
+                let ids: Vec<i32> = quorum
+                    .view()
+                    .read(|s| s.brokers().map(|b| b.node_id).collect());
+                let mut seen = self.last_seen.lock();
+                seen.clear();
+                for id in ids {
+                    seen.insert(id, now);
+                }
+                tracing::info!(node = self.node_id, "this node is now the controller");
+            }
+            was_controller = controller;
+            if !controller {
+                continue;
+            }
+            if quorum.view().read(|s| s.cluster_id().is_none()) {
+                let cmd = MetaCommand::SetClusterId {
+                    cluster_id: cluster_id.clone(),
+                };
+                if let Err(e) = quorum.propose(cmd).await {
+                    tracing::debug!(error = %e, "naming the cluster failed; retrying");
+                }
+            }
+            let expired: Vec<(i32, i64)> = {
+                let seen = self.last_seen.lock();
+                quorum.view().read(|s| {
+                    s.brokers()
+                        .filter(|b| b.node_id != self.node_id && !b.fenced)
+                        .filter(|b| {
+                            seen.get(&b.node_id)
+                                .is_none_or(|t| t.elapsed() > self.session_timeout)
+                        })
+                        .map(|b| (b.node_id, b.epoch))
+                        .collect()
+                })
+            };
+            for (node_id, epoch) in expired {
+                tracing::warn!(node = node_id, "broker lease expired; fencing it");
+                if let Err(e) = quorum
+                    .propose(MetaCommand::FenceBroker { node_id, epoch })
+                    .await
+                {
+                    tracing::warn!(node = node_id, error = %e, "fencing failed");
+                }
+            }
+        }
+    }
+}

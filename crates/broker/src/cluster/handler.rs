@@ -1,0 +1,110 @@
+//! Serving inter-node calls on the inter-node listener: Raft messages to the
+//! quorum member, forwarded proposals and heartbeats to the controller,
+//! probes from blank voters.
+//!
+//! Every call is checked first: the sender must name itself consistently
+//! with its certificate (`CN=node-<id>` under mTLS), belong to the same
+//! cluster, have the same voter set, and — for Raft's own messages — be a
+//! voter or a known learner.
+
+use std::time::Duration;
+
+use super::rpc::{Call, Envelope, Proposed, Reply};
+use crate::state::BrokerState;
+
+/// Why a call is refused, or `None` to serve it.
+fn refusal(state: &BrokerState, principal: &str, call: &Envelope<Call>) -> Option<String> {
+    let cluster = &state.cluster;
+    if let Some(id) = certified_node(principal) {
+        if id != call.from {
+            return Some(format!(
+                "the certificate names node {id} but the call claims node {}",
+                call.from
+            ));
+        }
+    } else if state.config.cluster.tls.is_some() {
+        return Some("inter-node calls need a node certificate (CN=node-<id>)".into());
+    }
+    let mine = cluster.client.identity();
+    if call.voters != mine.voters {
+        return Some(format!(
+            "voter sets differ: this node has [{}], the caller [{}]; every node needs the same cluster.voters",
+            mine.voters, call.voters
+        ));
+    }
+    if let (Some(theirs), Some(ours)) = (&call.cluster_id, state.cluster_id_if_known()) {
+        if *theirs != ours {
+            return Some(format!(
+                "the caller belongs to cluster {theirs}, this node to cluster {ours}"
+            ));
+        }
+    }
+    let raft = matches!(
+        call.body,
+        Call::Vote(_) | Call::Append(_) | Call::Snapshot(_)
+    );
+    if raft && !cluster.quorum.is_voter(call.from) && !state.is_learner(call.from) {
+        return Some(format!("node {} is not a voter of this quorum", call.from));
+    }
+    None
+}
+
+/// The node id in a `User:CN=node-<id>,...` principal from a node certificate.
+pub fn certified_node(principal: &str) -> Option<i32> {
+    let dn = principal.strip_prefix("User:")?;
+    dn.split(',').map(str::trim).find_map(|part| {
+        part.strip_prefix("CN=")?
+            .strip_prefix("node-")?
+            .parse()
+            .ok()
+    })
+}
+
+/// Serves one call.
+pub async fn serve(state: &BrokerState, principal: &str, call: Envelope<Call>) -> Envelope<Reply> {
+    let cluster = &state.cluster;
+    let body = if let Some(reason) = refusal(state, principal, &call) {
+        tracing::warn!(from = call.from, call = call.body.name(), %reason, "refusing an inter-node call");
+        Reply::Refused(reason)
+    } else {
+        let quorum = &cluster.quorum;
+        match call.body {
+            Call::Vote(req) => Reply::Vote(quorum.member().vote(req).await),
+            Call::Append(req) => Reply::Append(quorum.member().raft.append_entries(req).await),
+            Call::Snapshot(req) => {
+                Reply::Snapshot(quorum.member().raft.install_snapshot(req).await)
+            }
+            Call::Probe => Reply::Probe(Some(quorum.member().probe())),
+            Call::Propose(cmd) => {
+                let timeout = Duration::from_millis(state.config.cluster.request_timeout_ms);
+                let mut outcome = quorum.propose_local(cmd.clone(), timeout).await;
+                if let Proposed::Rejected { index, rejection } = &outcome {
+                    if super::quorum::already_applied(&cmd, rejection, quorum.view()) {
+                        outcome = Proposed::Committed { index: *index };
+                    }
+                }
+                Reply::Propose(outcome)
+            }
+            Call::Heartbeat(hb) => Reply::Heartbeat(cluster.controller.heartbeat(quorum, hb).await),
+        }
+    };
+    Envelope {
+        from: cluster.node_id,
+        cluster_id: state.cluster_id_if_known(),
+        voters: cluster.client.identity().voters.clone(),
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::certified_node;
+
+    #[test]
+    fn node_ids_come_from_the_certificate_common_name() {
+        assert_eq!(certified_node("User:CN=node-3,O=Veil development"), Some(3));
+        assert_eq!(certified_node("User:O=x, CN=node-12"), Some(12));
+        assert_eq!(certified_node("User:CN=alice"), None);
+        assert_eq!(certified_node("User:ANONYMOUS"), None);
+    }
+}

@@ -1,0 +1,136 @@
+//! Veil as a cluster: the metadata quorum, the broker registry, the
+//! controller and the inter-node listener's own calls.
+//!
+//! Every node runs a member of the metadata quorum ([`quorum`], Raft via
+//! openraft over [`network`]); the quorum leader is the controller
+//! ([`controller`]): it registers brokers from their heartbeats
+//! ([`registration`]), fences those whose lease expires, and moves their
+//! leaderships. A metadata change proposed on any node is forwarded to the
+//! controller ([`quorum::Quorum::propose`]); every node applies the
+//! committed log and brings its topics, ACLs and caches in line
+//! ([`publisher`]). Inter-node calls ([`rpc`], [`handler`], [`client`])
+//! travel on a listener of their own, optionally with mTLS. A node without
+//! a `[cluster]` section is a cluster of one: the same code, no listener.
+
+pub mod client;
+pub mod config;
+pub mod controller;
+pub mod handler;
+pub mod network;
+pub mod publisher;
+pub mod quorum;
+pub mod registration;
+pub mod rpc;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use tokio::sync::watch;
+use uuid::Uuid;
+use veil_meta::raft::QuorumSettings;
+use veil_meta::Endpoint;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+pub use config::ClusterConfig;
+
+/// This node's registration as the controller last confirmed it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistrationStatus {
+    /// The broker epoch (metadata index of the registration), once registered.
+    pub epoch: Option<i64>,
+    pub fenced: bool,
+    /// Controlled shutdown is complete.
+    pub may_shut_down: bool,
+}
+
+/// Everything cluster-related a node holds.
+#[derive(Debug)]
+pub struct Cluster {
+    pub node_id: i32,
+    /// This process; a restart is a new incarnation.
+    pub incarnation: Uuid,
+    pub quorum: Arc<quorum::Quorum>,
+    pub controller: Arc<controller::Controller>,
+    pub client: Arc<client::PeerClient>,
+    pub registration: watch::Sender<RegistrationStatus>,
+    /// SIGTERM received: heartbeats ask for controlled shutdown.
+    pub shutting_down: AtomicBool,
+    /// The inter-node endpoint, once its listener is bound.
+    pub internal: RwLock<Option<Endpoint>>,
+    /// Whether this node has an inter-node listener (multi-node setups).
+    pub clustered: bool,
+    pub heartbeat_interval: Duration,
+}
+
+impl Cluster {
+    /// Starts this node's quorum member (migrating an older single-node
+    /// metadata directory first).
+    pub async fn start(config: &Config, meta_dir: &Path) -> Result<Cluster> {
+        let c = &config.cluster;
+        let node_id = config.node_id;
+        let voters: BTreeMap<i32, String> = if c.is_clustered() {
+            c.voter_map()
+                .map_err(Error::Config)?
+                .into_iter()
+                .map(|(id, v)| (id, v.address()))
+                .collect()
+        } else {
+            BTreeMap::from([(node_id, String::new())])
+        };
+        let tls = match &c.tls {
+            Some(t) => Some(
+                crate::auth::tls::node_client_config(&t.ca_file, &t.cert_file, &t.key_file)
+                    .map_err(|e| Error::Config(format!("cluster.tls: {e}")))?,
+            ),
+            None => None,
+        };
+        let identity = Arc::new(client::Identity {
+            node_id,
+            voters: c.voters_fingerprint(),
+            cluster_id: RwLock::new(None),
+        });
+        let client = Arc::new(client::PeerClient::new(identity, tls));
+        let settings = QuorumSettings {
+            heartbeat_ms: c.raft_heartbeat_ms,
+            election_timeout_ms: c.election_timeout_ms,
+            snapshot_every: c.snapshot_every,
+            keep_behind_snapshot: (c.snapshot_every / 5).max(10),
+        };
+        let quorum = quorum::Quorum::start(
+            node_id,
+            meta_dir,
+            settings,
+            voters,
+            Arc::clone(&client),
+            Duration::from_millis(c.request_timeout_ms),
+        )
+        .await?;
+        Ok(Cluster {
+            node_id,
+            incarnation: veil_meta::cluster::new_incarnation(),
+            quorum: Arc::new(quorum),
+            controller: Arc::new(controller::Controller::new(
+                node_id,
+                Duration::from_millis(c.session_timeout_ms),
+            )),
+            client,
+            registration: watch::Sender::new(RegistrationStatus::default()),
+            shutting_down: AtomicBool::new(false),
+            internal: RwLock::new(None),
+            clustered: c.is_clustered(),
+            heartbeat_interval: Duration::from_millis(c.heartbeat_interval_ms),
+        })
+    }
+
+    /// Registered and unfenced: this node may lead partitions.
+    pub fn is_active(&self) -> bool {
+        let s = *self.registration.borrow();
+        s.epoch.is_some() && !s.fenced
+    }
+}
