@@ -306,6 +306,9 @@ pub struct GroupsConfig {
     /// JoinGroup outside this range gets INVALID_SESSION_TIMEOUT.
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
+    /// `offset.metadata.max.bytes`: longer committed metadata is answered
+    /// OFFSET_METADATA_TOO_LARGE.
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for GroupsConfig {
@@ -315,6 +318,7 @@ impl Default for GroupsConfig {
             offsets_retention_minutes: 7 * 24 * 60,
             min_session_timeout_ms: 6000,
             max_session_timeout_ms: 1_800_000,
+            offset_metadata_max_bytes: crate::group::limits::DEFAULT_OFFSET_METADATA_MAX_BYTES,
         }
     }
 }
@@ -331,6 +335,12 @@ impl GroupsConfig {
             || self.min_session_timeout_ms > self.max_session_timeout_ms
         {
             return Err("groups.min_session_timeout_ms must be at least 1 and not above groups.max_session_timeout_ms".into());
+        }
+        let max = crate::group::limits::MAX_OFFSET_METADATA_BYTES;
+        if self.offset_metadata_max_bytes > max {
+            return Err(format!(
+                "groups.offset_metadata_max_bytes must be at most {max}"
+            ));
         }
         Ok(())
     }
