@@ -211,6 +211,14 @@ pub struct LogDefaults {
     pub index_interval_bytes: usize,
     /// How often retention and age-based rolling run.
     pub retention_check_interval_ms: u64,
+    /// `log.flush.interval.ms`: appends nothing else fsyncs (acks=0/1,
+    /// `flush = none`) are fsynced within about this long, bounding what a
+    /// power loss can take.
+    pub flush_interval_ms: u64,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often each partition's
+    /// recovery point (everything below it is synced) is written, which
+    /// bounds what recovery validates after a crash.
+    pub flush_offset_checkpoint_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,6 +287,10 @@ impl Default for LogDefaults {
             max_message_bytes: 1_048_588,
             index_interval_bytes: 4096,
             retention_check_interval_ms: 30_000,
+            // Kafka leaves this unbounded and relies on replicas for
+            // durability; a single Veil node has none.
+            flush_interval_ms: 1_000,
+            flush_offset_checkpoint_interval_ms: 60_000,
         }
     }
 }
@@ -409,6 +421,12 @@ impl Config {
         if self.log.index_interval_bytes == 0 || self.log.retention_check_interval_ms == 0 {
             return Err(
                 "log.index_interval_bytes and log.retention_check_interval_ms must be at least 1"
+                    .into(),
+            );
+        }
+        if self.log.flush_interval_ms == 0 || self.log.flush_offset_checkpoint_interval_ms == 0 {
+            return Err(
+                "log.flush_interval_ms and log.flush_offset_checkpoint_interval_ms must be at least 1"
                     .into(),
             );
         }

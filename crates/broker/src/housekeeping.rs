@@ -23,7 +23,7 @@ pub async fn run(state: Arc<BrokerState>, shutdown: CancellationToken) {
 pub fn run_once(state: &BrokerState) {
     let now = state.clock.now_ms();
     for topic in state.topics.all() {
-        for p in &topic.partitions {
+        for p in topic.online() {
             let outcome = p.with_log_mut(|log| {
                 let report = log.enforce_retention(now)?;
                 log.expire_producers(now, veil_log::PRODUCER_ID_EXPIRATION_MS);

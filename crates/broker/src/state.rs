@@ -59,7 +59,7 @@ impl BrokerState {
             config.log.index_interval_bytes,
             metrics.clone(),
         );
-        topics.clean_leftovers();
+        topics.sweep(meta.state())?;
         topics.reconcile(meta.state(), clock.now_ms())?;
         let authorizer = Authorizer::new(&config.authorizer, meta.state());
         let sasl = crate::auth::sasl::Authenticator::new(&config).map_err(Error::Config)?;

@@ -2,17 +2,22 @@
 //!
 //! Metadata (`veil-meta`) says what exists; this registry holds the opened
 //! logs. Every metadata commit is followed by [`TopicRegistry::reconcile`].
+//! Directories are bound to their topic id ([`crate::log_dir`]); a partition
+//! whose log cannot be opened is offline (KAFKA_STORAGE_ERROR) while every
+//! other partition serves.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use kafka_protocol::ResponseError;
 use parking_lot::RwLock;
 use uuid::Uuid;
 use veil_log::{LogConfig, PartitionLog};
 use veil_meta::{topic_config, MetaState, TopicConfigs, TopicRecord};
 
 use crate::error::{Error, Result};
+pub use crate::log_dir::partition_dir;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 
@@ -21,14 +26,41 @@ pub struct Topic {
     pub name: String,
     pub id: Uuid,
     pub configs: TopicConfigs,
-    pub partitions: Vec<Arc<Partition>>,
+    /// By index; `None` where the log could not be opened (offline until a
+    /// restart opens it).
+    pub partitions: Vec<Option<Arc<Partition>>>,
 }
 
 impl Topic {
+    /// An online partition.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
         usize::try_from(index)
             .ok()
             .and_then(|i| self.partitions.get(i))
+            .and_then(Option::as_ref)
+    }
+
+    /// The partition, or the error a client gets for it:
+    /// UNKNOWN_TOPIC_OR_PARTITION, or KAFKA_STORAGE_ERROR if it is offline.
+    pub fn lookup(&self, index: i32) -> std::result::Result<&Arc<Partition>, ResponseError> {
+        match usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+        {
+            Some(Some(p)) => Ok(p),
+            Some(None) => Err(ResponseError::KafkaStorageError),
+            None => Err(ResponseError::UnknownTopicOrPartition),
+        }
+    }
+
+    /// Whether metadata lists the partition, online or not.
+    pub fn has_partition(&self, index: i32) -> bool {
+        usize::try_from(index).is_ok_and(|i| i < self.partitions.len())
+    }
+
+    /// Every online partition.
+    pub fn online(&self) -> impl Iterator<Item = &Arc<Partition>> {
+        self.partitions.iter().flatten()
     }
 }
 
@@ -46,11 +78,6 @@ pub struct TopicRegistry {
     index_interval_bytes: usize,
     metrics: Metrics,
     topics: RwLock<Index>,
-}
-
-/// The directory of one partition: `<data_dir>/<topic>-<partition>`.
-pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
-    data_dir.join(format!("{topic}-{partition}"))
 }
 
 impl TopicRegistry {
@@ -87,6 +114,7 @@ impl TopicRegistry {
         all
     }
 
+    /// An online partition.
     pub fn partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>> {
         self.get(topic)
             .and_then(|t| t.partition(index).cloned())
@@ -122,7 +150,7 @@ impl TopicRegistry {
     /// partitions, applies config changes, closes and removes deleted topics.
     pub fn reconcile(&self, state: &MetaState, now_ms: i64) -> Result<()> {
         let mut index = self.topics.write();
-        let outcome = self.reconcile_names(&mut index.by_name, state, now_ms);
+        self.reconcile_names(&mut index.by_name, state, now_ms);
         // Rebuilt on every metadata change (rare) so that lookups by id, on
         // the fetch path since Fetch v13, are one hash lookup.
         index.by_id = index
@@ -130,7 +158,7 @@ impl TopicRegistry {
             .values()
             .map(|t| (t.id, Arc::clone(t)))
             .collect();
-        outcome
+        Ok(())
     }
 
     fn reconcile_names(
@@ -138,7 +166,7 @@ impl TopicRegistry {
         topics: &mut HashMap<String, Arc<Topic>>,
         state: &MetaState,
         now_ms: i64,
-    ) -> Result<()> {
+    ) {
         let wanted: HashMap<&str, &TopicRecord> =
             state.topics().map(|t| (t.name.as_str(), t)).collect();
         let gone: Vec<String> = topics
@@ -161,23 +189,14 @@ impl TopicRegistry {
             }
             let config = self.log_config(&record.configs);
             let mut partitions = existing.map(|t| t.partitions.clone()).unwrap_or_default();
-            for p in &partitions {
+            for p in partitions.iter().flatten() {
                 p.with_log_mut(|log| log.set_config(config.clone()));
             }
             for index in partitions.len() as i32..record.partitions {
-                let dir = partition_dir(&self.data_dir, &record.name, index);
-                let (log, report) = PartitionLog::open(&dir, config.clone(), now_ms)?;
-                if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
-                    tracing::warn!(topic = %record.name, partition = index,
-                        truncated_bytes = report.truncated_bytes, rebuilt_indexes = report.rebuilt_indexes,
-                        "recovered partition log");
-                }
-                partitions.push(Partition::new(
-                    record.name.clone(),
-                    index,
-                    log,
-                    self.metrics.clone(),
-                ));
+                let log = self.open_log(record, index, config.clone(), now_ms);
+                partitions.push(log.map(|log| {
+                    Partition::new(record.name.clone(), index, log, self.metrics.clone())
+                }));
             }
             topics.insert(
                 record.name.clone(),
@@ -189,60 +208,69 @@ impl TopicRegistry {
                 }),
             );
         }
-        Ok(())
+    }
+
+    /// Opens one partition's log in a directory bound to the topic; `None`
+    /// (offline, with the reason logged) if that fails.
+    fn open_log(
+        &self,
+        record: &TopicRecord,
+        index: i32,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Option<PartitionLog> {
+        let dir = partition_dir(&self.data_dir, &record.name, index);
+        let opened = crate::log_dir::prepare(&self.data_dir, &dir, record.topic_id)
+            .map_err(veil_log::Error::from)
+            .and_then(|()| PartitionLog::open(&dir, config, now_ms));
+        match opened {
+            Ok((log, report)) => {
+                if report.truncated_bytes > 0 || report.rebuilt_indexes > 1 {
+                    tracing::warn!(topic = %record.name, partition = index,
+                        truncated_bytes = report.truncated_bytes, rebuilt_indexes = report.rebuilt_indexes,
+                        "recovered partition log");
+                }
+                Some(log)
+            }
+            Err(e) => {
+                tracing::error!(topic = %record.name, partition = index, dir = %dir.display(), error = %e,
+                    "partition is offline: its log cannot be opened; clients get KAFKA_STORAGE_ERROR until a restart opens it");
+                None
+            }
+        }
     }
 
     /// Moves the partition directories aside, then deletes them in the
     /// background so a topic of the same name can be created at once.
     fn remove_topic_files(&self, topic: &Topic) {
-        for p in &topic.partitions {
-            let dir = partition_dir(&self.data_dir, &topic.name, p.index);
-            let doomed = self.data_dir.join(format!(
-                "{}-{}.{}-delete",
-                topic.name,
-                p.index,
-                topic.id.simple()
-            ));
-            let index = p.index.to_string();
+        for (index, p) in topic.partitions.iter().enumerate() {
+            let dir = partition_dir(&self.data_dir, &topic.name, index as i32);
+            let index = index.to_string();
             let labels = [topic.name.as_str(), index.as_str()];
             let _ = self.metrics.log_end_offset.remove_label_values(&labels);
             let _ = self.metrics.log_start_offset.remove_label_values(&labels);
             let _ = self.metrics.log_size_bytes.remove_label_values(&labels);
-            match std::fs::rename(&dir, &doomed) {
-                Ok(()) => {
-                    std::thread::spawn(move || {
-                        if let Err(e) = std::fs::remove_dir_all(&doomed) {
-                            tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition");
-                        }
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "could not move deleted partition aside");
-                }
+            // Before the rename: the path may soon belong to a new topic.
+            if let Some(p) = p {
+                p.with_log_mut(PartitionLog::detach);
             }
+            crate::log_dir::remove(&self.data_dir, &dir, topic.id);
         }
     }
 
-    /// Removes directories of deletions interrupted by a crash.
-    pub fn clean_leftovers(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() && path.to_string_lossy().ends_with("-delete") {
-                if let Err(e) = std::fs::remove_dir_all(&path) {
-                    tracing::warn!(dir = %path.display(), error = %e, "could not remove deleted partition");
-                }
-            }
-        }
+    /// At startup: finishes interrupted deletions, binds directories that
+    /// predate topic ids, sets orphans aside (see [`crate::log_dir::sweep`]).
+    pub fn sweep(&self, state: &MetaState) -> Result<()> {
+        crate::log_dir::sweep(&self.data_dir, &crate::log_dir::expected(state))?;
+        Ok(())
     }
 
     /// Publishes per-partition gauges (called before each scrape).
     pub fn update_gauges(&self) {
+        let mut offline = 0;
         for topic in self.all() {
-            for p in &topic.partitions {
+            offline += topic.partitions.iter().filter(|p| p.is_none()).count();
+            for p in topic.online() {
                 let index = p.index.to_string();
                 let labels = [topic.name.as_str(), index.as_str()];
                 let (start, end, size) =
@@ -261,5 +289,6 @@ impl TopicRegistry {
                     .set(size as i64);
             }
         }
+        self.metrics.offline_partitions.set(offline as i64);
     }
 }

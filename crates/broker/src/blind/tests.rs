@@ -606,3 +606,37 @@ async fn veil_frames_go_through_decode_dispatch_and_encode() {
     short.truncate(40);
     assert!(crate::dispatch::decode_request(Bytes::from(short)).is_err());
 }
+
+#[tokio::test]
+async fn a_recreated_blind_topic_never_adopts_its_old_directory() {
+    let (_dirs, ctx, physical) = setup().await;
+    assert_eq!(produce(&ctx, "User:alice", &physical).await, 0);
+    let data = ctx.broker.config.data_dir.clone();
+    let dir = data.join(format!("{physical}-0"));
+    let saved = tempfile::tempdir().unwrap();
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for f in std::fs::read_dir(from).unwrap().map(Result::unwrap) {
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    };
+    copy(&dir, saved.path());
+    let topic_id = ctx.broker.topics.get(&physical).unwrap().id;
+    let delete = veil_meta::MetaCommand::DeleteTopic {
+        name: physical.clone(),
+        topic_id,
+    };
+    ctx.broker.commit(delete).await.unwrap();
+    // What a crash between the deletion's commit and its rename leaves.
+    copy(saved.path(), &dir);
+    let (code, again) = create(&ctx, "User:alice", 0).await;
+    assert_eq!((code, &again), (0, &physical), "the physical name repeats");
+    let p = ctx.broker.topics.partition(&physical, 0).unwrap();
+    assert_eq!(p.high_watermark(), 0, "the old records stay out");
+    let strays = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{physical}-0.")) && n.ends_with("-stray"))
+        .count();
+    assert_eq!(strays, 1);
+}

@@ -66,13 +66,17 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
                 .partitions
                 .iter()
                 .map(|p| {
-                    let partition = topic.as_ref().and_then(|t| t.partition(p.partition_index));
+                    let partition = topic
+                        .as_ref()
+                        .ok_or(ResponseError::UnknownTopicOrPartition)
+                        .and_then(|t| t.lookup(p.partition_index));
                     let target = match partition {
                         _ if !allowed => {
                             Err(Error::Unauthorized(ResponseError::TopicAuthorizationFailed))
                         }
-                        Some(p) => Ok(Arc::clone(p)),
-                        None => Err(Error::UnknownTopicOrPartition),
+                        Ok(p) => Ok(Arc::clone(p)),
+                        Err(ResponseError::KafkaStorageError) => Err(Error::Offline),
+                        Err(_) => Err(Error::UnknownTopicOrPartition),
                     };
                     (p.partition_index, p.offset, target)
                 })

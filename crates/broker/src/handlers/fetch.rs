@@ -132,12 +132,10 @@ fn resolve(ctx: &RequestContext, req: &FetchRequest) -> (Vec<FetchableTopicRespo
         };
         for p in &t.partitions {
             let target = if allowed {
-                topic.as_ref().ok_or(missing).and_then(|topic| {
-                    topic
-                        .partition(p.partition)
-                        .cloned()
-                        .ok_or(ResponseError::UnknownTopicOrPartition.code())
-                })
+                topic
+                    .as_ref()
+                    .ok_or(missing)
+                    .and_then(|topic| topic.lookup(p.partition).cloned().map_err(|e| e.code()))
             } else {
                 Err(denied)
             };

@@ -79,12 +79,15 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                 .iter()
                 .map(|p| {
                     let duplicate = occurrences[&(t.name.0.as_str(), p.partition_index)] > 1;
-                    let partition = topic.as_ref().and_then(|t| t.partition(p.partition_index));
+                    let partition = topic
+                        .as_ref()
+                        .ok_or(ResponseError::UnknownTopicOrPartition)
+                        .and_then(|t| t.lookup(p.partition_index));
                     let plan = match partition {
                         _ if !allowed => Plan::Fail(ResponseError::TopicAuthorizationFailed),
                         _ if duplicate => Plan::Fail(ResponseError::InvalidRequest),
-                        None => Plan::Fail(ResponseError::UnknownTopicOrPartition),
-                        Some(partition) => Plan::Lookup {
+                        Err(error) => Plan::Fail(error),
+                        Ok(partition) => Plan::Lookup {
                             partition: Arc::clone(partition),
                             timestamp: p.timestamp,
                             current_leader_epoch: p.current_leader_epoch,

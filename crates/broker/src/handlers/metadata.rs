@@ -166,13 +166,27 @@ fn describe(ctx: &RequestContext, topic: &Topic, ops: bool) -> MetadataResponseT
     let partitions = topic
         .partitions
         .iter()
-        .map(|p| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p.index)
-                .with_leader_id(node)
-                .with_leader_epoch(p.leader_epoch())
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+        .enumerate()
+        .map(|(index, p)| {
+            let shown = MetadataResponsePartition::default()
+                .with_partition_index(index as i32)
+                .with_replica_nodes(vec![node]);
+            if let Some(p) = p {
+                shown
+                    .with_leader_id(node)
+                    .with_leader_epoch(p.leader_epoch())
+                    .with_isr_nodes(vec![node])
+            } else {
+                // An offline replica, as Kafka shows a partition whose only
+                // replica's log is unavailable: no leader.
+                let code = ResponseError::LeaderNotAvailable.code();
+                ctx.count(code);
+                shown
+                    .with_error_code(code)
+                    .with_leader_id(BrokerId(-1))
+                    .with_leader_epoch(-1)
+                    .with_offline_replicas(vec![node])
+            }
         })
         .collect();
     MetadataResponseTopic::default()

@@ -42,10 +42,9 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
             let metadata = p.committed_metadata.as_deref().unwrap_or_default();
             let error = if topic_denied {
                 Some(ResponseError::TopicAuthorizationFailed)
-            } else if topic
+            } else if !topic
                 .as_ref()
-                .and_then(|t| t.partition(p.partition_index))
-                .is_none()
+                .is_some_and(|t| t.has_partition(p.partition_index))
             {
                 Some(ResponseError::UnknownTopicOrPartition)
             } else if metadata.len() > max_metadata {

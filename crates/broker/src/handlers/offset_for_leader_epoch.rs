@@ -46,11 +46,16 @@ pub async fn handle(
                         ctx.count(error.code());
                         return response.with_error_code(error.code());
                     }
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition))
-                    else {
-                        let code = ResponseError::UnknownTopicOrPartition.code();
-                        ctx.count(code);
-                        return response.with_error_code(code);
+                    let partition = topic
+                        .as_ref()
+                        .ok_or(ResponseError::UnknownTopicOrPartition)
+                        .and_then(|t| t.lookup(p.partition));
+                    let partition = match partition {
+                        Ok(partition) => partition,
+                        Err(error) => {
+                            ctx.count(error.code());
+                            return response.with_error_code(error.code());
+                        }
                     };
                     if let Err(error) =
                         check_current_leader_epoch(p.current_leader_epoch, partition.leader_epoch())

@@ -48,20 +48,26 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let partition = topic.as_ref().and_then(|t| t.partition(data.index));
+            let partition = topic
+                .as_ref()
+                .ok_or(ResponseError::UnknownTopicOrPartition)
+                .and_then(|t| t.lookup(data.index));
             let outcome = if let Some(error) = denied {
                 Err((error.code(), None))
             } else if !valid_acks {
                 Err((ResponseError::InvalidRequiredAcks.code(), None))
-            } else if let Some(partition) = partition {
-                append(ctx, partition, data.records, now).map(|(resp, end)| {
-                    if acks == -1 && ctx.broker.config.log.flush == Flush::Sync {
-                        to_sync.push((ti, pi, Arc::clone(partition), end));
-                    }
-                    resp
-                })
             } else {
-                Err((ResponseError::UnknownTopicOrPartition.code(), None))
+                match partition {
+                    Ok(partition) => {
+                        append(ctx, partition, data.records, now).map(|(resp, end)| {
+                            if acks == -1 && ctx.broker.config.log.flush == Flush::Sync {
+                                to_sync.push((ti, pi, Arc::clone(partition), end));
+                            }
+                            resp
+                        })
+                    }
+                    Err(error) => Err((error.code(), None)),
+                }
             };
             partitions.push(match outcome {
                 Ok(filled) => base
