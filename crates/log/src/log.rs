@@ -108,7 +108,8 @@ pub struct PartitionLog {
     log_start_offset: i64,
     epochs: LeaderEpochCache,
     synced_offset: i64,
-    /// The recovery point last written to disk (see `recovery.rs`).
+    /// The recovery point last written to disk (see `recovery.rs`). It is the synced offset, so
+    /// anything that ever cuts the log below it must lower both first.
     checkpointed: i64,
     pending_sync: Vec<PendingSync>,
     poisoned: bool,
