@@ -7,16 +7,21 @@
 //! Secrets live in `SecretBn` (secure heap, `BN_FLG_CONSTTIME`, cleared on
 //! drop); `Debug` prints only the kid, tenant and size.
 //!
-//! # Key file format (version 1)
+//! # Key file format (versions 1 and 2)
 //!
 //! `to_bytes` / `from_bytes`; all integers big-endian, k = |n|/8:
 //!
 //! ```text
-//! "VBK" ‖ u8 version=1 ‖ u8 kind ‖ u16 |n| (2048|3072) ‖ enc(kid) [1..=255]
+//! "VBK" ‖ u8 version ‖ u8 kind ‖ u16 |n| (2048|3072) ‖ enc(kid) [1..=255]
 //! kind 1 master: enc(tenant) [0..=255] ‖ p (k/2) ‖ q (k/2) ‖ e (k) ‖ d (k)
-//! kind 2 user:   enc(tenant) [0..=255] ‖ n (k) ‖ e_i1 (k) ‖ d_i1 (k)
+//! kind 2 user:   enc(tenant) [0..=255] ‖ [v2: enc(user) [1..=128]] ‖ n (k) ‖ e_i1 (k) ‖ d_i1 (k)
 //! kind 3 share:                          n (k) ‖ e_i2 (k) ‖ d_i2 (k)
 //! ```
+//!
+//! Version 2 binds a user key to the user it was issued for (the SASL name
+//! whose principal `User:<user>` holds the matching share), so a client can
+//! refuse to use another user's key file before sending anything. Version 1
+//! (unbound) user keys are still read; master keys and shares stay version 1.
 //!
 //! Loading rejects any other length, trailing bytes, and keys that fail
 //! validation: for a master key everything is recomputed and checked (safe
@@ -38,9 +43,13 @@ use crate::wire::Reader;
 
 const MAGIC: &[u8; 3] = b"VBK";
 const FILE_VERSION: u8 = 1;
+/// User keys that name their user.
+const FILE_VERSION_BOUND: u8 = 2;
 const KIND_MASTER: u8 = 1;
 const KIND_USER: u8 = 2;
 const KIND_SHARE: u8 = 3;
+/// User names are at most this long (see `kms::check_user_name`).
+const MAX_USER_LEN: usize = 128;
 
 /// The master key of one tenant epoch: IGen's output (§1). KMS only.
 pub struct MasterKey {
@@ -59,6 +68,8 @@ pub struct MasterKey {
 pub struct UserKey {
     pub(crate) kid: Kid,
     pub(crate) tenant: String,
+    /// The user the KMS issued the key for; `None` in version 1 files.
+    pub(crate) user: Option<String>,
     pub(crate) bits: ModulusBits,
     pub(crate) n: BigNum,
     pub(crate) e1: SecretBn,
@@ -227,6 +238,7 @@ impl MasterKey {
         let user_key = UserKey {
             kid: self.kid.clone(),
             tenant: self.tenant.clone(),
+            user: None,
             bits,
             n: self.n.to_owned()?,
             e1,
@@ -350,6 +362,25 @@ impl UserKey {
         &self.tenant
     }
 
+    /// The user the key was issued for (`None` for a version 1 file).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Binds the key to the user it is issued for (the KMS does, at issue).
+    pub fn bind_user(mut self, user: &str) -> Result<Self> {
+        crate::kms::check_user_name(user)?;
+        self.user = Some(user.to_owned());
+        Ok(self)
+    }
+
+    /// The same key without its user, as a version 1 file has it.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn unbound(mut self) -> Self {
+        self.user = None;
+        self
+    }
+
     /// Modulus size.
     pub fn bits(&self) -> ModulusBits {
         self.bits
@@ -360,11 +391,15 @@ impl UserKey {
         Ok(i2osp(&self.n, self.bits.element_len())?.to_vec())
     }
 
-    /// Serialize (format in the module docs).
+    /// Serialize (format in the module docs): version 2 when bound to a user.
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
         let k = self.bits.element_len();
         let mut out = header(KIND_USER, self.bits, &self.kid)?;
         crate::hash::put_enc(&mut out, self.tenant.as_bytes())?;
+        if let Some(user) = &self.user {
+            out[3] = FILE_VERSION_BOUND;
+            crate::hash::put_enc(&mut out, user.as_bytes())?;
+        }
         out.extend_from_slice(&i2osp(&self.n, k)?);
         out.extend_from_slice(&i2osp(&self.e1, k)?);
         out.extend_from_slice(&i2osp(&self.d1, k)?);
@@ -374,13 +409,25 @@ impl UserKey {
     /// Parse and validate.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes);
+        let bound = bytes.get(3) == Some(&FILE_VERSION_BOUND);
         let (bits, kid) = read_header(&mut r, KIND_USER)?;
         let tenant = read_tenant(&mut r)?;
+        let user = if bound {
+            let raw = r.enc(1, MAX_USER_LEN, "user")?;
+            let user = std::str::from_utf8(raw)
+                .map_err(|_| Error::Format("user is not UTF-8".into()))?
+                .to_owned();
+            crate::kms::check_user_name(&user)?;
+            Some(user)
+        } else {
+            None
+        };
         let (n, e1, d1) = read_half(&mut r, bits)?;
         r.finish("user key")?;
         Ok(UserKey {
             kid,
             tenant,
+            user,
             bits,
             n,
             e1,
@@ -471,7 +518,8 @@ fn read_header(r: &mut Reader<'_>, kind: u8) -> Result<(ModulusBits, Kid)> {
         return Err(Error::Format("not a Veil blind key file".into()));
     }
     let version = r.u8("version")?;
-    if version != FILE_VERSION {
+    let known = version == FILE_VERSION || version == FILE_VERSION_BOUND && kind == KIND_USER;
+    if !known {
         return Err(Error::Format(format!(
             "unsupported key file version {version}"
         )));
@@ -526,6 +574,7 @@ impl fmt::Debug for UserKey {
         f.debug_struct("UserKey")
             .field("kid", &self.kid)
             .field("tenant", &self.tenant)
+            .field("user", &self.user)
             .field("bits", &self.bits.bits())
             .field("secrets", &"<redacted>")
             .finish_non_exhaustive()

@@ -11,12 +11,14 @@
 //! | 32100 | `BlindShareRegister` | principal, kid, n, e2, d2 → error | KMS (ALTER on CLUSTER) |
 //! | 32101 | `BlindShareRevoke` | principal, kid → error, revocation_epoch | KMS (ALTER on CLUSTER) |
 //! | 32102 | `BlindShareList` | — → [principal, kid, created_ms, revocation_epoch] | KMS (DESCRIBE on CLUSTER) |
-//! | 32103 | `BlindCreateTopic` | kid, c, partitions, rf, configs → physical name, topic id | producer |
-//! | 32104 | `BlindResolve` | kid, c → physical name, topic id, partition leaders, brokers | producer/consumer |
+//! | 32103 | `BlindCreateTopic` | kid, c, partitions, rf, configs, [key principal] → physical name, topic id | producer |
+//! | 32104 | `BlindResolve` | kid, c, [key principal] → physical name, topic id, partition leaders, brokers, [message] | producer/consumer |
 //! | 32105 | `BlindKeyPut` | physical topic, dek_id, w → error | producer |
 //! | 32106 | `BlindKeyGet` | physical topic, dek_id → W^{d2} | consumer |
 //!
-//! Every response starts with `throttle_time_ms` and `error_code`. The
+//! Fields in brackets are tagged fields (tag 0), added without a version
+//! bump; peers that predate them skip them. Every response starts with
+//! `throttle_time_ms` and `error_code`. The
 //! broker always uses the share of the *authenticated* principal; no request
 //! names whose share to use. Exponents appear only in `BlindShareRegister`,
 //! sent by the KMS over an authenticated (and, in production, TLS) admin
@@ -26,7 +28,7 @@
 //! ```no_run
 //! # fn demo(token: veil_blind::Token) -> veil_blind::Result<()> {
 //! use veil_blind::protocol::{self, ResolveRequest};
-//! let req = ResolveRequest { kid: b"t42-e3".to_vec(), token: token.into_bytes() };
+//! let req = ResolveRequest { kid: b"t42-e3".to_vec(), token: token.into_bytes(), key_principal: None };
 //! let frame = protocol::encode_request_frame(&req, 7, Some("veil-client"))?;
 //! // write `frame`, read one size-prefixed response frame into `body`, then:
 //! # let body: Vec<u8> = Vec::new();
@@ -136,8 +138,9 @@ pub mod error_code {
     pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
     /// Per-principal transform rate exceeded; see `throttle_time_ms`.
     pub const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
-    /// The authenticated principal has no active share for this kid (never
-    /// registered, or revoked). Says nothing about other principals.
+    /// The authenticated principal's share for this kid was revoked (or,
+    /// from older brokers, is missing for any reason). Says nothing about
+    /// other principals.
     pub const NO_SHARE: i16 = 32000;
     /// A group element has the wrong length or lies outside [2, n−2].
     pub const INVALID_ELEMENT: i16 = 32001;
@@ -146,6 +149,11 @@ pub mod error_code {
     /// A different wrap is already stored under this DEK id (ids are
     /// write-once so no tenant member can swap another's data key).
     pub const DEK_EXISTS: i16 = 32003;
+    /// The authenticated principal was never issued a share for this kid.
+    pub const KEY_NOT_ISSUED: i16 = 32004;
+    /// The request names the principal its user key was issued for, and it
+    /// is not the authenticated one (another user's key file).
+    pub const KEY_USER_MISMATCH: i16 = 32005;
 }
 
 /// A message body of one API version.

@@ -108,3 +108,29 @@ fn generate_2048_master_key() {
         master.physical_name("t").unwrap()
     );
 }
+
+#[test]
+fn user_key_files_name_their_user_and_old_ones_still_load() {
+    let master = common::kat_master();
+    let (key, _) = master.split().unwrap();
+    let v1 = key.to_bytes().unwrap();
+    assert_eq!(v1[3], 1, "an unbound key is a version 1 file");
+    let bound = key.bind_user("alice").unwrap();
+    let v2 = bound.to_bytes().unwrap();
+    assert_eq!(v2[3], 2);
+    let back = veil_blind::UserKey::from_bytes(&v2).unwrap();
+    assert_eq!(
+        (back.user(), back.tenant()),
+        (Some("alice"), bound.tenant())
+    );
+    assert_eq!(back.token("t").unwrap(), bound.token("t").unwrap());
+    let old = veil_blind::UserKey::from_bytes(&v1).unwrap();
+    assert_eq!(old.user(), None);
+    assert_eq!(old.token("t").unwrap(), bound.token("t").unwrap());
+    assert!(back.bind_user("../bob").is_err());
+    // A version 2 header on another kind of file is refused.
+    let (_, share) = master.split().unwrap();
+    let mut s = share.to_bytes().unwrap().to_vec();
+    s[3] = 2;
+    assert!(veil_blind::ServerShare::from_bytes(&s).is_err());
+}

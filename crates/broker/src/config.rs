@@ -213,6 +213,14 @@ pub struct LogDefaults {
     pub index_interval_bytes: usize,
     /// How often retention and age-based rolling run.
     pub retention_check_interval_ms: u64,
+    /// `log.flush.interval.ms`: appends nothing else fsyncs (acks=0/1,
+    /// `flush = none`) are fsynced within about this long, bounding what a
+    /// power loss can take.
+    pub flush_interval_ms: u64,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often each partition's
+    /// recovery point (everything below it is synced) is written, which
+    /// bounds what recovery validates after a crash.
+    pub flush_offset_checkpoint_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -285,6 +293,10 @@ impl Default for LogDefaults {
             max_message_bytes: 1_048_588,
             index_interval_bytes: 4096,
             retention_check_interval_ms: 30_000,
+            // Kafka leaves this unbounded and relies on replicas for
+            // durability; a single Veil node has none.
+            flush_interval_ms: 1_000,
+            flush_offset_checkpoint_interval_ms: 60_000,
         }
     }
 }
@@ -313,6 +325,9 @@ pub struct GroupsConfig {
     /// JoinGroup outside this range gets INVALID_SESSION_TIMEOUT.
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
+    /// `offset.metadata.max.bytes`: longer committed metadata is answered
+    /// OFFSET_METADATA_TOO_LARGE.
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for GroupsConfig {
@@ -322,6 +337,7 @@ impl Default for GroupsConfig {
             offsets_retention_minutes: 7 * 24 * 60,
             min_session_timeout_ms: 6000,
             max_session_timeout_ms: 1_800_000,
+            offset_metadata_max_bytes: crate::group::limits::DEFAULT_OFFSET_METADATA_MAX_BYTES,
         }
     }
 }
@@ -338,6 +354,12 @@ impl GroupsConfig {
             || self.min_session_timeout_ms > self.max_session_timeout_ms
         {
             return Err("groups.min_session_timeout_ms must be at least 1 and not above groups.max_session_timeout_ms".into());
+        }
+        let max = crate::group::limits::MAX_OFFSET_METADATA_BYTES;
+        if self.offset_metadata_max_bytes > max {
+            return Err(format!(
+                "groups.offset_metadata_max_bytes must be at most {max}"
+            ));
         }
         Ok(())
     }
@@ -417,6 +439,12 @@ impl Config {
         if self.log.index_interval_bytes == 0 || self.log.retention_check_interval_ms == 0 {
             return Err(
                 "log.index_interval_bytes and log.retention_check_interval_ms must be at least 1"
+                    .into(),
+            );
+        }
+        if self.log.flush_interval_ms == 0 || self.log.flush_offset_checkpoint_interval_ms == 0 {
+            return Err(
+                "log.flush_interval_ms and log.flush_offset_checkpoint_interval_ms must be at least 1"
                     .into(),
             );
         }

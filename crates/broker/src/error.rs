@@ -19,6 +19,8 @@ pub enum Error {
     UnknownTopicId,
     #[error("the partition's log failed to sync and refuses writes")]
     Poisoned,
+    #[error("the partition is offline: its log could not be opened")]
+    Offline,
     #[error("{0}")]
     InvalidRequest(String),
     #[error("invalid configuration: {0}")]
@@ -54,6 +56,7 @@ impl Error {
                 // Since Kafka 2.7 a stale epoch on produce is INVALID_PRODUCER_EPOCH, not the
                 // fatal PRODUCER_FENCED, for every Produce version.
                 L::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+                L::Removed => ResponseError::UnknownTopicOrPartition,
                 L::Io(_) | L::Corrupt { .. } | L::Poisoned => ResponseError::KafkaStorageError,
             },
             Error::Meta(e) => match e {
@@ -72,7 +75,7 @@ impl Error {
                 | M::Io(_)
                 | M::Corrupt { .. } => ResponseError::UnknownServerError,
             },
-            Error::Io(_) | Error::Poisoned => ResponseError::KafkaStorageError,
+            Error::Io(_) | Error::Poisoned | Error::Offline => ResponseError::KafkaStorageError,
             Error::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
             Error::UnknownTopicId => ResponseError::UnknownTopicId,
             Error::InvalidRequest(_) => ResponseError::InvalidRequest,

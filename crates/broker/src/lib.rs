@@ -5,8 +5,10 @@
 //! listeners and hands each connection to [`connection::serve`]. A connection
 //! reads size-prefixed frames ([`frame`]), decodes them against the served-API
 //! table in [`dispatch`], and runs the API's file in [`handlers`].
-//! Durability (group commit) lives in [`partition`]; topic lifecycle in
-//! [`topics`]; `/metrics` and `/healthz` in [`admin`].
+//! Durability (group commit) lives in [`partition`], the background flush and
+//! recovery-point checkpoints in [`flusher`]; topic lifecycle in [`topics`],
+//! partition directories on disk in [`log_dir`]; `/metrics` and `/healthz` in
+//! [`admin`].
 
 pub mod admin;
 pub mod auth;
@@ -18,10 +20,12 @@ pub mod connection;
 pub mod context;
 pub mod dispatch;
 pub mod error;
+pub mod flusher;
 pub mod frame;
 pub mod group;
 pub mod handlers;
 pub mod housekeeping;
+pub mod log_dir;
 pub mod metrics;
 pub mod partition;
 pub mod producer_ids;

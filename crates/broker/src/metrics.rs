@@ -21,6 +21,8 @@ pub struct Metrics {
     pub log_end_offset: IntGaugeVec,
     pub log_start_offset: IntGaugeVec,
     pub log_size_bytes: IntGaugeVec,
+    /// Partitions whose log could not be opened (Kafka's OfflinePartitionsCount).
+    pub offline_partitions: IntGauge,
     /// Consumer lag: high watermark minus committed offset, per group and partition.
     pub group_lag: IntGaugeVec,
     pub produced_records: IntCounterVec,
@@ -111,6 +113,10 @@ impl Metrics {
                 ),
                 &["topic", "partition"],
             )),
+            offline_partitions: must(IntGauge::new(
+                "offline_partitions",
+                "Partitions whose log could not be opened; they answer KAFKA_STORAGE_ERROR",
+            )),
             produced_records: must(IntCounterVec::new(
                 Opts::new(
                     "produced_batches_total",
@@ -156,6 +162,7 @@ impl Metrics {
         must(m.registry.register(Box::new(m.log_end_offset.clone())));
         must(m.registry.register(Box::new(m.log_start_offset.clone())));
         must(m.registry.register(Box::new(m.log_size_bytes.clone())));
+        must(m.registry.register(Box::new(m.offline_partitions.clone())));
         must(m.registry.register(Box::new(m.group_lag.clone())));
         must(m.registry.register(Box::new(m.produced_records.clone())));
         must(

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::state::{Advertised, BrokerState};
-use crate::{admin, connection, housekeeping};
+use crate::{admin, connection, flusher, housekeeping};
 
 /// A running broker.
 #[derive(Debug)]
@@ -111,6 +111,7 @@ impl Broker {
             None
         };
         background.spawn(housekeeping::run(Arc::clone(&state), shutdown.clone()));
+        background.spawn(flusher::run(Arc::clone(&state), shutdown.clone()));
         background.spawn(crate::group::service::run_timers(
             Arc::clone(&state.groups),
             shutdown.clone(),
@@ -160,7 +161,7 @@ impl Broker {
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded by
-    /// `network.shutdown_timeout_ms`), fsyncs every partition.
+    /// `network.shutdown_timeout_ms`), fsyncs and checkpoints every partition.
     pub async fn shutdown(self) -> Result<()> {
         if self.internal_addr.is_some() {
             // Move leaderships to other replicas before going away, so
@@ -185,24 +186,9 @@ impl Broker {
         let _ = tokio::time::timeout(grace, self.background.wait()).await;
         self.state.cluster.quorum.shutdown().await;
         let state = Arc::clone(&self.state);
-        tokio::task::spawn_blocking(move || {
-            let mut failed = 0usize;
-            for topic in state.topics.all() {
-                for p in topic.local_partitions() {
-                    if let Err(e) = p.sync() {
-                        failed += 1;
-                        tracing::error!(topic = %topic.name, partition = p.index, error = %e, "final fsync failed");
-                    }
-                }
-            }
-            if failed == 0 {
-                Ok(())
-            } else {
-                Err(Error::Poisoned)
-            }
-        })
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e)))?
+        tokio::task::spawn_blocking(move || flusher::flush_all(&state))
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?
     }
 }
 

@@ -99,7 +99,7 @@ impl BrokerState {
             let clock = Arc::clone(&clock);
             tokio::task::spawn_blocking(move || -> Result<_> {
                 let config = config_for_blocking;
-                topics.clean_leftovers();
+                view.read(|s| topics.sweep(s, config.node_id))?;
                 let records: Vec<veil_meta::TopicRecord> =
                     view.read(|s| s.topics().cloned().collect());
                 topics.reconcile(&records, config.node_id, clock.now_ms())?;

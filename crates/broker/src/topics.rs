@@ -4,10 +4,12 @@
 //! Metadata (`veil-meta`) says what exists and which nodes hold each
 //! partition; this registry holds every topic's partition records and the
 //! opened logs of the replicas on this node. Every applied metadata change
-//! is followed by [`TopicRegistry::reconcile`].
+//! is followed by [`TopicRegistry::reconcile`]. Directories are bound to
+//! their topic id ([`crate::log_dir`]); a replica whose log cannot be opened
+//! is offline (KAFKA_STORAGE_ERROR) while every other partition serves.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -16,8 +18,20 @@ use veil_log::{LogConfig, PartitionLog};
 use veil_meta::{topic_config, MetaState, PartitionRecord, TopicConfigs, TopicRecord};
 
 use crate::error::{Error, Result};
+pub use crate::log_dir::partition_dir;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
+
+/// This node's part in one partition.
+#[derive(Debug, Clone, Default)]
+enum Replica {
+    /// Metadata places no replica here.
+    #[default]
+    NotHosted,
+    Online(Arc<Partition>),
+    /// Hosted here, but the log could not be opened (until a restart).
+    Offline,
+}
 
 #[derive(Debug)]
 pub struct Topic {
@@ -26,8 +40,8 @@ pub struct Topic {
     pub configs: TopicConfigs,
     /// Every partition's replica record, by index.
     pub records: Vec<PartitionRecord>,
-    /// The replicas this node hosts, by partition index.
-    local: Vec<Option<Arc<Partition>>>,
+    /// This node's replicas, by partition index.
+    local: Vec<Replica>,
 }
 
 impl Topic {
@@ -36,12 +50,33 @@ impl Topic {
         self.records.len() as i32
     }
 
-    /// This node's replica of partition `index`, if it hosts one.
+    /// This node's online replica of partition `index`, if it hosts one.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| self.local.get(i))
-            .and_then(Option::as_ref)
+        match usize::try_from(index).ok().and_then(|i| self.local.get(i)) {
+            Some(Replica::Online(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Whether metadata lists the partition (hosted here or not, online or not).
+    pub fn has_partition(&self, index: i32) -> bool {
+        usize::try_from(index).is_ok_and(|i| i < self.records.len())
+    }
+
+    /// Whether this node hosts partition `index` but could not open its log.
+    pub fn offline_here(&self, index: i32) -> bool {
+        matches!(
+            usize::try_from(index).ok().and_then(|i| self.local.get(i)),
+            Some(Replica::Offline)
+        )
+    }
+
+    /// How many replicas hosted here are offline.
+    pub fn offline_count(&self) -> usize {
+        self.local
+            .iter()
+            .filter(|r| matches!(r, Replica::Offline))
+            .count()
     }
 
     /// Metadata's record of partition `index`.
@@ -51,9 +86,12 @@ impl Topic {
             .and_then(|i| self.records.get(i))
     }
 
-    /// The replicas this node hosts.
+    /// The online replicas this node hosts.
     pub fn local_partitions(&self) -> impl Iterator<Item = &Arc<Partition>> {
-        self.local.iter().flatten()
+        self.local.iter().filter_map(|r| match r {
+            Replica::Online(p) => Some(p),
+            _ => None,
+        })
     }
 
     /// The partition for a request only its leader may serve: this node's
@@ -66,8 +104,9 @@ impl Topic {
         let Some(record) = self.record(index) else {
             return Err(Error::UnknownTopicOrPartition);
         };
-        match self.partition(index) {
-            Some(p) if p.leader() == node_id => Ok(p),
+        match usize::try_from(index).ok().and_then(|i| self.local.get(i)) {
+            Some(Replica::Online(p)) if p.leader() == node_id => Ok(p),
+            Some(Replica::Offline) if record.leader == node_id => Err(Error::Offline),
             _ => Err(Error::NotLeader {
                 leader: record.leader,
                 leader_epoch: record.leader_epoch,
@@ -92,11 +131,6 @@ pub struct TopicRegistry {
     index_interval_bytes: usize,
     metrics: Metrics,
     topics: RwLock<Index>,
-}
-
-/// The directory of one partition: `<data_dir>/<topic>-<partition>`.
-pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
-    data_dir.join(format!("{topic}-{partition}"))
 }
 
 impl TopicRegistry {
@@ -196,7 +230,7 @@ impl TopicRegistry {
     /// away from this node.
     pub fn reconcile(&self, topics: &[TopicRecord], node_id: i32, now_ms: i64) -> Result<()> {
         let mut index = self.topics.write();
-        let outcome = self.reconcile_names(&mut index.by_name, topics, node_id, now_ms);
+        self.reconcile_names(&mut index.by_name, topics, node_id, now_ms);
         // Rebuilt on every metadata change (rare) so that lookups by id, on
         // the fetch path since Fetch v13, are one hash lookup.
         index.by_id = index
@@ -204,7 +238,7 @@ impl TopicRegistry {
             .values()
             .map(|t| (t.id, Arc::clone(t)))
             .collect();
-        outcome
+        Ok(())
     }
 
     /// [`Self::reconcile`] from a whole metadata state.
@@ -219,7 +253,7 @@ impl TopicRegistry {
         records: &[TopicRecord],
         node_id: i32,
         now_ms: i64,
-    ) -> Result<()> {
+    ) {
         let wanted: HashMap<&str, &TopicRecord> =
             records.iter().map(|t| (t.name.as_str(), t)).collect();
         let gone: Vec<String> = topics
@@ -229,12 +263,13 @@ impl TopicRegistry {
             .collect();
         for name in gone {
             if let Some(topic) = topics.remove(&name) {
-                for p in topic.local_partitions() {
-                    self.remove_partition_files(&topic.name, topic.id, p.index);
+                for (index, r) in topic.local.iter().enumerate() {
+                    if !matches!(r, Replica::NotHosted) {
+                        self.remove_partition_files(&topic.name, topic.id, index as i32, r);
+                    }
                 }
             }
         }
-        let mut first_error = None;
         for record in wanted.values() {
             let existing = topics.get(&record.name).cloned();
             let unchanged = existing
@@ -244,47 +279,34 @@ impl TopicRegistry {
                 continue;
             }
             let config = self.log_config(&record.configs);
-            let mut local: Vec<Option<Arc<Partition>>> =
-                existing.map(|t| t.local.clone()).unwrap_or_default();
-            local.resize(record.assignments.len(), None);
+            let mut local: Vec<Replica> = existing.map(|t| t.local.clone()).unwrap_or_default();
+            local.resize(record.assignments.len(), Replica::NotHosted);
             for (i, assignment) in record.assignments.iter().enumerate() {
                 let index = i as i32;
                 let hosted = assignment.replicas.contains(&node_id);
                 match (&local[i], hosted) {
-                    (Some(p), true) => {
+                    (Replica::Online(p), true) => {
                         p.with_log_mut(|log| log.set_config(config.clone()));
                         p.set_replica(assignment.clone());
                     }
-                    (Some(_), false) => {
+                    (Replica::Offline, true) | (Replica::NotHosted, false) => {}
+                    (r @ (Replica::Online(_) | Replica::Offline), false) => {
                         // Moved away from this node (reassignment).
-                        local[i] = None;
-                        self.remove_partition_files(&record.name, record.topic_id, index);
+                        self.remove_partition_files(&record.name, record.topic_id, index, r);
+                        local[i] = Replica::NotHosted;
                     }
-                    (None, true) => {
-                        let dir = partition_dir(&self.data_dir, &record.name, index);
-                        match PartitionLog::open(&dir, config.clone(), now_ms) {
-                            Ok((log, report)) => {
-                                if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
-                                    tracing::warn!(topic = %record.name, partition = index,
-                                        truncated_bytes = report.truncated_bytes, rebuilt_indexes = report.rebuilt_indexes,
-                                        "recovered partition log");
-                                }
-                                local[i] = Some(Partition::new(
-                                    record.name.clone(),
-                                    index,
-                                    log,
-                                    self.metrics.clone(),
-                                    assignment.clone(),
-                                ));
-                            }
-                            Err(e) => {
-                                tracing::error!(topic = %record.name, partition = index, error = %e,
-                                    "cannot open partition log");
-                                first_error.get_or_insert(Error::Log(e));
-                            }
-                        }
+                    (Replica::NotHosted, true) => {
+                        local[i] = match self.open_log(record, index, config.clone(), now_ms) {
+                            Some(log) => Replica::Online(Partition::new(
+                                record.name.clone(),
+                                index,
+                                log,
+                                self.metrics.clone(),
+                                assignment.clone(),
+                            )),
+                            None => Replica::Offline,
+                        };
                     }
-                    (None, false) => {}
                 }
             }
             topics.insert(
@@ -298,54 +320,68 @@ impl TopicRegistry {
                 }),
             );
         }
-        first_error.map_or(Ok(()), Err)
     }
 
-    /// Moves a partition directory aside, then deletes it in the background
-    /// so a topic of the same name can be created at once.
-    fn remove_partition_files(&self, topic: &str, id: Uuid, partition: i32) {
+    /// Opens one partition's log in a directory bound to the topic; `None`
+    /// (offline, with the reason logged) if that fails.
+    fn open_log(
+        &self,
+        record: &TopicRecord,
+        index: i32,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Option<PartitionLog> {
+        let dir = partition_dir(&self.data_dir, &record.name, index);
+        let opened = crate::log_dir::prepare(&self.data_dir, &dir, record.topic_id)
+            .map_err(veil_log::Error::from)
+            .and_then(|()| PartitionLog::open(&dir, config, now_ms));
+        match opened {
+            Ok((log, report)) => {
+                if report.truncated_bytes > 0 || report.rebuilt_indexes > 1 {
+                    tracing::warn!(topic = %record.name, partition = index,
+                        truncated_bytes = report.truncated_bytes, rebuilt_indexes = report.rebuilt_indexes,
+                        "recovered partition log");
+                }
+                Some(log)
+            }
+            Err(e) => {
+                tracing::error!(topic = %record.name, partition = index, dir = %dir.display(), error = %e,
+                    "partition is offline: its log cannot be opened; clients get KAFKA_STORAGE_ERROR until a restart opens it");
+                None
+            }
+        }
+    }
+
+    /// Stops a replica's log writing by path, then moves its directory
+    /// aside and deletes it in the background (so a topic of the same name
+    /// can be created at once).
+    fn remove_partition_files(&self, topic: &str, id: Uuid, partition: i32, replica: &Replica) {
         let dir = partition_dir(&self.data_dir, topic, partition);
-        let doomed = self
-            .data_dir
-            .join(format!("{topic}-{partition}.{}-delete", id.simple()));
         let index = partition.to_string();
         let labels = [topic, index.as_str()];
         let _ = self.metrics.log_end_offset.remove_label_values(&labels);
         let _ = self.metrics.log_start_offset.remove_label_values(&labels);
         let _ = self.metrics.log_size_bytes.remove_label_values(&labels);
-        match std::fs::rename(&dir, &doomed) {
-            Ok(()) => {
-                std::thread::spawn(move || {
-                    if let Err(e) = std::fs::remove_dir_all(&doomed) {
-                        tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition");
-                    }
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not move deleted partition aside");
-            }
+        // Before the rename: the path may soon belong to a new topic.
+        if let Replica::Online(p) = replica {
+            p.with_log_mut(PartitionLog::detach);
         }
+        crate::log_dir::remove(&self.data_dir, &dir, id);
     }
 
-    /// Removes directories of deletions interrupted by a crash.
-    pub fn clean_leftovers(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() && path.to_string_lossy().ends_with("-delete") {
-                if let Err(e) = std::fs::remove_dir_all(&path) {
-                    tracing::warn!(dir = %path.display(), error = %e, "could not remove deleted partition");
-                }
-            }
-        }
+    /// At startup: finishes interrupted deletions, binds directories that
+    /// predate topic ids, sets aside directories of replicas this node does
+    /// not host (see [`crate::log_dir::sweep`]).
+    pub fn sweep(&self, state: &MetaState, node_id: i32) -> Result<()> {
+        crate::log_dir::sweep(&self.data_dir, &crate::log_dir::expected(state, node_id))?;
+        Ok(())
     }
 
     /// Publishes per-partition gauges (called before each scrape).
     pub fn update_gauges(&self) {
+        let mut offline = 0;
         for topic in self.all() {
+            offline += topic.offline_count();
             for p in topic.local_partitions() {
                 let index = p.index.to_string();
                 let labels = [topic.name.as_str(), index.as_str()];
@@ -365,5 +401,6 @@ impl TopicRegistry {
                     .set(size as i64);
             }
         }
+        self.metrics.offline_partitions.set(offline as i64);
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! A KMS directory holds one key epoch: `master.key` (the master key sealed
 //! under a passphrase, see `veil_blind::kms`), `registry` (issued users and
-//! their status; no secrets) and the user key files it wrote. The broker only
-//! ever receives server shares, over an authenticated admin connection.
+//! their status; no secrets) and the user key files it wrote, each naming the
+//! user it was issued for. The broker only ever receives server shares, over
+//! an authenticated admin connection.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -165,6 +166,8 @@ async fn issue(dir: &Path, u: UserArgs, rotate: bool) -> anyhow::Result<()> {
     };
     let master = load_master(dir)?;
     let (user_key, share) = master.split()?;
+    // The file names its user, so that no one else's client uses it.
+    let user_key = user_key.bind_user(&u.name)?;
     let out = u.out.unwrap_or_else(|| dir.join(format!("{}.key", u.name)));
     // Written aside first: the key becomes the user's only once the broker
     // holds the matching share.

@@ -126,6 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let req = ResolveRequest {
                 kid: user.kid().as_bytes().to_vec(),
                 token: t.as_bytes().to_vec(),
+                key_principal: None,
             };
             let resp = tokio::task::block_in_place(|| {
                 rt.block_on(veil_client::blind::veil_call(&mut conn, &req))

@@ -83,10 +83,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (producer, physical) = match (&args.blind, &args.topic) {
         (Some(name), _) => {
             let path = args.user_key.as_ref().context("--blind needs --key-file")?;
-            let client = Arc::new(BlindClient::new(
+            // Checked before any request: another user's key would name
+            // topics nobody can read.
+            let client = Arc::new(BlindClient::for_user(
                 load_user_key(path)?,
+                args.connect.sasl_user(),
+                path,
                 args.connect.connector("veil-produce"),
-            ));
+            )?);
             let mut p = BlindProducer::new(client, &args.connect.rdkafka_props(), args.partitions)?;
             if args.seal {
                 let aead = if args.aead == "xchacha20poly1305" {

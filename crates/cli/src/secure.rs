@@ -118,6 +118,15 @@ impl ConnectArgs {
         p
     }
 
+    /// The SASL user this client logs in as, if it logs in with SASL.
+    pub fn sasl_user(&self) -> Option<&str> {
+        let sasl = self
+            .security_protocol
+            .to_ascii_uppercase()
+            .starts_with("SASL");
+        self.user.as_deref().filter(|_| sasl)
+    }
+
     /// A reconnecting factory of authenticated connections (blind topics).
     pub fn connector(&self, client_id: &'static str) -> veil_client::Connector {
         let args = Arc::new(self.clone());

@@ -392,3 +392,136 @@ fn blind_topic_end_to_end_over_sasl() {
     let secrets = exponents(&env, &["alice", "alice-old", "bob"]);
     assert_no_secrets(&env, &secrets);
 }
+
+/// Runs `veil kms init` (2048 bits, fast KDF) into `kms`.
+fn kms_init(kms: &Path) {
+    let out = Command::new(BIN)
+        .args(["kms", "init", "--kid", "plant-e1", "--tenant", "plant"])
+        .args(["--bits", "2048", "--insecure-fast-kdf"])
+        .env("VEIL_KMS_DIR", kms)
+        .env("VEIL_KMS_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    ok(&out, "kms init");
+}
+
+/// A broker's topic names, as the admin sees them.
+fn topics_of(env: &Env) -> Vec<String> {
+    rt().block_on(async {
+        let mut conn = Connection::connect(&env.sasl, "t").await.unwrap();
+        conn.sasl_handshake("PLAIN").await.unwrap();
+        conn.sasl_authenticate(b"\0admin\0admin-pw".to_vec())
+            .await
+            .unwrap();
+        Admin::from_connection(conn).list_topics().await.unwrap()
+    })
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_key_file_is_bound_to_the_user_it_was_issued_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("plain-users.toml");
+    std::fs::write(
+        &users,
+        veil_broker::auth::plain::hash_entry("admin", "admin-pw", 4096),
+    )
+    .unwrap();
+    // One broker with the authorizer on and no ACL (nobody but the admin may
+    // create topics), one with the authorizer off; one key epoch, whose
+    // users are registered with each through a copy of the KMS directory.
+    let strict = TestBroker::start_with_config(BIN, &config(&users), &[]);
+    let open_config = config(&users).replace("enabled = true", "enabled = false");
+    let open = TestBroker::start_with_config(BIN, &open_config, &[]);
+    let kms = dir.path().join("kms");
+    kms_init(&kms);
+    let kms_open = dir.path().join("kms-open");
+    std::fs::create_dir_all(&kms_open).unwrap();
+    for f in ["master.key", "registry"] {
+        std::fs::copy(kms.join(f), kms_open.join(f)).unwrap();
+    }
+    let env = |broker: TestBroker, kms: PathBuf| {
+        let sasl = broker.listener_addr("SASL").unwrap().to_string();
+        rt().block_on(blind_env::add_users(&sasl));
+        let env = Env { broker, kms, sasl };
+        for u in ["alice", "bob"] {
+            ok(
+                &env.veil("admin", &["kms", "add-user", u]).output().unwrap(),
+                u,
+            );
+        }
+        env
+    };
+    let strict = env(strict, kms);
+    let open = env(open, kms_open);
+
+    // Authorizer off: alice with bob's key file is refused before any
+    // request, naming both, and no topic appears.
+    let before = topics_of(&open);
+    let bob_key = open.key("bob");
+    let produce = ["produce", "--blind", TOPIC, "--key-file", &bob_key];
+    let out = open.run_with_stdin("alice", &produce, "reading-1\n");
+    let err = stderr(&out);
+    assert!(!out.status.success(), "alice wrote with bob's key: {err}");
+    assert!(
+        err.contains("User:bob") && err.contains("User:alice"),
+        "{err}"
+    );
+    assert_eq!(topics_of(&open), before, "no orphan topic");
+    let consume = [
+        "consume",
+        "--blind",
+        TOPIC,
+        "--key-file",
+        &bob_key,
+        "--group",
+        "g",
+    ];
+    let out = open.veil("alice", &consume).output().unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("User:bob") && err.contains("User:alice"),
+        "{err}"
+    );
+
+    // Authorizer on, no CREATE: the same sentence, not an authorization error.
+    let bob_key = strict.key("bob");
+    let produce = ["produce", "--blind", TOPIC, "--key-file", &bob_key];
+    let out = strict.run_with_stdin("alice", &produce, "reading-1\n");
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("User:bob") && err.contains("User:alice"),
+        "{err}"
+    );
+    assert!(!err.contains("AUTHORIZATION_FAILED"), "{err}");
+
+    // carol was never issued a key. With a key file from before files named
+    // their user (the client cannot tell), the broker says so: not "revoked".
+    let alice = std::fs::read(open.key("alice")).unwrap();
+    let legacy = veil_blind::UserKey::from_bytes(&alice).unwrap().unbound();
+    let legacy_path = dir.path().join("legacy.key");
+    std::fs::write(&legacy_path, &*legacy.to_bytes().unwrap()).unwrap();
+    let legacy_key = legacy_path.display().to_string();
+    let consume = [
+        "consume",
+        "--blind",
+        TOPIC,
+        "--key-file",
+        &legacy_key,
+        "--group",
+        "g",
+    ];
+    let out = open.veil("carol", &consume).output().unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no key issued for this user") && err.contains("User:carol"),
+        "{err}"
+    );
+    assert!(!err.contains("revoked"), "{err}");
+}

@@ -311,3 +311,135 @@ fn groups_cli_resets_describes_lists_and_deletes() {
     let (_, out, _) = veil_groups(&broker, &["list"]);
     assert!(!out.lines().any(|l| l.starts_with("readers")), "{out}");
 }
+
+const INVALID_REQUEST: i16 = 42;
+const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+
+/// OffsetFetch of `group` for partition 0 of `t`: (offset, metadata).
+async fn fetch_t0(conn: &mut Connection, group: &str) -> (i64, String) {
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_topics(None);
+    let resp = conn.send_at(&req, 7).await.unwrap();
+    assert_eq!(resp.error_code, 0);
+    let p = resp
+        .topics
+        .iter()
+        .filter(|t| t.name.as_str() == "t")
+        .flat_map(|t| &t.partitions)
+        .find(|p| p.partition_index == 0)
+        .expect("partition 0 of t is committed");
+    (
+        p.committed_offset,
+        p.metadata.as_deref().unwrap_or("").to_owned(),
+    )
+}
+
+/// A simple consumer's commit (generation -1) of `t`/0, once per entry.
+fn simple_commit(group: &str, entries: &[(i64, &str)]) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic("t"))
+            .with_partitions(
+                entries
+                    .iter()
+                    .map(|&(offset, metadata)| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(-1)
+                            .with_committed_metadata(Some(s(metadata)))
+                    })
+                    .collect(),
+            )])
+}
+
+#[test]
+fn a_commit_repeating_one_partition_with_large_metadata_survives_a_restart() {
+    let mut broker = TestBroker::start(BIN);
+    let rt = rt();
+    // 700 entries for partition 0, each with offset.metadata.max.bytes of
+    // \x01 (about 2.9 MB on the wire); the last one wins, as in Kafka.
+    let metadata = "\u{1}".repeat(4096);
+    rt.block_on(async {
+        create(&broker.bootstrap(), "t", 1).await;
+        let mut conn = Connection::connect(&broker.bootstrap(), "t").await.unwrap();
+        let entries: Vec<(i64, &str)> = (0..700).map(|i| (i, metadata.as_str())).collect();
+        let resp = conn
+            .send_at(&simple_commit("g", &entries), 7)
+            .await
+            .unwrap();
+        let codes: Vec<i16> = resp.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, vec![0; 700], "every entry is answered");
+        let too_large = "\u{1}".repeat(4097);
+        let resp = conn
+            .send_at(&simple_commit("g", &[(1, &too_large)]), 7)
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.topics[0].partitions[0].error_code,
+            OFFSET_METADATA_TOO_LARGE
+        );
+    });
+    assert!(broker.terminate().success());
+    broker.restart();
+    rt.block_on(async {
+        let mut conn = Connection::connect(&broker.bootstrap(), "t").await.unwrap();
+        assert_eq!(fetch_t0(&mut conn, "g").await, (699, metadata.clone()));
+    });
+}
+
+#[test]
+fn a_group_with_megabytes_of_protocol_metadata_cannot_stop_a_restart() {
+    let mut broker = TestBroker::start_with(BIN, &["--set", "groups.initial_rebalance_delay_ms=0"]);
+    let rt = rt();
+    let (join_code, sync_code) = rt.block_on(async {
+        create(&broker.bootstrap(), "t", 1).await;
+        let mut conn = Connection::connect(&broker.bootstrap(), "t").await.unwrap();
+        let resp = conn
+            .send_at(&simple_commit("big", &[(5, "kept")]), 7)
+            .await
+            .unwrap();
+        assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+        let mut join = JoinGroupRequest::default()
+            .with_group_id(GroupId(s("big")))
+            .with_session_timeout_ms(30_000)
+            .with_rebalance_timeout_ms(30_000)
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(Bytes::from(vec![0xff; 5 << 20]))]);
+        let mut joined = conn.send_at(&join, 9).await.unwrap();
+        if joined.error_code == 79 {
+            join.member_id = joined.member_id.clone();
+            joined = conn.send_at(&join, 9).await.unwrap();
+        }
+        if joined.error_code != 0 {
+            return (joined.error_code, None);
+        }
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(s("big")))
+            .with_generation_id(joined.generation_id)
+            .with_member_id(joined.member_id.clone())
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(joined.member_id.clone())
+                .with_assignment(Bytes::from_static(b"t-0"))]);
+        let synced = conn.send_at(&sync, 5).await.unwrap();
+        (joined.error_code, Some(synced.error_code))
+    });
+    assert!(broker.terminate().success());
+    broker.restart();
+    rt.block_on(async {
+        let mut conn = Connection::connect(&broker.bootstrap(), "t").await.unwrap();
+        assert_eq!(fetch_t0(&mut conn, "big").await, (5, "kept".into()));
+    });
+    // Kafka has no setting for this; a member's protocol metadata is capped
+    // so that its group record stays far below what the store reads back.
+    assert_eq!((join_code, sync_code), (INVALID_REQUEST, None));
+}

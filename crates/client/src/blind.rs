@@ -39,6 +39,19 @@ pub enum BlindError {
     BadKeyFile { path: String, reason: String },
     #[error("your key for tenant {tenant} was revoked (the broker holds no share for it)")]
     Revoked { tenant: String },
+    /// The broker holds no share for this user and never did.
+    #[error("{message} (tenant {tenant}): ask the key's owner to issue you one with `veil kms add-user`")]
+    NotIssued { tenant: String, message: String },
+    /// The key file names another user than the one this client logs in as.
+    #[error("the key file {path} was issued for User:{key_user}, not for User:{user} (the user you log in as); use the key file issued for {user}")]
+    KeyOfAnotherUser {
+        path: String,
+        key_user: String,
+        user: String,
+    },
+    /// The broker saw the key's user differ from the authenticated one.
+    #[error("{0}; use the key file issued for the user you log in as")]
+    KeyUserMismatch(String),
     #[error("blind topic '{topic}' does not exist (or your key cannot see it)")]
     UnknownTopic { topic: String },
     #[error("blind topics need an authenticated connection (SASL or mTLS)")]
@@ -135,6 +148,34 @@ impl BlindClient {
         }
     }
 
+    /// [`BlindClient::new`] for a client that logs in as `user` (its SASL
+    /// name, if it has one): a key file issued for someone else is refused
+    /// before any request, because its tokens would name topics nobody can
+    /// read. `path` only names the file in the error.
+    pub fn for_user(
+        key: UserKey,
+        user: Option<&str>,
+        path: &Path,
+        connect: Connector,
+    ) -> Result<Self, BlindError> {
+        if let (Some(key_user), Some(user)) = (key.user(), user) {
+            if key_user != user {
+                return Err(BlindError::KeyOfAnotherUser {
+                    path: path.display().to_string(),
+                    key_user: key_user.to_owned(),
+                    user: user.to_owned(),
+                });
+            }
+        }
+        Ok(Self::new(key, connect))
+    }
+
+    /// The principal the key was issued for, which requests name so that
+    /// the broker can refuse another user's key.
+    fn key_principal(&self) -> Option<String> {
+        self.key.user().map(|u| format!("User:{u}"))
+    }
+
     /// The tenant of the key (for messages).
     pub fn tenant(&self) -> &str {
         self.key.tenant()
@@ -161,9 +202,10 @@ impl BlindClient {
         let req = ResolveRequest {
             kid: self.key.kid().as_bytes().to_vec(),
             token: self.token(topic)?.into_bytes(),
+            key_principal: self.key_principal(),
         };
         let resp = self.call(&req).await?;
-        self.check(VeilApi::Resolve, resp.error_code, None, topic)?;
+        self.check(VeilApi::Resolve, resp.error_code, resp.error_message, topic)?;
         Ok(Resolved {
             physical_name: resp.physical_name,
             topic_id: resp.topic_id,
@@ -229,6 +271,7 @@ impl BlindClient {
             partitions,
             replication_factor: -1,
             configs: Vec::new(),
+            key_principal: self.key_principal(),
         };
         let resp = self.call(&req).await?;
         self.check(
@@ -257,6 +300,18 @@ impl BlindClient {
             error_code::NO_SHARE => Err(BlindError::Revoked {
                 tenant: self.key.tenant().to_owned(),
             }),
+            error_code::KEY_NOT_ISSUED => Err(BlindError::NotIssued {
+                tenant: self.key.tenant().to_owned(),
+                message: message.unwrap_or_else(|| "no key issued for this user".into()),
+            }),
+            error_code::KEY_USER_MISMATCH => {
+                Err(BlindError::KeyUserMismatch(message.unwrap_or_else(|| {
+                    format!(
+                        "this key file was issued for {}, not for the authenticated user",
+                        self.key_principal().unwrap_or_default()
+                    )
+                })))
+            }
             error_code::UNKNOWN_TOPIC_OR_PARTITION => Err(BlindError::UnknownTopic {
                 topic: topic.to_owned(),
             }),

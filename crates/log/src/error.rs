@@ -9,7 +9,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// the handler edge (`CorruptRecord` → CORRUPT_MESSAGE, `InvalidRecord` → INVALID_RECORD,
 /// `RecordTooLarge` → MESSAGE_TOO_LARGE, `OffsetOutOfRange` → OFFSET_OUT_OF_RANGE,
 /// `OutOfOrderSequence` → OUT_OF_ORDER_SEQUENCE_NUMBER, `InvalidProducerEpoch` →
-/// INVALID_PRODUCER_EPOCH, the rest → KAFKA_STORAGE_ERROR).
+/// INVALID_PRODUCER_EPOCH, `Removed` → UNKNOWN_TOPIC_OR_PARTITION, the rest → KAFKA_STORAGE_ERROR).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("I/O error: {0}")]
@@ -66,4 +66,8 @@ pub enum Error {
     /// what actually reached the disk).
     #[error("partition log is poisoned after an I/O failure; reopen it to recover")]
     Poisoned,
+
+    /// The log's directory was moved away to be deleted (its topic is gone).
+    #[error("partition log was removed")]
+    Removed,
 }

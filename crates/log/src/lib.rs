@@ -7,15 +7,16 @@
 //! * [`batch`] — the 61-byte v2 batch header, produce-time validation ([`validate_records`]) and
 //!   the in-place rewrites (base offset, leader epoch, LogAppendTime).
 //! * `segment.rs` / `index.rs` — one `.log` file and its sparse offset and time indexes.
-//! * `recovery.rs` — what `open` does after a crash: torn-tail truncation (keeping a copy of the
-//!   cut bytes), index rebuilds, log start offset and leader-epoch fix-ups.
+//! * `recovery.rs` — what `open` does after a crash: everything after the recovery point is
+//!   validated and cut at the first bad batch (keeping the cut bytes aside), index rebuilds, log
+//!   start offset and leader-epoch fix-ups.
 //! * `epoch.rs` — the `leader-epoch-checkpoint` file.
 //! * [`producer_state`] — idempotent producers' last batches: duplicate, gap and epoch checks on
 //!   append, `<offset>.snapshot` files, rebuilt from batch headers on open.
 //!
 //! On disk, per partition directory: `<base>.log`, `<base>.index`, `<base>.timeindex` per segment
 //! (base offset, 20 digits), `<offset>.snapshot` (producer state), `leader-epoch-checkpoint`,
-//! `log-start-offset`, and a `clean-shutdown`
+//! `log-start-offset`, `recovery-point`, and a `clean-shutdown`
 //! marker between `close` and the next `open`.
 
 // No panicking shortcuts on the produce/fetch path; tests may (clippy.toml allows them there).

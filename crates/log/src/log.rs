@@ -17,7 +17,7 @@ use crate::durable::sync_dir;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{Error, Result};
 use crate::producer_state::{snapshot, BatchMetadata, ProducerStates};
-use crate::recovery::{recover, write_log_start_offset, CLEAN_SHUTDOWN_FILE};
+use crate::recovery::{recover, write_log_start_offset, write_recovery_point, CLEAN_SHUTDOWN_FILE};
 use crate::segment::Segment;
 
 mod timestamps;
@@ -61,6 +61,9 @@ pub struct RecoveryReport {
     pub log_end_offset: i64,
     /// A clean-shutdown marker was present (the previous `close` completed).
     pub clean_shutdown: bool,
+    /// The checkpointed offset below which segments were trusted rather than validated
+    /// (`i64::MIN`: none, everything was validated; `i64::MAX`: an old clean shutdown).
+    pub recovery_point: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,8 +108,14 @@ pub struct PartitionLog {
     log_start_offset: i64,
     epochs: LeaderEpochCache,
     synced_offset: i64,
+    /// The recovery point last written to disk (see `recovery.rs`). It is the synced offset, so
+    /// anything that ever cuts the log below it must lower both first.
+    checkpointed: i64,
     pending_sync: Vec<PendingSync>,
     poisoned: bool,
+    /// The directory was moved away to be deleted; its path may already belong to a new log of
+    /// the same name, so nothing is written by path any more.
+    detached: bool,
     /// Idempotent producers' last batches; snapshotted on roll and close (`producer_state.rs`).
     producers: ProducerStates,
 }
@@ -140,11 +149,12 @@ impl PartitionLog {
             segments: recovered.segments,
             log_start_offset: recovered.log_start_offset,
             epochs: recovered.epochs,
-            // Recovery fsynced the active segment; older segments were synced when rolled or are
-            // rescanned next time anyway.
+            // Recovery synced what it validated and checkpointed the log end.
             synced_offset: log_end_offset,
+            checkpointed: log_end_offset,
             pending_sync: Vec::new(),
             poisoned: false,
+            detached: false,
             producers,
         };
         Ok((log, recovered.report))
@@ -192,9 +202,7 @@ impl PartitionLog {
         now_ms: i64,
         origin: AppendOrigin,
     ) -> Result<AppendInfo> {
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.writable()?;
         let mut headers = validate_inner(
             records,
             self.config.max_message_bytes,
@@ -324,6 +332,9 @@ impl PartitionLog {
     /// Snapshot the producer state at the log end. A failure is only logged: recovery then starts
     /// from an older snapshot and replays more headers.
     fn snapshot_producers(&self) {
+        if self.detached {
+            return;
+        }
         let offset = self.log_end_offset();
         if let Err(e) = snapshot::write(&self.dir, offset, &self.producers) {
             tracing::warn!(dir = %self.dir.display(), offset, error = %e, "producer snapshot failed");
@@ -369,9 +380,7 @@ impl PartitionLog {
 
     /// Age-based roll without an append. Returns whether a new segment was started.
     pub fn roll_if_due(&mut self, now_ms: i64) -> Result<bool> {
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.writable()?;
         if self.active().is_empty() || !self.age_due(now_ms) {
             return Ok(false);
         }
@@ -492,6 +501,35 @@ impl PartitionLog {
         self.poisoned
     }
 
+    /// Writes fail once the log is poisoned, or detached from its directory.
+    fn writable(&self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if self.detached {
+            return Err(Error::Removed);
+        }
+        Ok(())
+    }
+
+    /// Writes the recovery point (everything synced so far) to disk if it moved, so that
+    /// recovery trusts the segments below it instead of validating them (Kafka does this every
+    /// `log.flush.offset.checkpoint.interval.ms`). Returns whether it wrote.
+    pub fn checkpoint_recovery_point(&mut self) -> Result<bool> {
+        if self.detached || self.synced_offset == self.checkpointed {
+            return Ok(false);
+        }
+        write_recovery_point(&self.dir, self.synced_offset)?;
+        self.checkpointed = self.synced_offset;
+        Ok(true)
+    }
+
+    /// The directory is being moved away to be deleted: from now on nothing is written by path
+    /// (the path may soon belong to a new log of the same name) and writes are refused.
+    pub fn detach(&mut self) {
+        self.detached = true;
+    }
+
     /// OffsetForLeaderEpoch, with Kafka's semantics: the largest known epoch `<= epoch` and the
     /// offset where the next epoch starts (the log end offset for the latest epoch); for an epoch
     /// older than all known ones, that epoch and the first epoch's start offset; `None`
@@ -516,9 +554,7 @@ impl PartitionLog {
     /// DeleteRecords: advance (never move back) `log_start_offset` to `offset`, persist it, then
     /// delete segments wholly below it (never the active one). Returns the new log start offset.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
+        self.writable()?;
         let log_end_offset = self.log_end_offset();
         if offset > log_end_offset || offset < 0 {
             return Err(Error::OffsetOutOfRange {
@@ -544,6 +580,7 @@ impl PartitionLog {
     /// retention (drop the oldest while the rest stays `>= retention_bytes`). Whole non-active
     /// segments only, oldest first, stopping at the first one that must stay.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<RetentionReport> {
+        self.writable()?;
         let candidates = self.segments.len() - 1;
         let mut count = 0;
         if self.config.retention_ms >= 0 {
@@ -596,6 +633,7 @@ impl PartitionLog {
         }
         self.sync()?;
         snapshot::write(&self.dir, self.log_end_offset(), &self.producers)?;
+        self.checkpoint_recovery_point()?;
         File::create(self.dir.join(CLEAN_SHUTDOWN_FILE))?.sync_all()?;
         sync_dir(&self.dir)?;
         Ok(())

@@ -1,13 +1,20 @@
 //! Opening a partition directory after a clean shutdown or a crash.
 //!
-//! * The active (last) segment is validated batch by batch from its start (header, length, magic,
-//!   CRC-32C, offsets contiguous). At the first invalid or partial batch the file is
-//!   truncated there — a torn write — after copying the cut bytes into `<base>.log.truncated`.
-//!   Its indexes are always rebuilt from this scan.
-//! * Older segments are trusted when their indexes are sane: we only hop over the batch headers
-//!   after the last useful index entry to learn the next offset and largest timestamp. Otherwise
-//!   they are rescanned with full validation and re-indexed; damage inside an older segment is
-//!   `Error::Corrupt`, never a truncation (it would drop the valid segments after it).
+//! The **recovery point** (`recovery-point`, Kafka keeps the same offset per partition in
+//! `recovery-point-offset-checkpoint`) is an offset below which everything is known to be on disk:
+//! it is checkpointed from the synced offset now and then, at shutdown and after recovery.
+//! * Segments wholly below it are trusted when their indexes are sane: we only hop over the batch
+//!   headers after the last useful index entry to learn the next offset and largest timestamp.
+//!   Otherwise they are rescanned with full validation and re-indexed; damage there hit data that
+//!   was synced, so it is `Error::Corrupt` (the partition goes offline), never a truncation.
+//! * Every later segment, and always the active one, is validated batch by batch (header, length,
+//!   magic, CRC-32C, contiguous offsets), re-indexed and fsynced. At the first bad batch, in any of
+//!   them, the log is cut: the rest of that segment is copied into `<base>.log.truncated` and every
+//!   later segment is renamed aside to `<base>.log.truncated` (nothing is deleted), and the cut
+//!   segment becomes the active one. That is what power loss leaves of writes nothing had synced
+//!   (acks=1, `flush = none`).
+//! * Without a checkpoint, a clean-shutdown marker means everything was synced (logs written
+//!   before recovery points existed); otherwise everything is validated.
 //! * `log_start_offset = max(first segment base, persisted log-start-offset)`; leader-epoch entries
 //!   at or beyond the recovered log end are dropped.
 
@@ -30,6 +37,7 @@ use crate::segment::{
 };
 
 pub(crate) const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
 /// At most this much of a truncated tail is kept in the sidecar file.
@@ -44,21 +52,30 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
 }
 
-pub(crate) fn read_log_start_offset(dir: &Path) -> Result<Option<i64>> {
-    let path = dir.join(LOG_START_OFFSET_FILE);
+/// A file holding one offset, or `None` if absent.
+fn read_offset_file(dir: &Path, name: &str) -> Result<Option<i64>> {
+    let path = dir.join(name);
     match fs::read_to_string(&path) {
         Ok(text) => text.trim().parse().map(Some).map_err(|_| Error::Corrupt {
             segment: path,
             position: 0,
-            reason: "log-start-offset is not a number".into(),
+            reason: format!("{name} is not a number"),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
+pub(crate) fn read_log_start_offset(dir: &Path) -> Result<Option<i64>> {
+    read_offset_file(dir, LOG_START_OFFSET_FILE)
+}
+
 pub(crate) fn write_log_start_offset(dir: &Path, offset: i64) -> io::Result<()> {
     write_atomically(dir, LOG_START_OFFSET_FILE, format!("{offset}\n").as_bytes())
+}
+
+pub(crate) fn write_recovery_point(dir: &Path, offset: i64) -> io::Result<()> {
+    write_atomically(dir, RECOVERY_POINT_FILE, format!("{offset}\n").as_bytes())
 }
 
 /// Open (creating if needed) the partition directory and bring it to a consistent state.
@@ -70,6 +87,12 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Rec
 
     let bases = list_segments(dir)?;
     let persisted_start = read_log_start_offset(dir)?;
+    let persisted_point = read_offset_file(dir, RECOVERY_POINT_FILE)?;
+    let recovery_point = match persisted_point {
+        Some(point) => point,
+        None if clean_shutdown => i64::MAX,
+        None => i64::MIN,
+    };
     let mut epochs = LeaderEpochCache::load(dir)?;
     let mut report = RecoveryReport {
         segments: 0,
@@ -77,26 +100,28 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Rec
         rebuilt_indexes: 0,
         log_end_offset: 0,
         clean_shutdown,
+        recovery_point,
     };
 
     let mut epochs_changed = false;
-    let mut segments = Vec::with_capacity(bases.len().max(1));
+    let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+    let mut validated = Vec::new();
     for (i, &base) in bases.iter().enumerate() {
-        let seg = if i + 1 < bases.len() {
+        let trusted = bases.get(i + 1).is_some_and(|&next| next <= recovery_point);
+        let (seg, cut) = if trusted {
             let (seg, rebuilt) = load_older(dir, base, config)?;
             report.rebuilt_indexes += usize::from(rebuilt);
-            seg
+            (seg, false)
         } else {
-            let (seg, truncated, seen_epochs) = recover_active(dir, base, config, now_ms)?;
-            report.truncated_bytes = truncated;
-            report.rebuilt_indexes += 1;
+            let (seg, truncated, seen_epochs) = validate(dir, base, config, now_ms)?;
+            report.truncated_bytes += truncated;
             for (epoch, start) in seen_epochs {
                 epochs_changed |= epochs.assign_in_memory(epoch, start);
             }
-            seg
+            validated.push(segments.len());
+            (seg, truncated > 0)
         };
         if let Some(prev) = segments.last() {
-            let prev: &Segment = prev;
             if prev.next_offset > seg.base_offset {
                 return Err(prev.corrupt(
                     prev.size,
@@ -108,9 +133,28 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Rec
             }
         }
         segments.push(seg);
+        if cut {
+            report.truncated_bytes += set_aside(dir, &bases[i + 1..])?;
+            break;
+        }
     }
     if segments.is_empty() {
         segments.push(Segment::create(dir, persisted_start.unwrap_or(0).max(0))?);
+    } else {
+        // Validated segments now hold exactly what was checked: index them and make them durable,
+        // so that the recovery point can move to the log end.
+        // The last segment is always validated (only a segment followed by another can be
+        // trusted), so it gets its index files here.
+        let last = segments.len() - 1;
+        for &i in &validated {
+            if i == last {
+                activate(&mut segments[i])?;
+            } else {
+                persist_indexes(dir, &mut segments[i])?;
+                segments[i].log.sync_data()?;
+            }
+        }
+        report.rebuilt_indexes += validated.len();
     }
 
     let first_base = segments[0].base_offset;
@@ -141,6 +185,11 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Rec
         active.log.sync_data()?;
     }
     sync_dir(dir)?;
+    // Everything up to the log end is on disk now; a point beyond it (the log was cut below it)
+    // must not make later segments look trusted.
+    if persisted_point != Some(log_end_offset) {
+        write_recovery_point(dir, log_end_offset)?;
+    }
 
     report.segments = segments.len();
     report.log_end_offset = log_end_offset;
@@ -150,6 +199,24 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Rec
         epochs,
         report,
     })
+}
+
+/// Renames whole segments beyond a cut aside (`<base>.log.truncated`), dropping their indexes;
+/// returns their bytes.
+fn set_aside(dir: &Path, bases: &[i64]) -> Result<u64> {
+    let mut bytes = 0;
+    for &base in bases {
+        let path = dir.join(file_name(base, LOG_EXT));
+        let len = fs::metadata(&path)?.len();
+        let aside = sidecar_path(&path);
+        fs::rename(&path, &aside)?;
+        remove_if_exists(&dir.join(file_name(base, INDEX_EXT)))?;
+        remove_if_exists(&dir.join(file_name(base, TIME_INDEX_EXT)))?;
+        tracing::warn!(segment = %path.display(), bytes = len, kept_in = %aside.display(),
+            "set aside a segment beyond the first bad batch");
+        bytes += len;
+    }
+    Ok(bytes)
 }
 
 /// Base offsets of the `.log` files, sorted; removes temp files, deleted leftovers and orphan indexes.
@@ -244,8 +311,9 @@ fn scan_full(
     Ok(FullScan { damage, epochs })
 }
 
-/// The active segment: validate all, truncate a damaged tail (keeping a copy), rebuild indexes.
-fn recover_active(
+/// A segment at or beyond the recovery point: validate all, truncate at the first bad batch
+/// (keeping a copy of the cut bytes). Returns the bytes cut.
+fn validate(
     dir: &Path,
     base: i64,
     config: &LogConfig,
@@ -264,11 +332,16 @@ fn recover_active(
             truncated_bytes = truncated,
             sidecar = %sidecar.display(),
             reason = %reason,
-            "truncating damaged tail of the active segment"
+            "truncating a segment at its first bad batch"
         );
         seg.log.set_len(position)?;
         seg.log.sync_data()?;
     }
+    Ok((seg, truncated, scan.epochs))
+}
+
+/// Makes a validated `seg` the active segment: fresh index files from its in-memory indexes.
+fn activate(seg: &mut Segment) -> Result<()> {
     let offset = open_fresh(&seg.index_path(INDEX_EXT))?;
     let time = open_fresh(&seg.index_path(TIME_INDEX_EXT))?;
     offset.write_all_at(&seg.offset_index.encode_all(), 0)?;
@@ -279,7 +352,24 @@ fn recover_active(
         offset: Arc::new(offset),
         time: Arc::new(time),
     });
-    Ok((seg, truncated, scan.epochs))
+    Ok(())
+}
+
+/// Writes a validated older segment's indexes in place of whatever was there.
+fn persist_indexes(dir: &Path, seg: &mut Segment) -> Result<()> {
+    write_atomically(
+        dir,
+        &file_name(seg.base_offset, INDEX_EXT),
+        &seg.offset_index.encode_all(),
+    )?;
+    write_atomically(
+        dir,
+        &file_name(seg.base_offset, TIME_INDEX_EXT),
+        &seg.time_index.encode_all(),
+    )?;
+    seg.offset_index.mark_persisted();
+    seg.time_index.mark_persisted();
+    Ok(())
 }
 
 fn open_fresh(path: &Path) -> io::Result<File> {
@@ -291,8 +381,8 @@ fn open_fresh(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Copy `[position, file_len)` (at most `SIDECAR_CAP` bytes) to a fresh `<log>.truncated` file.
-fn save_tail(log: &File, log_path: &Path, position: u64, file_len: u64) -> io::Result<PathBuf> {
+/// A fresh `<log>.truncated[.n]` name beside `log_path`.
+fn sidecar_path(log_path: &Path) -> PathBuf {
     let mut name = log_path.as_os_str().to_owned();
     name.push(".truncated");
     let mut path = PathBuf::from(&name);
@@ -303,6 +393,12 @@ fn save_tail(log: &File, log_path: &Path, position: u64, file_len: u64) -> io::R
         path = PathBuf::from(numbered);
         n += 1;
     }
+    path
+}
+
+/// Copy `[position, file_len)` (at most `SIDECAR_CAP` bytes) to a fresh `<log>.truncated` file.
+fn save_tail(log: &File, log_path: &Path, position: u64, file_len: u64) -> io::Result<PathBuf> {
+    let path = sidecar_path(log_path);
     let mut out = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -343,18 +439,7 @@ fn load_older(dir: &Path, base: i64, config: &LogConfig) -> Result<(Segment, boo
     if let Some((position, reason)) = scan.damage {
         return Err(seg.corrupt(position, reason));
     }
-    write_atomically(
-        dir,
-        &file_name(base, INDEX_EXT),
-        &seg.offset_index.encode_all(),
-    )?;
-    write_atomically(
-        dir,
-        &file_name(base, TIME_INDEX_EXT),
-        &seg.time_index.encode_all(),
-    )?;
-    seg.offset_index.mark_persisted();
-    seg.time_index.mark_persisted();
+    persist_indexes(dir, &mut seg)?;
     tracing::info!(segment = %seg.path.display(), "rebuilt indexes of an older segment");
     Ok((seg, true))
 }

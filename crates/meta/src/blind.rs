@@ -45,6 +45,10 @@ pub struct BlindState {
     wraps: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// kid (hex) → number of revocations so far.
     revocations: BTreeMap<String, i64>,
+    /// principal → kids (hex) whose share was revoked and not issued again,
+    /// so a refusal can say "revoked" rather than "never issued".
+    #[serde(default)]
+    revoked: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The blind-topic commands, nested in [`crate::MetaCommand`].
@@ -132,6 +136,12 @@ impl BlindState {
         self.revocations.get(kid).copied().unwrap_or(0)
     }
 
+    /// Whether `principal`'s share for `kid` was revoked (and not issued
+    /// again since). Revocations from before this was recorded are unknown.
+    pub fn was_revoked(&self, principal: &str, kid: &str) -> bool {
+        self.revoked.get(principal).is_some_and(|k| k.contains(kid))
+    }
+
     /// Whether `principal` may see `name`: not blind, or an active share
     /// for its kid and a grant.
     pub fn visible(&self, principal: &str, name: &str) -> bool {
@@ -205,6 +215,12 @@ impl BlindState {
                 sealed,
                 created_ms,
             } => {
+                if let Some(k) = self.revoked.get_mut(&principal) {
+                    k.remove(&kid);
+                    if k.is_empty() {
+                        self.revoked.remove(&principal);
+                    }
+                }
                 self.shares
                     .entry(principal)
                     .or_default()
@@ -223,6 +239,10 @@ impl BlindState {
                         self.grants.remove(&principal);
                     }
                 }
+                self.revoked
+                    .entry(principal)
+                    .or_default()
+                    .insert(kid.clone());
                 *self.revocations.entry(kid).or_default() += 1;
             }
             BlindCommand::RegisterTopic {
@@ -312,10 +332,13 @@ mod tests {
         assert!(!s.visible("User:b", "vb1-x") && !s.has_grant("User:b", "vb1-x"));
         assert!(s.visible("User:a", "vb1-x"));
         assert_eq!(s.revocation_epoch("6b"), 1);
+        assert!(s.was_revoked("User:b", "6b"));
+        assert!(!s.was_revoked("User:c", "6b"), "never issued");
         assert!(apply(&mut s, revoke, true).is_err());
         // Re-registering does not bring the grant back.
         apply(&mut s, share("User:b"), true).unwrap();
         assert!(!s.visible("User:b", "vb1-x"));
+        assert!(!s.was_revoked("User:b", "6b"), "issued again");
     }
 
     #[test]

@@ -53,6 +53,13 @@ pub struct Damage {
 
 /// Splits `bytes` into frames, stopping at a torn tail.
 pub fn scan(bytes: &[u8]) -> Result<Scan<'_>, Damage> {
+    scan_with_limit(bytes, MAX_FRAME)
+}
+
+/// [`scan`] with another bound on a frame's length. The bytes are already in
+/// memory, so the bound only tells damage from data; a reader may raise it
+/// to read back frames an older writer let grow past [`MAX_FRAME`].
+pub fn scan_with_limit(bytes: &[u8], max_frame: usize) -> Result<Scan<'_>, Damage> {
     let mut frames = Vec::new();
     let mut pos = 0usize;
     while pos < bytes.len() {
@@ -61,10 +68,10 @@ pub fn scan(bytes: &[u8]) -> Result<Scan<'_>, Damage> {
         };
         let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-        if len > MAX_FRAME {
+        if len > max_frame {
             return Err(Damage {
                 position: pos,
-                reason: format!("frame length {len} exceeds {MAX_FRAME}"),
+                reason: format!("frame length {len} exceeds {max_frame}"),
             });
         }
         let end = pos + HEADER + len;

@@ -129,17 +129,42 @@ impl<'a, 'b> Decoder<'a, 'b> {
         Ok(len)
     }
 
-    /// A tagged-field section. We define no tags yet, so every field is
-    /// skipped (after bounds checks), as Kafka requires for unknown tags.
+    /// A tagged-field section whose tags are all unknown here: every field
+    /// is skipped (after bounds checks), as Kafka requires.
     pub(crate) fn tagged_fields(&mut self) -> Result<()> {
+        self.tagged(|_, _| Ok(()))
+    }
+
+    /// A tagged-field section that may carry one nullable string under
+    /// `tag` (capped at `max`); other tags are skipped.
+    pub(crate) fn tagged_string(
+        &mut self,
+        tag: u32,
+        max: usize,
+        what: &str,
+    ) -> Result<Option<String>> {
+        let mut found = None;
+        self.tagged(|t, mut field| {
+            if t == tag {
+                found = Decoder::new(&mut field).nullable_string(max, what)?;
+                if !field.is_empty() {
+                    return Err(malformed(what));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    fn tagged(&mut self, mut field: impl FnMut(u32, &'a [u8]) -> Result<()>) -> Result<()> {
         let count = self.uvarint("tagged fields")? as usize;
         if count > self.remaining() {
             return Err(malformed("tagged fields"));
         }
         for _ in 0..count {
-            self.uvarint("tag")?;
+            let tag = self.uvarint("tag")?;
             let size = self.uvarint("tag size")? as usize;
-            self.take(size, "tagged field")?;
+            field(tag, self.take(size, "tagged field")?)?;
         }
         Ok(())
     }
@@ -222,6 +247,27 @@ impl<'b> Encoder<'b> {
     /// An empty tagged-field section.
     pub(crate) fn tagged_fields(&mut self) {
         self.uvarint(0);
+    }
+
+    /// A tagged-field section carrying `value` under `tag` if present.
+    pub(crate) fn tagged_string(
+        &mut self,
+        tag: u32,
+        value: Option<&str>,
+        max: usize,
+        what: &str,
+    ) -> Result<()> {
+        let Some(v) = value else {
+            self.uvarint(0);
+            return Ok(());
+        };
+        let mut field = Vec::new();
+        Encoder::new(&mut field).string(v, max, what)?;
+        self.uvarint(1);
+        self.uvarint(tag);
+        self.uvarint(u32::try_from(field.len()).map_err(|_| malformed(what))?);
+        self.buf.extend_from_slice(&field);
+        Ok(())
     }
 }
 

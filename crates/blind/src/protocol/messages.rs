@@ -23,6 +23,9 @@ const MAX_CONFIGS: usize = 1000;
 const MAX_CONFIG_NAME: usize = 255;
 const MAX_CONFIG_VALUE: usize = 32 * 1024;
 const MAX_ELEMENT: usize = 384;
+/// Tags of the optional fields added after version 0.
+const KEY_PRINCIPAL_TAG: u32 = 0;
+const ERROR_MESSAGE_TAG: u32 = 0;
 
 fn element<'a>(d: &mut Decoder<'a, '_>, what: &str) -> Result<&'a [u8]> {
     let raw = d.bytes(MAX_ELEMENT, what)?;
@@ -375,6 +378,9 @@ pub struct CreateTopicRequest {
     /// −1 for the broker default.
     pub replication_factor: i16,
     pub configs: Vec<TopicConfig>,
+    /// Tagged field 0: the principal the user key was issued for, so the
+    /// broker can refuse another user's key (KEY_USER_MISMATCH).
+    pub key_principal: Option<String>,
 }
 
 impl fmt::Debug for CreateTopicRequest {
@@ -385,6 +391,7 @@ impl fmt::Debug for CreateTopicRequest {
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
             .field("configs", &self.configs)
+            .field("key_principal", &self.key_principal)
             .finish()
     }
 }
@@ -403,7 +410,12 @@ impl Message for CreateTopicRequest {
             e.nullable_string(c.value.as_deref(), MAX_CONFIG_VALUE, "config value")?;
             e.tagged_fields();
         }
-        e.tagged_fields();
+        e.tagged_string(
+            KEY_PRINCIPAL_TAG,
+            self.key_principal.as_deref(),
+            MAX_PRINCIPAL_LEN,
+            "key principal",
+        )?;
         Ok(())
     }
 
@@ -422,13 +434,15 @@ impl Message for CreateTopicRequest {
             d.tagged_fields()?;
             configs.push(TopicConfig { name, value });
         }
-        d.tagged_fields()?;
+        let key_principal =
+            d.tagged_string(KEY_PRINCIPAL_TAG, MAX_PRINCIPAL_LEN, "key principal")?;
         Ok(CreateTopicRequest {
             kid,
             token,
             partitions,
             replication_factor,
             configs,
+            key_principal,
         })
     }
 }
@@ -496,6 +510,8 @@ pub struct ResolveRequest {
     pub kid: Vec<u8>,
     /// c = σ^{e_i1}, I2OSP(c, k).
     pub token: Vec<u8>,
+    /// Tagged field 0: as in [`CreateTopicRequest::key_principal`].
+    pub key_principal: Option<String>,
 }
 
 impl fmt::Debug for ResolveRequest {
@@ -503,6 +519,7 @@ impl fmt::Debug for ResolveRequest {
         f.debug_struct("ResolveRequest")
             .field("kid", &String::from_utf8_lossy(&self.kid))
             .field("token", &"<redacted>")
+            .field("key_principal", &self.key_principal)
             .finish()
     }
 }
@@ -513,8 +530,12 @@ impl Message for ResolveRequest {
         let mut e = Encoder::new(buf);
         put_kid(&mut e, &self.kid)?;
         put_element(&mut e, &self.token, "token")?;
-        e.tagged_fields();
-        Ok(())
+        e.tagged_string(
+            KEY_PRINCIPAL_TAG,
+            self.key_principal.as_deref(),
+            MAX_PRINCIPAL_LEN,
+            "key principal",
+        )
     }
 
     fn decode(buf: &mut &[u8], version: i16) -> Result<Self> {
@@ -522,8 +543,13 @@ impl Message for ResolveRequest {
         let mut d = Decoder::new(buf);
         let kid = kid(&mut d)?;
         let token = element(&mut d, "token")?.to_vec();
-        d.tagged_fields()?;
-        Ok(ResolveRequest { kid, token })
+        let key_principal =
+            d.tagged_string(KEY_PRINCIPAL_TAG, MAX_PRINCIPAL_LEN, "key principal")?;
+        Ok(ResolveRequest {
+            kid,
+            token,
+            key_principal,
+        })
     }
 }
 
@@ -554,6 +580,8 @@ pub struct ResolveResponse {
     /// The kid's revocation counter: producers roll their DEKs when it
     /// changes (BLIND.md §7).
     pub revocation_epoch: i64,
+    /// Tagged field 0: why the request was refused, for the user.
+    pub error_message: Option<String>,
 }
 
 impl Message for ResolveResponse {
@@ -578,8 +606,12 @@ impl Message for ResolveResponse {
             e.tagged_fields();
         }
         e.i64(self.revocation_epoch);
-        e.tagged_fields();
-        Ok(())
+        e.tagged_string(
+            ERROR_MESSAGE_TAG,
+            self.error_message.as_deref(),
+            MAX_TEXT_LEN,
+            "error message",
+        )
     }
 
     fn decode(buf: &mut &[u8], version: i16) -> Result<Self> {
@@ -610,7 +642,7 @@ impl Message for ResolveResponse {
             });
         }
         let revocation_epoch = d.i64("revocation epoch")?;
-        d.tagged_fields()?;
+        let error_message = d.tagged_string(ERROR_MESSAGE_TAG, MAX_TEXT_LEN, "error message")?;
         Ok(ResolveResponse {
             throttle_time_ms,
             error_code,
@@ -619,6 +651,7 @@ impl Message for ResolveResponse {
             partitions,
             brokers,
             revocation_epoch,
+            error_message,
         })
     }
 }

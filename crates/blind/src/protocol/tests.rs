@@ -59,10 +59,17 @@ fn samples() -> Vec<Request> {
                     value: None,
                 },
             ],
+            key_principal: Some("User:alice".into()),
         }),
         Request::Resolve(ResolveRequest {
             kid: b"k".to_vec(),
             token: element(256, 5),
+            key_principal: None,
+        }),
+        Request::Resolve(ResolveRequest {
+            kid: b"k".to_vec(),
+            token: element(256, 5),
+            key_principal: Some("User:bob".into()),
         }),
         Request::KeyPut(KeyPutRequest {
             physical_topic: "vb1-abc".into(),
@@ -174,6 +181,12 @@ fn every_response_round_trips() {
             port: 9092,
         }],
         revocation_epoch: 3,
+        error_message: None,
+    });
+    round_trip(&ResolveResponse {
+        error_code: 32005,
+        error_message: Some("key of User:bob used by User:alice".into()),
+        ..ResolveResponse::default()
     });
     round_trip(&KeyPutResponse {
         throttle_time_ms: 0,
@@ -215,6 +228,7 @@ fn malformed_fields_are_refused() {
     assert!(bad(&|b| ResolveRequest {
         kid: b"k".to_vec(),
         token: vec![1; 255],
+        key_principal: None,
     }
     .encode(b, 0)));
     // DEK ids other than 16 bytes / "topic-key".
@@ -232,6 +246,7 @@ fn malformed_fields_are_refused() {
     assert!(bad(&|b| ResolveRequest {
         kid: Vec::new(),
         token: vec![1; 256],
+        key_principal: None,
     }
     .encode(b, 0)));
     assert!(bad(&|b| ShareRegisterRequest {
@@ -335,4 +350,38 @@ proptest! {
         frame[at] = byte;
         let _ = decode_request_frame(&frame);
     }
+}
+
+#[test]
+fn tagged_fields_are_optional_and_unknown_tags_skipped() {
+    let with = ResolveRequest {
+        kid: b"k".to_vec(),
+        token: vec![7; 256],
+        key_principal: Some("User:alice".into()),
+    };
+    let mut buf = Vec::new();
+    with.encode(&mut buf, 0).unwrap();
+    // A peer that predates the field: the same body without it still decodes.
+    let mut old = Vec::new();
+    ResolveRequest {
+        key_principal: None,
+        ..with.clone()
+    }
+    .encode(&mut old, 0)
+    .unwrap();
+    assert_eq!(old.last(), Some(&0), "an empty tagged-field section");
+    assert_eq!(buf[..old.len() - 1], old[..old.len() - 1]);
+    let mut rest = &buf[..];
+    assert_eq!(ResolveRequest::decode(&mut rest, 0).unwrap(), with);
+    // An unknown tag (1) beside ours is skipped.
+    let mut unknown = old[..old.len() - 1].to_vec();
+    unknown.extend_from_slice(&[1, 1, 2, 0xAA, 0xBB]);
+    let mut rest = &unknown[..];
+    let back = ResolveRequest::decode(&mut rest, 0).unwrap();
+    assert_eq!(back.key_principal, None);
+    // Our tag holding something that is not a string is refused.
+    let mut garbled = old[..old.len() - 1].to_vec();
+    garbled.extend_from_slice(&[1, 0, 2, 9, 0xAA]);
+    let mut rest = &garbled[..];
+    assert!(ResolveRequest::decode(&mut rest, 0).is_err());
 }

@@ -131,16 +131,24 @@ pub fn require_authenticated(ctx: &RequestContext) -> Result<(), Refusal> {
     }
 }
 
-/// The authenticated principal's share for `kid_hex`, unsealed. A share
-/// that fails to unseal is logged (without content) and treated as absent.
+/// The authenticated principal's share for `kid_hex`, unsealed. Absent is
+/// NO_SHARE if it was revoked, KEY_NOT_ISSUED if there never was one. A share
+/// that fails to unseal is logged (without content) and treated as revoked.
 pub fn share_of(ctx: &RequestContext, kid_hex: &str) -> Result<Arc<ServerShare>, Refusal> {
-    let sealed = ctx.broker.with_meta(|m| {
-        m.blind()
-            .share(&ctx.principal, kid_hex)
-            .map(|s| s.sealed.clone())
+    let (sealed, revoked) = ctx.broker.with_meta(|m| {
+        let b = m.blind();
+        (
+            b.share(&ctx.principal, kid_hex).map(|s| s.sealed.clone()),
+            b.was_revoked(&ctx.principal, kid_hex),
+        )
     });
     let Some(sealed) = sealed else {
-        return Err(Refusal::code(ctx, error_code::NO_SHARE));
+        let code = if revoked {
+            error_code::NO_SHARE
+        } else {
+            error_code::KEY_NOT_ISSUED
+        };
+        return Err(Refusal::code(ctx, code));
     };
     let blind = &ctx.broker.blind;
     match blind
@@ -199,14 +207,20 @@ where
     }
 }
 
-/// Token → physical name for the authenticated principal: validate c, then
-/// the cache, then (rate-limited) one modexp.
+/// Token → physical name for the authenticated principal: the key's own
+/// principal if the request names it, then c, the cache, and (rate-limited)
+/// one modexp. Another user's token would resolve to an unrelated name, a
+/// topic nobody can read, so a named mismatch is refused first.
 pub async fn resolve_token(
     ctx: &RequestContext,
     kid: &[u8],
     token: &[u8],
+    key_principal: Option<&str>,
 ) -> Result<(String, String), Refusal> {
     require_authenticated(ctx)?;
+    if key_principal.is_some_and(|p| p != ctx.principal) {
+        return Err(Refusal::code(ctx, error_code::KEY_USER_MISMATCH));
+    }
     let kid_hex = hex(kid);
     let share = share_of(ctx, &kid_hex)?;
     if share.kid().as_bytes() != kid {
@@ -276,6 +290,31 @@ pub fn topic_layout(ctx: &RequestContext, name: &str) -> Option<([u8; 16], Vec<i
     let t = ctx.broker.topics.get(name)?;
     let ids = (0..t.partition_count()).collect();
     Some((*t.id.as_bytes(), ids))
+}
+
+/// The sentence a refusal of Resolve or CreateTopic carries, where the
+/// code alone would not tell the user what is wrong with their key.
+pub fn refusal_message(
+    ctx: &RequestContext,
+    code: i16,
+    kid: &[u8],
+    key_principal: Option<&str>,
+) -> Option<String> {
+    let principal = &ctx.principal;
+    let kid = String::from_utf8_lossy(kid);
+    match code {
+        error_code::KEY_USER_MISMATCH => Some(format!(
+            "this key file was issued for {}, but the connection is authenticated as {principal}",
+            key_principal.unwrap_or("another user")
+        )),
+        error_code::KEY_NOT_ISSUED => Some(format!(
+            "no key issued for this user ({principal}) in key epoch {kid}"
+        )),
+        error_code::NO_SHARE => Some(format!(
+            "the key of {principal} for key epoch {kid} was revoked"
+        )),
+        _ => None,
+    }
 }
 
 /// Flush cached tokens of a principal whose share changed.

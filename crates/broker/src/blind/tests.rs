@@ -110,6 +110,7 @@ async fn create(ctx: &RequestContext, principal: &str, i: usize) -> (i16, String
         partitions: 2,
         replication_factor: -1,
         configs: Vec::new(),
+        key_principal: None,
     };
     let r = handlers::blind_create_topic::handle(&as_(ctx, principal, 0), req).await;
     (r.error_code, r.physical_name)
@@ -117,8 +118,15 @@ async fn create(ctx: &RequestContext, principal: &str, i: usize) -> (i16, String
 
 async fn resolve(ctx: &RequestContext, principal: &str, i: usize, topic: &str) -> (i16, String) {
     let (kid, token) = token(i, topic);
-    let r = handlers::blind_resolve::handle(&as_(ctx, principal, 0), ResolveRequest { kid, token })
-        .await;
+    let r = handlers::blind_resolve::handle(
+        &as_(ctx, principal, 0),
+        ResolveRequest {
+            kid,
+            token,
+            key_principal: None,
+        },
+    )
+    .await;
     (r.error_code, r.physical_name)
 }
 
@@ -292,6 +300,7 @@ async fn two_users_of_one_master_key_meet_on_one_physical_topic() {
         ResolveRequest {
             kid,
             token: alice_token,
+            key_principal: None,
         },
     )
     .await;
@@ -315,7 +324,7 @@ async fn without_share_and_grant_a_blind_topic_does_not_exist() {
     }
     assert_eq!(
         resolve(&ctx, "User:carol", 0, TOPIC).await.0,
-        error_code::NO_SHARE
+        error_code::KEY_NOT_ISSUED
     );
     let (_, c) = token(0, TOPIC);
     let r = handlers::blind_resolve::handle(
@@ -323,6 +332,7 @@ async fn without_share_and_grant_a_blind_topic_does_not_exist() {
         ResolveRequest {
             kid: user(0).kid().as_bytes().to_vec(),
             token: c,
+            key_principal: None,
         },
     )
     .await;
@@ -493,7 +503,11 @@ async fn revocation_applies_at_the_next_request_and_flushes_the_cache() {
     let (kid, c) = token(0, TOPIC);
     let r = handlers::blind_resolve::handle(
         &as_(&ctx, "User:alice", 0),
-        ResolveRequest { kid, token: c },
+        ResolveRequest {
+            kid,
+            token: c,
+            key_principal: None,
+        },
     )
     .await;
     assert_eq!((r.error_code, r.revocation_epoch), (0, 1));
@@ -517,7 +531,11 @@ async fn transforms_are_rate_limited_per_principal() {
     let (kid, c) = token(0, "third");
     let r = handlers::blind_resolve::handle(
         &as_(&ctx, "User:alice", 0),
-        ResolveRequest { kid, token: c },
+        ResolveRequest {
+            kid,
+            token: c,
+            key_principal: None,
+        },
     )
     .await;
     assert_eq!(r.error_code, error_code::THROTTLING_QUOTA_EXCEEDED);
@@ -582,7 +600,11 @@ async fn veil_frames_go_through_decode_dispatch_and_encode() {
     let (_dir, ctx, physical) = setup().await;
     let (kid, c) = token(1, TOPIC);
     let frame = veil_blind::protocol::encode_request_frame(
-        &ResolveRequest { kid, token: c },
+        &ResolveRequest {
+            kid,
+            token: c,
+            key_principal: None,
+        },
         77,
         Some("t"),
     )
@@ -608,4 +630,104 @@ async fn veil_frames_go_through_decode_dispatch_and_encode() {
     let mut short = frame[4..].to_vec();
     short.truncate(40);
     assert!(crate::dispatch::decode_request(Bytes::from(short)).is_err());
+}
+
+#[tokio::test]
+async fn a_recreated_blind_topic_never_adopts_its_old_directory() {
+    let (_dirs, ctx, physical) = setup().await;
+    assert_eq!(produce(&ctx, "User:alice", &physical).await, 0);
+    let data = ctx.broker.config.data_dir.clone();
+    let dir = data.join(format!("{physical}-0"));
+    let saved = tempfile::tempdir().unwrap();
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for f in std::fs::read_dir(from).unwrap().map(Result::unwrap) {
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    };
+    copy(&dir, saved.path());
+    let topic_id = ctx.broker.topics.get(&physical).unwrap().id;
+    let delete = veil_meta::MetaCommand::DeleteTopic {
+        name: physical.clone(),
+        topic_id,
+    };
+    ctx.broker.commit(delete).await.unwrap();
+    // What a crash between the deletion's commit and its rename leaves.
+    copy(saved.path(), &dir);
+    let (code, again) = create(&ctx, "User:alice", 0).await;
+    assert_eq!((code, &again), (0, &physical), "the physical name repeats");
+    let p = ctx.broker.topics.partition(&physical, 0).unwrap();
+    assert_eq!(p.high_watermark(), 0, "the old records stay out");
+    let strays = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{physical}-0.")) && n.ends_with("-stray"))
+        .count();
+    assert_eq!(strays, 1);
+}
+
+#[tokio::test]
+async fn another_users_key_is_refused_naming_both_and_a_missing_key_is_not_revoked() {
+    let (_dir, ctx, _physical) = setup().await;
+    // alice holds bob's key file, which names bob.
+    let (kid, bob_token) = token(1, "another topic");
+    let before = ctx.broker.topics.all().len();
+    let req = CreateTopicRequest {
+        kid: kid.clone(),
+        token: bob_token.clone(),
+        partitions: 1,
+        replication_factor: -1,
+        configs: Vec::new(),
+        key_principal: Some("User:bob".into()),
+    };
+    let r = handlers::blind_create_topic::handle(&as_(&ctx, "User:alice", 0), req).await;
+    assert_eq!(r.error_code, error_code::KEY_USER_MISMATCH);
+    let message = r.error_message.unwrap();
+    assert!(
+        message.contains("User:bob") && message.contains("User:alice"),
+        "{message}"
+    );
+    assert_eq!(ctx.broker.topics.all().len(), before, "no orphan topic");
+    let req = ResolveRequest {
+        kid: kid.clone(),
+        token: bob_token,
+        key_principal: Some("User:bob".into()),
+    };
+    let r = handlers::blind_resolve::handle(&as_(&ctx, "User:alice", 0), req).await;
+    assert_eq!(r.error_code, error_code::KEY_USER_MISMATCH);
+    assert!(r.error_message.unwrap().contains("User:bob"));
+    // Her own key, named as hers, resolves.
+    let (kid, alice_token) = token(0, TOPIC);
+    let req = ResolveRequest {
+        kid: kid.clone(),
+        token: alice_token,
+        key_principal: Some("User:alice".into()),
+    };
+    let r = handlers::blind_resolve::handle(&as_(&ctx, "User:alice", 0), req).await;
+    assert_eq!(r.error_code, 0);
+    // carol was never issued a key: not "revoked".
+    let (_, carol_token) = token(0, TOPIC);
+    let req = ResolveRequest {
+        kid: kid.clone(),
+        token: carol_token,
+        key_principal: None,
+    };
+    let r = handlers::blind_resolve::handle(&as_(&ctx, "User:carol", 0), req).await;
+    assert_eq!(r.error_code, error_code::KEY_NOT_ISSUED);
+    let message = r.error_message.unwrap();
+    assert!(
+        message.contains("no key issued for this user (User:carol)"),
+        "{message}"
+    );
+    // bob's revoked key is "revoked".
+    let revoke = ShareRevokeRequest {
+        principal: "User:bob".into(),
+        kid: kid.clone(),
+    };
+    let r = handlers::blind_share_revoke::handle(&as_(&ctx, "User:kms", 0), revoke).await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!(
+        resolve(&ctx, "User:bob", 1, TOPIC).await.0,
+        error_code::NO_SHARE
+    );
 }

@@ -10,7 +10,7 @@ use kafka_protocol::ResponseError;
 
 use super::classic::{Group, GroupState};
 use super::member::{JoinRequest, JoinResult, Member, Protocol, Reply, Waiter};
-use super::store::{CommittedOffset, GroupRecord, MemberRecord, Record};
+use super::record::{CommittedOffset, GroupRecord, MemberRecord, Record};
 
 /// How often expired offsets are looked for (Kafka: `offsets.retention.check.interval.ms`).
 pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS: i64 = 60_000;
@@ -30,7 +30,7 @@ pub struct Effects {
     pub records: Vec<Record>,
 }
 
-pub type TopicPartition = (String, i32);
+pub use super::record::TopicPartition;
 
 #[derive(Debug)]
 struct Entry {
@@ -253,12 +253,18 @@ impl Coordinator {
     ) {
         let e = self.entry(group_id, now);
         e.group.touch(member_id, now);
-        for (topic, partition, o) in &offsets {
-            e.offsets.insert((topic.clone(), *partition), o.clone());
+        // Entries apply in request order, so a partition named twice keeps
+        // its last offset, as in Kafka; the record holds it once.
+        let mut latest: BTreeMap<TopicPartition, CommittedOffset> = BTreeMap::new();
+        for (topic, partition, o) in offsets {
+            latest.insert((topic, partition), o);
+        }
+        for (tp, o) in &latest {
+            e.offsets.insert(tp.clone(), o.clone());
         }
         out.records.push(Record::Offsets {
             group_id: group_id.to_owned(),
-            offsets,
+            offsets: latest.into_iter().map(|((t, p), o)| (t, p, o)).collect(),
         });
     }
 
@@ -319,15 +325,14 @@ impl Coordinator {
                 .collect(),
             _ => return Err(ResponseError::NonEmptyGroup),
         };
+        // Only what was there is recorded: a deletion never names more
+        // partitions than commits did.
         let removed: Vec<TopicPartition> = partitions
             .iter()
             .zip(&errors)
-            .filter(|(_, err)| err.is_none())
+            .filter(|(tp, err)| err.is_none() && e.offsets.remove(*tp).is_some())
             .map(|(tp, _)| tp.clone())
             .collect();
-        for tp in &removed {
-            e.offsets.remove(tp);
-        }
         if !removed.is_empty() {
             out.records.push(Record::DeleteOffsets {
                 group_id: group_id.to_owned(),

@@ -5,16 +5,22 @@
 //! machine (Empty → PreparingRebalance → CompletingRebalance → Stable,
 //! static membership, KIP-394 member ids, session and rebalance timeouts).
 //! [`coordinator::Coordinator`] holds every group and its offsets and turns
-//! operations into replies and [`store::Record`]s; [`store`] keeps those in
+//! operations into replies and [`record::Record`]s; [`codec`] encodes those
+//! as bounded binary entries and [`store`] keeps the entries in
 //! `<data_dir>/groups/`; [`service::GroupCoordinator`] is the only async part
 //! (locking, fsync, waking waiting JoinGroup/SyncGroup requests, the timer).
+//! [`limits`] holds the caps requests are checked against before anything
+//! reaches a record.
 
 pub mod classic;
+pub mod codec;
 pub mod coordinator;
+pub mod limits;
 pub mod member;
 pub mod metrics;
 #[cfg(test)]
 mod proptests;
+pub mod record;
 pub mod service;
 pub mod store;
 #[cfg(test)]

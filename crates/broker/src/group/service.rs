@@ -62,7 +62,7 @@ impl GroupCoordinator {
         config: CoordinatorConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<GroupCoordinator, StoreError> {
-        let (store, records) = GroupStore::open(dir)?;
+        let (mut store, records) = GroupStore::open(dir)?;
         let now = clock.now_ms();
         let mut core = Coordinator::new(config);
         let replayed = records.len();
@@ -75,6 +75,17 @@ impl GroupCoordinator {
                 groups = core.list().len(),
                 "loaded consumer groups"
             );
+        }
+
+        if store.needs_rewrite() {
+            // A store of the JSON format: written again as binary entries
+            // now, so no record beyond the reader's cap survives this start.
+            match store.snapshot(&core.snapshot()) {
+                Ok(()) => tracing::info!("rewrote the group store in the binary record format"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not rewrite the group store; it stays readable as it is");
+                }
+            }
         }
         Ok(GroupCoordinator {
             inner: Arc::new(Mutex::new(Inner {

@@ -6,7 +6,7 @@ use kafka_protocol::ResponseError as E;
 use super::classic::{Group, GroupState};
 use super::coordinator::{Coordinator, CoordinatorConfig, Effects};
 use super::member::{JoinRequest, JoinResult, Protocol, Reply, SyncResult};
-use super::store::CommittedOffset;
+use super::record::CommittedOffset;
 
 const SESSION: i32 = 10_000;
 const REBALANCE: i32 = 30_000;
@@ -560,6 +560,6 @@ fn restored_stable_group_accepts_heartbeats_of_its_generation() {
     );
     assert!(matches!(
         out.records.last(),
-        Some(super::store::Record::DeleteGroup { .. })
+        Some(super::record::Record::DeleteGroup { .. })
     ));
 }

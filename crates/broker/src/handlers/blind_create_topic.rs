@@ -1,7 +1,8 @@
 //! BlindCreateTopic (Veil 32103): c → T → physical name with the share of
 //! the authenticated principal; creates the topic through the ordinary
 //! metadata path if absent (idempotent), marks it blind, grants it.
-//! Creating still needs Kafka's CREATE (on CLUSTER or the topic).
+//! Creating still needs Kafka's CREATE (on CLUSTER or the topic). Another
+//! user's key (named in the request) is refused first: KEY_USER_MISMATCH.
 
 use veil_blind::protocol::{error_code, CreateTopicRequest, CreateTopicResponse};
 use veil_meta::{BlindCommand, MetaCommand, TopicConfigs};
@@ -16,7 +17,9 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicRequest) -> CreateTopi
         Err((r, msg)) => CreateTopicResponse {
             throttle_time_ms: r.throttle_ms,
             error_code: r.code,
-            error_message: msg,
+            error_message: msg.or_else(|| {
+                blind::refusal_message(ctx, r.code, &req.kid, req.key_principal.as_deref())
+            }),
             ..CreateTopicResponse::default()
         },
     }
@@ -39,7 +42,7 @@ async fn create(
     ctx: &RequestContext,
     req: &CreateTopicRequest,
 ) -> Result<CreateTopicResponse, Failure> {
-    let (kid, name) = blind::resolve_token(ctx, &req.kid, &req.token)
+    let (kid, name) = blind::resolve_token(ctx, &req.kid, &req.token, req.key_principal.as_deref())
         .await
         .map_err(|r| (r, None))?;
     let broker = &ctx.broker;

@@ -1,6 +1,7 @@
 //! BlindResolve (Veil 32104): c → physical name, topic id and partition
 //! leaders for an *existing* blind topic of the token's key epoch; records a
-//! grant. Unknown → UNKNOWN_TOPIC_OR_PARTITION and nothing else.
+//! grant. Unknown → UNKNOWN_TOPIC_OR_PARTITION and nothing else; another
+//! user's key (named in the request) → KEY_USER_MISMATCH.
 
 use veil_blind::protocol::{error_code, Broker, PartitionLeader, ResolveRequest, ResolveResponse};
 
@@ -13,13 +14,20 @@ pub async fn handle(ctx: &RequestContext, req: ResolveRequest) -> ResolveRespons
         Err(r) => ResolveResponse {
             throttle_time_ms: r.throttle_ms,
             error_code: r.code,
+            error_message: blind::refusal_message(
+                ctx,
+                r.code,
+                &req.kid,
+                req.key_principal.as_deref(),
+            ),
             ..ResolveResponse::default()
         },
     }
 }
 
 async fn resolve(ctx: &RequestContext, req: &ResolveRequest) -> Result<ResolveResponse, Refusal> {
-    let (kid, name) = blind::resolve_token(ctx, &req.kid, &req.token).await?;
+    let key_principal = req.key_principal.as_deref();
+    let (kid, name) = blind::resolve_token(ctx, &req.kid, &req.token, key_principal).await?;
     let known = ctx
         .broker
         .with_meta(|m| m.blind().topic(&name).is_some_and(|t| t.kid == kid));

@@ -149,7 +149,7 @@ fn resolve(ctx: &RequestContext, req: &FetchRequest) -> (Vec<FetchableTopicRespo
                             leader = Some((l, leader_epoch));
                             Err(ResponseError::NotLeaderOrFollower.code())
                         }
-                        Err(_) => Err(ResponseError::UnknownTopicOrPartition.code()),
+                        Err(e) => Err(e.code()),
                     }
                 })
             } else {

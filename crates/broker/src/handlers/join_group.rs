@@ -1,7 +1,8 @@
 //! JoinGroup: enter a group's rebalance. The response waits until the
 //! join phase completes (all members rejoined, or the rebalance timeout), so
 //! the handler registers with the coordinator now and defers the answer.
-//! READ on the group comes first (GROUP_AUTHORIZATION_FAILED, at once).
+//! READ on the group comes first (GROUP_AUTHORIZATION_FAILED, at once), then
+//! the caps of [`limits`] (INVALID_REQUEST, at once).
 
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
@@ -12,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 use crate::dispatch::{Handled, Response};
-use crate::group::{JoinRequest, JoinResult, Protocol, Reply};
+use crate::group::{limits, JoinRequest, JoinResult, Protocol, Reply};
 
 /// Kafka names members `<client id or instance id>-<uuid>`.
 pub(crate) fn fresh_member_id(prefix: &str) -> String {
@@ -29,6 +30,20 @@ pub async fn handle(ctx: &RequestContext, req: JoinGroupRequest) -> Handled {
     if !ctx.authorize(Operation::Read, ResourceType::Group, &req.group_id) {
         let denied = JoinResult::error("", ResponseError::GroupAuthorizationFailed);
         return Handled::Ready(Response::JoinGroup(response(ctx, denied, version)));
+    }
+    let fits =
+        limits::names_fit(
+            [
+                req.group_id.as_str(),
+                req.member_id.as_str(),
+                req.protocol_type.as_str(),
+            ]
+            .into_iter()
+            .chain(req.group_instance_id.as_deref()),
+        ) && limits::protocols_fit(req.protocols.iter().map(|p| (p.name.as_str(), &p.metadata)));
+    if !fits {
+        let refused = JoinResult::error(&req.member_id, ResponseError::InvalidRequest);
+        return Handled::Ready(Response::JoinGroup(response(ctx, refused, version)));
     }
     let client_id = ctx.client_id.clone().unwrap_or_default();
     let instance_id = req.group_instance_id.as_ref().map(ToString::to_string);

@@ -85,10 +85,8 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                     let plan = match partition {
                         _ if !allowed => Plan::Fail(ResponseError::TopicAuthorizationFailed),
                         _ if duplicate => Plan::Fail(ResponseError::InvalidRequest),
-                        Some(Err(crate::Error::NotLeader { .. })) => {
-                            Plan::Fail(ResponseError::NotLeaderOrFollower)
-                        }
-                        None | Some(Err(_)) => Plan::Fail(ResponseError::UnknownTopicOrPartition),
+                        Some(Err(e)) => Plan::Fail(e.response_error()),
+                        None => Plan::Fail(ResponseError::UnknownTopicOrPartition),
                         Some(Ok(partition)) => Plan::Lookup {
                             partition: Arc::clone(partition),
                             timestamp: p.timestamp,

@@ -172,17 +172,33 @@ fn describe(ctx: &RequestContext, topic: &Topic, ops: bool) -> MetadataResponseT
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let offline: Vec<i32> = p.offline_replicas(|r| available.contains(&r));
-            let error = if p.leader == veil_meta::cluster::NO_LEADER {
-                ResponseError::LeaderNotAvailable.code()
+            let node = ctx.broker.node_id();
+            // A replica whose log this node could not open counts as
+            // offline; if it leads, the partition has no usable leader.
+            let offline_here = topic.offline_here(i as i32);
+            let offline: Vec<i32> =
+                p.offline_replicas(|r| available.contains(&r) && !(offline_here && r == node));
+            let leader = if offline_here && p.leader == node {
+                veil_meta::cluster::NO_LEADER
+            } else {
+                p.leader
+            };
+            let error = if leader == veil_meta::cluster::NO_LEADER {
+                let code = ResponseError::LeaderNotAvailable.code();
+                ctx.count(code);
+                code
             } else {
                 0
             };
             MetadataResponsePartition::default()
                 .with_error_code(error)
                 .with_partition_index(i as i32)
-                .with_leader_id(BrokerId(p.leader))
-                .with_leader_epoch(p.leader_epoch)
+                .with_leader_id(BrokerId(leader))
+                .with_leader_epoch(if leader == veil_meta::cluster::NO_LEADER {
+                    -1
+                } else {
+                    p.leader_epoch
+                })
                 .with_replica_nodes(ids(&p.replicas))
                 .with_isr_nodes(ids(&p.isr))
                 .with_offline_replicas(ids(&offline))

@@ -1,8 +1,10 @@
 //! OffsetCommit: store a group's consumed positions durably.
 //!
-//! Unknown topics or partitions are UNKNOWN_TOPIC_OR_PARTITION; the rest
+//! Unknown topics or partitions are UNKNOWN_TOPIC_OR_PARTITION, metadata
+//! beyond `offset.metadata.max.bytes` OFFSET_METADATA_TOO_LARGE; the rest
 //! are checked against the group (generation, member, state) as one unit
-//! and written in one record, fsynced before the response.
+//! and stored together, fsynced before the response. A partition named twice
+//! is answered twice and keeps its last offset, as in Kafka.
 //!
 //! Authorization, as in Kafka: READ on the group first (refused, every
 //! partition is GROUP_AUTHORIZATION_FAILED and nothing is stored), then READ
@@ -16,15 +18,17 @@ use kafka_protocol::ResponseError;
 
 use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
-use crate::group::store::CommittedOffset;
-
-/// Kafka's `offset.metadata.max.bytes` default.
-pub const MAX_METADATA_BYTES: usize = 4096;
+use crate::group::limits;
+use crate::group::record::CommittedOffset;
 
 pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCommitResponse {
     if !ctx.authorize(Operation::Read, ResourceType::Group, &req.group_id) {
         return every_partition(ctx, req, ResponseError::GroupAuthorizationFailed);
     }
+    if !limits::names_fit([req.group_id.as_str()]) {
+        return every_partition(ctx, req, ResponseError::InvalidRequest);
+    }
+    let max_metadata = ctx.broker.config.groups.offset_metadata_max_bytes;
     let now = ctx.now_ms();
     let version = ctx.api_version;
     // Per (topic, partition): an error found up front, or the offset to store.
@@ -38,13 +42,12 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
             let metadata = p.committed_metadata.as_deref().unwrap_or_default();
             let error = if topic_denied {
                 Some(ResponseError::TopicAuthorizationFailed)
-            } else if topic
+            } else if !topic
                 .as_ref()
-                .and_then(|t| t.record(p.partition_index))
-                .is_none()
+                .is_some_and(|t| t.has_partition(p.partition_index))
             {
                 Some(ResponseError::UnknownTopicOrPartition)
-            } else if metadata.len() > MAX_METADATA_BYTES {
+            } else if metadata.len() > max_metadata {
                 Some(ResponseError::OffsetMetadataTooLarge)
             } else {
                 to_store.push((

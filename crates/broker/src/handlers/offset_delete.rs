@@ -53,8 +53,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDel
                 denied.push(tp);
             } else if topic
                 .as_ref()
-                .and_then(|t| t.record(p.partition_index))
-                .is_some()
+                .is_some_and(|t| t.has_partition(p.partition_index))
             {
                 known.push(tp);
             } else {

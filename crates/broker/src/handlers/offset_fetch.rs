@@ -21,7 +21,7 @@ use kafka_protocol::ResponseError;
 use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 use crate::group::coordinator::TopicPartition;
-use crate::group::store::CommittedOffset;
+use crate::group::record::CommittedOffset;
 
 type Fetched = Vec<(TopicPartition, Option<CommittedOffset>)>;
 /// A partition's committed offset, or the error that withholds it.

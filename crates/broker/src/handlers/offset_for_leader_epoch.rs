@@ -51,7 +51,7 @@ pub async fn handle(
                         .map(|t| t.led_here(p.partition, ctx.broker.node_id()))
                     {
                         Some(Ok(partition)) => partition,
-                        Some(Err(e @ crate::Error::NotLeader { .. })) => {
+                        Some(Err(e)) => {
                             return response.with_error_code(ctx.code(&e));
                         }
                         _ => {

@@ -79,9 +79,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
                         current_leader = Some((leader, leader_epoch));
                         Err((ResponseError::NotLeaderOrFollower.code(), None))
                     }
-                    Some(Err(_)) | None => {
-                        Err((ResponseError::UnknownTopicOrPartition.code(), None))
-                    }
+                    Some(Err(e)) => Err((e.code(), None)),
+                    None => Err((ResponseError::UnknownTopicOrPartition.code(), None)),
                 }
             };
             let base = match current_leader {

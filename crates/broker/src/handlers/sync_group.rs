@@ -1,6 +1,7 @@
 //! SyncGroup: the leader hands out assignments; every member receives its
 //! own. Followers wait until the leader has synced, so the answer is deferred.
-//! READ on the group comes first (GROUP_AUTHORIZATION_FAILED, at once).
+//! READ on the group comes first (GROUP_AUTHORIZATION_FAILED, at once), then
+//! the caps of [`limits`] (INVALID_REQUEST, at once).
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -9,12 +10,23 @@ use kafka_protocol::ResponseError;
 use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 use crate::dispatch::{Handled, Response};
-use crate::group::{Reply, SyncResult};
+use crate::group::{limits, Reply, SyncResult};
 
 pub async fn handle(ctx: &RequestContext, req: SyncGroupRequest) -> Handled {
     if !ctx.authorize(Operation::Read, ResourceType::Group, &req.group_id) {
         let denied = SyncResult::error(ResponseError::GroupAuthorizationFailed);
         return Handled::Ready(Response::SyncGroup(response(ctx, denied)));
+    }
+    let fits = limits::names_fit(
+        [req.group_id.as_str(), req.member_id.as_str()]
+            .into_iter()
+            .chain(req.group_instance_id.as_deref())
+            .chain(req.protocol_type.as_deref())
+            .chain(req.protocol_name.as_deref()),
+    ) && limits::assignments_fit(req.assignments.iter().map(|a| &a.assignment));
+    if !fits {
+        let refused = SyncResult::error(ResponseError::InvalidRequest);
+        return Handled::Ready(Response::SyncGroup(response(ctx, refused)));
     }
     let groups = &ctx.broker.groups;
     let (waiter, rx) = groups.waiter();

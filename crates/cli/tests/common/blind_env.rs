@@ -55,6 +55,26 @@ pub async fn scram(addr: &str, user: &str) -> Connection {
 /// SCRAM users alice, bob, carol, dave; every ACL open (topics and groups), so
 /// only the blind-topic grants stand between carol and the topic.
 pub async fn setup_users(addr: &str) {
+    let mut admin = add_users(addr).await;
+    // TOPIC = 2, GROUP = 3; LITERAL = 3; ALL = 2; ALLOW = 3.
+    let acls: Vec<Acl> = [2i8, 3]
+        .into_iter()
+        .map(|resource_type| Acl {
+            resource_type,
+            resource_name: "*".into(),
+            pattern_type: 3,
+            principal: "User:*".into(),
+            host: "*".into(),
+            operation: 2,
+            permission: 3,
+        })
+        .collect();
+    admin.create_acls(&acls).await.unwrap();
+}
+
+/// SCRAM users alice, bob, carol, dave and nothing else; returns the
+/// admin's connection.
+pub async fn add_users(addr: &str) -> Admin {
     let mut conn = Connection::connect(addr, "blind-test").await.unwrap();
     conn.sasl_handshake("PLAIN").await.unwrap();
     conn.sasl_authenticate(b"\0admin\0admin-pw".to_vec())
@@ -80,20 +100,7 @@ pub async fn setup_users(addr: &str) {
         .alter_scram_credentials(upserts, Vec::new())
         .await
         .unwrap();
-    // TOPIC = 2, GROUP = 3; LITERAL = 3; ALL = 2; ALLOW = 3.
-    let acls: Vec<Acl> = [2i8, 3]
-        .into_iter()
-        .map(|resource_type| Acl {
-            resource_type,
-            resource_name: "*".into(),
-            pattern_type: 3,
-            principal: "User:*".into(),
-            host: "*".into(),
-            operation: 2,
-            permission: 3,
-        })
-        .collect();
-    admin.create_acls(&acls).await.unwrap();
+    admin
 }
 
 pub struct Env {

@@ -104,6 +104,7 @@ fn missing_indexes_of_older_segments_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(400);
     let stored = fill(dir.path(), &cfg, &specs(20), 0);
+    close(dir.path(), &cfg);
     let segs = bases(dir.path());
     assert!(segs.len() >= 4);
     fs::remove_file(seg_path(dir.path(), segs[0], "index")).unwrap();
@@ -131,6 +132,7 @@ fn corrupt_indexes_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(400);
     let stored = fill(dir.path(), &cfg, &specs(30), 0);
+    close(dir.path(), &cfg);
     let segs = bases(dir.path());
     assert!(segs.len() >= 5);
     // Not a multiple of the entry size.
@@ -164,11 +166,18 @@ fn corrupt_indexes_are_rebuilt() {
     }
 }
 
+/// Syncs and checkpoints everything `fill` wrote, as a clean shutdown does.
+fn close(dir: &Path, cfg: &LogConfig) {
+    let (log, _) = open(dir, cfg).unwrap();
+    log.close().unwrap();
+}
+
 #[test]
-fn damage_inside_an_older_segment_is_an_error() {
+fn damage_below_the_recovery_point_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(400);
     fill(dir.path(), &cfg, &specs(12), 0);
+    close(dir.path(), &cfg);
     let segs = bases(dir.path());
     let path = seg_path(dir.path(), segs[0], "log");
     let mut bytes = fs::read(&path).unwrap();
@@ -188,10 +197,11 @@ fn damage_inside_an_older_segment_is_an_error() {
 }
 
 #[test]
-fn torn_tail_of_an_older_segment_is_an_error_not_a_truncation() {
+fn a_torn_tail_below_the_recovery_point_is_an_error_not_a_truncation() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(400);
     fill(dir.path(), &cfg, &specs(12), 0);
+    close(dir.path(), &cfg);
     let segs = bases(dir.path());
     let path = seg_path(dir.path(), segs[1], "log");
     let len = fs::metadata(&path).unwrap().len();
@@ -203,6 +213,103 @@ fn torn_tail_of_an_older_segment_is_an_error_not_a_truncation() {
         .unwrap();
     assert!(matches!(open(dir.path(), &cfg), Err(Error::Corrupt { .. })));
     assert_eq!(fs::metadata(&path).unwrap().len(), len - 3);
+}
+
+#[test]
+fn an_old_clean_shutdown_without_a_recovery_point_trusts_older_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(400);
+    fill(dir.path(), &cfg, &specs(12), 0);
+    close(dir.path(), &cfg);
+    fs::remove_file(dir.path().join("recovery-point")).unwrap();
+    let segs = bases(dir.path());
+    let path = seg_path(dir.path(), segs[1], "log");
+    let len = fs::metadata(&path).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    assert!(matches!(open(dir.path(), &cfg), Err(Error::Corrupt { .. })));
+}
+
+#[test]
+fn a_torn_older_segment_beyond_the_recovery_point_is_cut_and_the_rest_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(400);
+    let stored = fill(dir.path(), &cfg, &specs(12), 0);
+    let segs = bases(dir.path());
+    assert!(segs.len() >= 4, "{segs:?}");
+    // Power loss: the second segment lost its last 3 bytes, nothing had been synced.
+    let path = seg_path(dir.path(), segs[1], "log");
+    let len = fs::metadata(&path).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let later: u64 = segs[2..]
+        .iter()
+        .map(|&b| fs::metadata(seg_path(dir.path(), b, "log")).unwrap().len())
+        .sum();
+    let (mut log, report) = open(dir.path(), &cfg).unwrap();
+    let kept: Vec<Stored> = stored
+        .iter()
+        .filter(|b| b.1 < segs[2] - 1)
+        .cloned()
+        .collect();
+    let cut_batch = &stored[kept.len()];
+    assert_eq!(report.log_end_offset, cut_batch.0);
+    assert_eq!(report.segments, 2);
+    assert_eq!(
+        report.recovery_point, 0,
+        "nothing was checkpointed after creation"
+    );
+    assert_eq!(report.truncated_bytes, cut_batch.2.len() as u64 - 3 + later);
+    assert_eq!(read_all(&log), concat(&kept));
+    assert_eq!(bases(dir.path()), segs[..2].to_vec());
+    for &b in &segs[2..] {
+        let aside = dir.path().join(format!("{b:020}.log.truncated"));
+        assert!(aside.exists(), "{}", aside.display());
+        assert!(!seg_path(dir.path(), b, "index").exists());
+    }
+    assert!(dir
+        .path()
+        .join(format!("{:020}.log.truncated", segs[1]))
+        .exists());
+    // The log continues from the cut, and the recovery point moved to it.
+    let mut b = build_simple_batch(1, 10, 0);
+    assert_eq!(
+        log.append(&mut b, 0, NOW).unwrap().first_offset,
+        cut_batch.0
+    );
+    let text = fs::read_to_string(dir.path().join("recovery-point")).unwrap();
+    assert_eq!(text.trim(), cut_batch.0.to_string());
+}
+
+#[test]
+fn the_recovery_point_follows_syncs_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(400);
+    let (mut log, report) = open(dir.path(), &cfg).unwrap();
+    assert_eq!(report.recovery_point, i64::MIN);
+    for _ in 0..6 {
+        let mut b = build_simple_batch(1, 100, 0);
+        log.append(&mut b, 0, NOW).unwrap();
+    }
+    assert!(
+        !log.checkpoint_recovery_point().unwrap(),
+        "nothing synced yet"
+    );
+    log.sync().unwrap();
+    assert!(log.checkpoint_recovery_point().unwrap());
+    assert!(!log.checkpoint_recovery_point().unwrap(), "unchanged");
+    let end = log.log_end_offset();
+    drop(log);
+    let (_, report) = open(dir.path(), &cfg).unwrap();
+    assert_eq!((report.recovery_point, report.log_end_offset), (end, end));
 }
 
 #[test]
