@@ -99,8 +99,8 @@ pub struct SaslConfig {
     pub plain_users_file: Option<PathBuf>,
     /// KIP-368: sessions last this long unless re-authenticated; 0 = no limit.
     pub max_reauth_ms: u64,
-    /// Failed logins from one address are answered after a delay that
-    /// doubles per failure up to this cap.
+    /// Failed logins are answered after a delay that doubles per failure
+    /// (per address and user, and more slowly per address) up to this cap.
     pub max_failure_delay_ms: u64,
 }
 

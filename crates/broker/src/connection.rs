@@ -146,7 +146,10 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 span.in_scope(|| session.handshake(&ctx, r))
             }
             Request::SaslAuthenticate(r) if session.intercepts(ApiKey::SaslAuthenticate) => {
-                span.in_scope(|| session.authenticate(&ctx, r, peer.ip()))
+                // Boxed: only a connection mid-login pays for this state.
+                Box::pin(session.authenticate(&ctx, r, peer.ip()))
+                    .instrument(span)
+                    .await
             }
             request => (
                 dispatch::dispatch(&ctx, request).instrument(span).await,
