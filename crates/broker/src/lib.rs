@@ -2,9 +2,12 @@
 //!
 //! Start reading at [`server::Broker::start`]: it opens [`state::BrokerState`]
 //! (metadata from `veil-meta`, partition logs from `veil-log`), binds the
-//! listeners and hands each connection to [`connection::serve`]. A connection
-//! reads size-prefixed frames ([`frame`]), decodes them against the served-API
-//! table in [`dispatch`], and runs the API's file in [`handlers`].
+//! listeners, admits connections ([`connection_limits`]) and hands each to
+//! [`connection::serve`]. A connection reads size-prefixed frames ([`frame`]),
+//! decodes them against the served-API table in [`dispatch`], runs the API's
+//! file in [`handlers`], and [`response_writer`] sends the answers in order
+//! ([`response_frame`]: Fetch record sets are written without a copy;
+//! [`fetch_limits`]: how large a Fetch response may be).
 //! Durability (group commit) lives in [`partition`]; topic lifecycle in
 //! [`topics`]; `/metrics` and `/healthz` in [`admin`].
 
@@ -14,9 +17,11 @@ pub mod blind;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod connection_limits;
 pub mod context;
 pub mod dispatch;
 pub mod error;
+pub mod fetch_limits;
 pub mod frame;
 pub mod group;
 pub mod handlers;
@@ -24,6 +29,8 @@ pub mod housekeeping;
 pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
+pub mod response_frame;
+pub mod response_writer;
 pub mod server;
 pub mod state;
 #[cfg(test)]

@@ -1,17 +1,24 @@
-//! What a failing client can make a SASL listener do: the failed-login
+//! What an unauthenticated or failing client can make a SASL listener do:
+//! frame sizes and the deadline before authentication, the failed-login
 //! backoff, and password derivations kept off the async workers. Real
 //! binary on loopback.
 
 mod common;
+#[path = "common/raw.rs"]
+mod raw;
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{rt, BIN};
-use kafka_protocol::messages::ApiVersionsRequest;
+use common::{batch, produce, rt, BIN};
+use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
 use veil_broker::auth::plain::hash_entry;
-use veil_client::Connection;
+use veil_client::{Admin, Connection, TopicSpec};
 use veil_testkit::TestBroker;
+
+const MIB: u64 = 1024 * 1024;
 
 fn start(
     dir: &Path,
@@ -43,6 +50,140 @@ async fn plain(broker: &TestBroker, user: &str, pw: &str) -> veil_client::Result
     conn.sasl_authenticate(format!("\0{user}\0{pw}").into_bytes())
         .await?;
     Ok(conn)
+}
+
+/// An authenticated client can still do its work.
+fn served(broker: &TestBroker) -> bool {
+    rt().block_on(async {
+        let Ok(mut conn) = plain(broker, "alice", "alice-pw").await else {
+            return false;
+        };
+        conn.send(&MetadataRequest::default().with_topics(None))
+            .await
+            .is_ok()
+    })
+}
+
+/// Issue item 4: before authentication, a frame larger than
+/// `sasl.server_max_receive_size` (Kafka's 512 KiB) closes the connection
+/// as soon as its size is read. Sixteen clients announcing 90 MB each are
+/// all closed; the broker grows by at most 32 MiB and serves everyone else.
+/// After authentication, the ordinary request limit applies again.
+#[test]
+fn unauthenticated_clients_cannot_announce_large_frames() {
+    const BOUND: u64 = 32 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), &[("alice", "alice-pw", 4096)], &[], &[]);
+    assert!(served(&broker));
+    let before = broker.rss_bytes();
+    let chunk = vec![0u8; 64 * 1024];
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut s = TcpStream::connect(broker.kafka_addr()).unwrap();
+        s.write_all(&(90_000_000i32).to_be_bytes()).unwrap();
+        // A SaslHandshake header, then filler trickled after it.
+        s.write_all(&[0, 17, 0, 1, 0, 0, 0, 1]).unwrap();
+        let _ = s.write_all(&chunk);
+        held.push(s);
+    }
+    for (i, s) in held.iter_mut().enumerate() {
+        assert!(
+            raw::closed_within(s, Duration::from_secs(10)),
+            "connection {i} with a 90 MB frame before authentication stays open"
+        );
+    }
+    let grown = broker.rss_bytes().saturating_sub(before);
+    assert!(grown < BOUND, "broker grew by {} MiB", grown / MIB);
+    assert!(served(&broker), "authenticated clients are still served");
+    rt().block_on(async {
+        let conn = plain(&broker, "alice", "alice-pw").await.unwrap();
+        let mut admin = Admin::from_connection(conn);
+        let spec = TopicSpec {
+            name: "after-auth".into(),
+            partitions: 1,
+            replication_factor: -1,
+            configs: std::collections::BTreeMap::new(),
+        };
+        admin.create_topic(&spec, false).await.unwrap();
+        let value = "x".repeat(600 * 1024);
+        let r = produce(admin.connection(), "after-auth", 0, 1, batch(&[&value], 1)).await;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    });
+}
+
+/// Issue item 4: before authentication only ApiVersions, SaslHandshake and
+/// SaslAuthenticate are decoded; anything else closes the connection on its
+/// header alone. A Metadata request whose topic array claims four billion
+/// entries used to be decoded (reserving memory for them) and only then
+/// refused.
+#[test]
+fn requests_before_authentication_are_refused_undecoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(
+        dir.path(),
+        &[("alice", "alice-pw", 4096)],
+        &[],
+        &[("VEIL_LOG", "veil_broker=debug")],
+    );
+    let mut s = TcpStream::connect(broker.kafka_addr()).unwrap();
+    // Metadata v9 (flexible): header, then a compact array of u32::MAX - 1.
+    let body = [
+        &3i16.to_be_bytes()[..],
+        &9i16.to_be_bytes(),
+        &1i32.to_be_bytes(),
+        &(-1i16).to_be_bytes(),
+        &[0u8],
+        &[0xff, 0xff, 0xff, 0xff, 0x0f],
+    ]
+    .concat();
+    s.write_all(&(body.len() as i32).to_be_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    assert!(raw::closed_within(&mut s, Duration::from_secs(10)));
+    assert!(served(&broker));
+    let log = broker.log();
+    assert!(
+        log.contains("request before SASL authentication"),
+        "refused for being unauthenticated; log:\n{log}"
+    );
+    assert!(
+        !log.contains("cannot be served"),
+        "the body was decoded first; log:\n{log}"
+    );
+}
+
+/// Issue item 4: a connection that has not authenticated within
+/// `sasl.authentication_timeout_ms` is closed, long before the idle timeout;
+/// authenticated connections opened at the same time stay.
+#[test]
+fn unauthenticated_connections_are_closed_at_the_authentication_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(
+        dir.path(),
+        &[("alice", "alice-pw", 4096)],
+        &["--set", "sasl.authentication_timeout_ms=1000"],
+        &[],
+    );
+    let rt = rt();
+    let mut idle = TcpStream::connect(broker.kafka_addr()).unwrap();
+    assert!(
+        raw::api_versions(&mut idle, 1),
+        "ApiVersions is served before authentication"
+    );
+    let mut authed = rt.block_on(plain(&broker, "alice", "alice-pw")).unwrap();
+    let started = Instant::now();
+    assert!(
+        raw::closed_within(&mut idle, Duration::from_secs(20)),
+        "unauthenticated connection still open after {:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    rt.block_on(async {
+        authed
+            .send(&MetadataRequest::default().with_topics(None))
+            .await
+            .expect("the authenticated connection stays open");
+    });
+    assert!(served(&broker));
 }
 
 /// Issue item 7: failures for one user keep backing off even when another

@@ -4,7 +4,8 @@
 //!
 //! As in Kafka, a SASL listener accepts only ApiVersions, SaslHandshake and
 //! SaslAuthenticate until the client has authenticated, and closes the
-//! connection on anything else and after every failed authentication.
+//! connection on anything else and after every failed authentication. The
+//! connection checks this from the header prefix, before decoding a body.
 //! PLAIN passwords are checked on the blocking pool ([`super::plain_check`]),
 //! a few at a time.
 
