@@ -2,10 +2,10 @@
 """Client side of bench/connections.sh: hold many idle Kafka connections, or
 measure an active producer's request latency. Standard library only.
 
-  connections.py hold --bootstrap H:P --connections N --sources 8
-      opens N connections round-robin from 127.0.0.1 .. 127.0.0.<sources>,
-      sends ApiVersions v0 on each and reads the answer, prints READY and
-      the seconds it took, then holds them until killed.
+  connections.py hold --bootstrap H:P --connections N --source 127.0.0.3
+      opens N connections from that source address, sends ApiVersions v0 on
+      each and reads the answer, prints READY and the seconds it took, then
+      holds them until killed.
   connections.py latency --bootstrap H:P --topic T --rate R --seconds S
       one connection sending Produce v3 (acks=1, one 100-byte record per
       request) R times a second for S seconds, one request in flight;
@@ -100,7 +100,7 @@ def hold(args):
     started = time.monotonic()
     for i in range(args.connections):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.%d" % (1 + i % args.sources), 0))
+        s.bind((args.source, 0))
         s.connect(addr)
         s.sendall(api_versions)
         read_frame(s)
@@ -152,7 +152,7 @@ def main():
     h = sub.add_parser("hold")
     h.add_argument("--bootstrap", required=True)
     h.add_argument("--connections", type=int, required=True)
-    h.add_argument("--sources", type=int, default=8)
+    h.add_argument("--source", default="127.0.0.1")
     lat = sub.add_parser("latency")
     lat.add_argument("--bootstrap", required=True)
     lat.add_argument("--topic", required=True)
