@@ -6,8 +6,9 @@
 //! out before the writer waits for a deferred response); large chunks
 //! (a Fetch's record sets, see [`crate::response_frame`]) are written
 //! straight from the buffers the log read filled. A write that makes no
-//! progress for the idle timeout ends the connection, so a client that stops
-//! reading cannot hold its responses forever.
+//! progress for the idle timeout ends the connection (a slow reader that
+//! keeps taking bytes does not), so a client that stops reading cannot hold
+//! its responses forever.
 
 use std::sync::Arc;
 use std::task::Poll;
@@ -52,12 +53,17 @@ struct Out<W> {
 }
 
 impl<W: AsyncWrite + Unpin> Out<W> {
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), Stop> {
-        match tokio::time::timeout(self.stall, self.wr.write_all(bytes)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Stop::Closed),
-            Err(_) => Err(Stop::Stalled),
+    /// Writes all of `bytes`; each write must make progress within the
+    /// stall timeout, however long the whole takes.
+    async fn write(&mut self, mut bytes: &[u8]) -> Result<(), Stop> {
+        while !bytes.is_empty() {
+            match tokio::time::timeout(self.stall, self.wr.write(bytes)).await {
+                Ok(Ok(0) | Err(_)) => return Err(Stop::Closed),
+                Ok(Ok(n)) => bytes = &bytes[n..],
+                Err(_) => return Err(Stop::Stalled),
+            }
         }
+        Ok(())
     }
 
     async fn chunk(&mut self, chunk: &Bytes) -> Result<(), Stop> {
@@ -171,5 +177,69 @@ pub async fn write_responses<W: AsyncWrite + Unpin>(
 fn stopped(stop: Stop) {
     if let Stop::Stalled = stop {
         tracing::debug!("client stopped reading responses; closing");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::FetchResponse;
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::test_fixture::context_with;
+
+    fn fetch_of(bytes: usize) -> Box<Pending> {
+        let records = Bytes::from(vec![7u8; bytes]);
+        let response =
+            FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                .with_partitions(vec![PartitionData::default().with_records(Some(records))])]);
+        Box::new(Pending {
+            handled: Handled::Ready(Response::Fetch(response)),
+            version: 4,
+            correlation_id: 1,
+            api: "fetch",
+            started: Instant::now(),
+            reserved: None,
+        })
+    }
+
+    /// The idle timeout bounds a write that makes no progress, not a slow
+    /// one: a client reading 1 KiB every 50 ms gets its 32 KiB response
+    /// although that takes longer than the timeout, and one that stops
+    /// reading is dropped.
+    #[tokio::test]
+    async fn a_stalled_client_is_dropped_and_a_slow_one_is_not() {
+        let (_dir, ctx) = context_with(0, |c| c.network.idle_timeout_ms = 1000);
+        let broker = Arc::clone(&ctx.broker);
+
+        let (mut client, server) = tokio::io::duplex(1024);
+        let (tx, rx) = mpsc::channel(4);
+        let writer = tokio::spawn(write_responses(server, rx, Arc::clone(&broker)));
+        tx.send(fetch_of(32 * 1024)).await.unwrap();
+        drop(tx);
+        let mut got = 0;
+        let mut buf = [0u8; 1024];
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match client.read(&mut buf).await.unwrap() {
+                0 => break,
+                n => got += n,
+            }
+        }
+        writer.await.unwrap();
+        assert!(got > 32 * 1024, "the whole response arrived ({got} bytes)");
+
+        let (client, server) = tokio::io::duplex(1024);
+        let (tx, rx) = mpsc::channel(4);
+        let writer = tokio::spawn(write_responses(server, rx, broker));
+        tx.send(fetch_of(32 * 1024)).await.unwrap();
+        // Never read: the writer gives up (bounded wait, far above the timeout).
+        tokio::time::timeout(Duration::from_secs(30), writer)
+            .await
+            .expect("a stalled write ends the writer")
+            .unwrap();
+        drop((client, tx));
     }
 }
