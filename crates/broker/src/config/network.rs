@@ -76,12 +76,12 @@ impl NetworkConfig {
             return Err("network.fetch_max_bytes, network.replica_fetch_max_bytes and network.replica_fetch_response_max_bytes must be between 1 and 2147483647".into());
         }
         // A fetch reserves its whole limit before it reads the log.
-        if self.max_queued_response_bytes_per_connection
-            < self
-                .fetch_max_bytes
-                .max(self.replica_fetch_response_max_bytes)
-        {
-            return Err("network.max_queued_response_bytes_per_connection must be at least network.fetch_max_bytes and network.replica_fetch_response_max_bytes".into());
+        let budget = self.max_queued_response_bytes_per_connection;
+        let largest = self
+            .fetch_max_bytes
+            .max(self.replica_fetch_response_max_bytes);
+        if budget < largest || budget > u32::MAX as usize {
+            return Err("network.max_queued_response_bytes_per_connection must be at least network.fetch_max_bytes and network.replica_fetch_response_max_bytes, and at most 4294967295".into());
         }
         self.per_ip_overrides().map(|_| ())
     }
@@ -149,5 +149,6 @@ mod tests {
             "{err}"
         );
         assert!(with("replica_fetch_max_bytes", "0").is_err());
+        assert!(with("max_queued_response_bytes_per_connection", "4294967296").is_err());
     }
 }
