@@ -12,6 +12,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use veil_meta::{topic_config, TopicConfigs};
 
+mod network;
+
+pub use network::NetworkConfig;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -101,9 +105,16 @@ pub struct SaslConfig {
     pub plain_users_file: Option<PathBuf>,
     /// KIP-368: sessions last this long unless re-authenticated; 0 = no limit.
     pub max_reauth_ms: u64,
-    /// Failed logins from one address are answered after a delay that
-    /// doubles per failure up to this cap.
+    /// Failed logins are answered after a delay that doubles per failure
+    /// (per address and user, and more slowly per address) up to this cap.
     pub max_failure_delay_ms: u64,
+    /// Kafka's `sasl.server.max.receive.size`: before authentication, a
+    /// frame announcing more than this closes the connection unread.
+    pub server_max_receive_size: usize,
+    /// A connection on a SASL listener that has not authenticated this long
+    /// after it was accepted is closed (Kafka has no such deadline and keeps
+    /// it for `connections.max.idle.ms`).
+    pub authentication_timeout_ms: u64,
 }
 
 impl Default for SaslConfig {
@@ -112,6 +123,8 @@ impl Default for SaslConfig {
             plain_users_file: None,
             max_reauth_ms: 0,
             max_failure_delay_ms: 5_000,
+            server_max_receive_size: 512 * 1024,
+            authentication_timeout_ms: 10_000,
         }
     }
 }
@@ -175,20 +188,6 @@ pub struct AdminConfig {
     /// Serve `/metrics` and `/healthz`.
     pub enabled: bool,
     pub bind: SocketAddr,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NetworkConfig {
-    pub max_connections: usize,
-    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
-    pub max_request_bytes: usize,
-    /// Close connections idle this long (Kafka's `connections.max.idle.ms`).
-    pub idle_timeout_ms: u64,
-    /// Requests read ahead of their responses on one connection.
-    pub max_in_flight_per_connection: usize,
-    /// How long shutdown waits for in-flight requests.
-    pub shutdown_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -266,18 +265,6 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             bind: SocketAddr::from(([127, 0, 0, 1], 9644)),
-        }
-    }
-}
-
-impl Default for NetworkConfig {
-    fn default() -> Self {
-        NetworkConfig {
-            max_connections: 10_000,
-            max_request_bytes: 100 * 1024 * 1024,
-            idle_timeout_ms: 600_000,
-            max_in_flight_per_connection: 32,
-            shutdown_timeout_ms: 30_000,
         }
     }
 }
@@ -429,12 +416,9 @@ impl Config {
             }
             l.validate_security()?;
         }
-        let n = &self.network;
-        if n.max_connections == 0 || n.max_in_flight_per_connection == 0 {
-            return Err("network.max_connections and network.max_in_flight_per_connection must be at least 1".into());
-        }
-        if n.max_request_bytes < 1024 {
-            return Err("network.max_request_bytes must be at least 1024".into());
+        self.network.validate()?;
+        if self.sasl.server_max_receive_size < 1024 || self.sasl.authentication_timeout_ms == 0 {
+            return Err("sasl.server_max_receive_size must be at least 1024 and sasl.authentication_timeout_ms at least 1".into());
         }
         if self.log.index_interval_bytes == 0 || self.log.retention_check_interval_ms == 0 {
             return Err(

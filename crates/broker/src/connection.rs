@@ -1,37 +1,39 @@
-//! One client connection: read frames, decode, dispatch in order, and write
-//! responses in request order.
+//! One client connection: read frames, decode, dispatch in order, and hand
+//! responses to the writer ([`crate::response_writer`]) in request order.
 //!
 //! Requests are handled one after another in the order they arrive (so
 //! appends from one producer keep their order), but a handler may return a
 //! deferred response (an fsync wait, a long poll). The next request is read
 //! and handled meanwhile; the writer awaits responses strictly in order.
-//! At most `max_in_flight_per_connection` responses are outstanding.
+//!
+//! What one connection may hold is bounded: at most
+//! `max_in_flight_per_connection` responses are outstanding, and a Fetch
+//! first reserves its response's size ([`crate::fetch_limits`]) in the
+//! connection's `max_queued_response_bytes_per_connection` budget, given
+//! back when the writer has sent it, so a client that does not read stops
+//! the broker from reading its further requests. Before a SASL listener's
+//! client has authenticated, only the handshake APIs are decoded, frames are
+//! capped at `sasl.server_max_receive_size`, and the connection closes at
+//! `sasl.authentication_timeout_ms`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::auth::sasl::{Gate, Session};
 use crate::context::RequestContext;
-use crate::dispatch::{self, api_name, Decoded, Handled, Request, Response};
-use crate::frame::{read_frame, FrameError};
+use crate::dispatch::{self, api_name, Decoded, Request};
+use crate::fetch_limits::FetchLimits;
+use crate::frame::{FrameError, FrameReader, HeaderPrefix};
 use crate::handlers::api_versions;
+use crate::response_writer::{write_responses, Pending};
 use crate::state::BrokerState;
-
-/// A response on its way to the writer.
-struct Pending {
-    handled: Handled,
-    version: i16,
-    correlation_id: i32,
-    api: &'static str,
-    started: Instant,
-}
 
 /// Serves one connection until the client closes it, it idles out, it
 /// misbehaves, or the broker shuts down.
@@ -61,121 +63,204 @@ pub async fn serve_authenticated<S>(
 {
     let (rd, wr) = tokio::io::split(stream);
     let in_flight = broker.config.network.max_in_flight_per_connection;
-    let (tx, rx) = mpsc::channel::<Pending>(in_flight);
+    // Boxed, so the queue's slots cost a pointer each while idle.
+    let (tx, rx) = mpsc::channel::<Box<Pending>>(in_flight);
     let writer = tokio::spawn(write_responses(wr, rx, Arc::clone(&broker)));
     let session = Session::new(&broker, &listener, tls_principal);
-    let reason = read_requests(rd, tx, &broker, &listener, peer, session, &shutdown).await;
+    let mut conn = Reader {
+        tx,
+        broker: &broker,
+        listener: &listener,
+        peer,
+        session,
+        budget: Arc::new(Semaphore::new(
+            broker
+                .config
+                .network
+                .max_queued_response_bytes_per_connection,
+        )),
+    };
+    let reason = conn.run(rd, &shutdown).await;
     tracing::debug!(%peer, reason, "closing connection");
     // The reader dropped its sender: the writer drains what is in flight.
+    drop(conn);
     let _ = writer.await;
 }
 
-async fn read_requests<R: AsyncRead + Unpin>(
-    rd: R,
-    tx: mpsc::Sender<Pending>,
-    broker: &Arc<BrokerState>,
-    listener: &str,
+struct Reader<'a> {
+    tx: mpsc::Sender<Box<Pending>>,
+    broker: &'a Arc<BrokerState>,
+    listener: &'a str,
     peer: SocketAddr,
-    mut session: Session,
-    shutdown: &CancellationToken,
-) -> &'static str {
-    let mut reader = BufReader::with_capacity(64 * 1024, rd);
-    let net = &broker.config.network;
-    let idle = Duration::from_millis(net.idle_timeout_ms);
-    loop {
-        let read = tokio::select! {
-            () = shutdown.cancelled() => return "broker shutting down",
-            r = tokio::time::timeout(idle, read_frame(&mut reader, net.max_request_bytes)) => r,
-        };
-        let frame = match read {
-            Err(_) => return "idle timeout",
-            Ok(Err(FrameError::Closed)) => return "closed by client",
-            Ok(Err(e)) => {
-                tracing::info!(error = %e, "refusing malformed request frame");
-                return "malformed frame";
-            }
-            Ok(Ok(frame)) => frame,
-        };
-        let started = Instant::now();
-        broker.metrics.bytes_in.inc_by(frame.len() as u64 + 4);
-        let (header, request) = match dispatch::decode_request(frame) {
-            Ok(Decoded::Request { header, request }) => (header, request),
-            Ok(Decoded::UnsupportedApiVersions { correlation_id }) => {
-                let pending = Pending {
-                    handled: api_versions::unsupported_version().into(),
-                    version: 0,
-                    correlation_id,
-                    api: api_name(ApiKey::ApiVersions),
-                    started,
-                };
-                if tx.send(pending).await.is_err() {
-                    return "writer closed";
+    session: Session,
+    /// Bytes of record data this connection's queued responses may hold.
+    budget: Arc<Semaphore>,
+}
+
+impl Reader<'_> {
+    async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        mut rd: R,
+        shutdown: &CancellationToken,
+    ) -> &'static str {
+        let mut frames = FrameReader::new();
+        let config = &self.broker.config;
+        let idle = Duration::from_millis(config.network.idle_timeout_ms);
+        let auth_deadline = self.session.requires_authentication().then(|| {
+            tokio::time::Instant::now()
+                + Duration::from_millis(config.sasl.authentication_timeout_ms)
+        });
+        loop {
+            let authenticating = auth_deadline.filter(|_| !self.session.is_authenticated());
+            let (max, wait_until) = match authenticating {
+                Some(deadline) => (
+                    config.sasl.server_max_receive_size,
+                    deadline.min(tokio::time::Instant::now() + idle),
+                ),
+                None => (
+                    config.network.max_request_bytes,
+                    tokio::time::Instant::now() + idle,
+                ),
+            };
+            let read = tokio::select! {
+                () = shutdown.cancelled() => return "broker shutting down",
+                r = tokio::time::timeout_at(wait_until, frames.next(&mut rd, max)) => r,
+            };
+            let frame = match read {
+                Err(_) if authenticating.is_some_and(|d| tokio::time::Instant::now() >= d) => {
+                    return "not authenticated in time"
                 }
-                continue;
+                Err(_) => return "idle timeout",
+                Ok(Err(FrameError::Closed)) => return "closed by client",
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "refusing malformed request frame");
+                    return "malformed frame";
+                }
+                Ok(Ok(frame)) => frame,
+            };
+            let started = Instant::now();
+            self.broker.metrics.bytes_in.inc_by(frame.len() as u64 + 4);
+            // Refused before its body is decoded (the frame is at least 8 bytes).
+            if let Some(prefix) = HeaderPrefix::parse(&frame) {
+                let key = ApiKey::try_from(prefix.api_key).ok();
+                if let Gate::Close(reason) = self.session.gate(key, Instant::now()) {
+                    tracing::debug!(api_key = prefix.api_key, reason, "closing connection");
+                    return reason;
+                }
             }
-            Err(e) => {
-                tracing::info!(error = %e, "closing connection: request cannot be served");
-                return "undecodable request";
+            let (header, request) = match dispatch::decode_request(frame) {
+                Ok(Decoded::Request { header, request }) => (header, request),
+                Ok(Decoded::UnsupportedApiVersions { correlation_id }) => {
+                    let pending = Pending {
+                        handled: api_versions::unsupported_version().into(),
+                        version: 0,
+                        correlation_id,
+                        api: api_name(ApiKey::ApiVersions),
+                        started,
+                        reserved: None,
+                    };
+                    if self.tx.send(Box::new(pending)).await.is_err() {
+                        return "writer closed";
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "closing connection: request cannot be served");
+                    return "undecodable request";
+                }
+            };
+            let reserved = match self.reserve(&request, shutdown).await {
+                Ok(r) => r,
+                Err(reason) => return reason,
+            };
+            let api = request.api();
+            let internal = self.listener == crate::server::INTERNAL_LISTENER;
+            if matches!(api, crate::dispatch::Api::Cluster) != internal
+                && !(internal && allowed_between_nodes(api))
+            {
+                tracing::info!(
+                    api = api.name(),
+                    "closing connection: API not served on this listener"
+                );
+                return "API not served on this listener";
             }
-        };
-        let api = request.api();
-        let internal = listener == crate::server::INTERNAL_LISTENER;
-        if matches!(api, crate::dispatch::Api::Cluster) != internal
-            && !(internal && allowed_between_nodes(api))
-        {
-            tracing::info!(
-                api = api.name(),
-                "closing connection: API not served on this listener"
+            let ctx = RequestContext {
+                broker: Arc::clone(self.broker),
+                api_version: header.request_api_version,
+                correlation_id: header.correlation_id,
+                client_id: header.client_id.as_ref().map(ToString::to_string),
+                listener: self.listener.to_owned(),
+                api: api.name(),
+                principal: self.session.principal().to_owned(),
+                client_host: self.peer.ip(),
+            };
+            let span = tracing::debug_span!(
+                "request",
+                api = ctx.api,
+                correlation_id = ctx.correlation_id,
+                client_id = ctx.client_id.as_deref().unwrap_or(""),
+                principal = %ctx.principal,
             );
-            return "API not served on this listener";
-        }
-        if let Gate::Close(reason) = session.gate(api.kafka(), Instant::now()) {
-            tracing::debug!(api = api.name(), reason, "closing connection");
-            return reason;
-        }
-        let ctx = RequestContext {
-            broker: Arc::clone(broker),
-            api_version: header.request_api_version,
-            correlation_id: header.correlation_id,
-            client_id: header.client_id.as_ref().map(ToString::to_string),
-            listener: listener.to_owned(),
-            api: api.name(),
-            principal: session.principal().to_owned(),
-            client_host: peer.ip(),
-        };
-        let span = tracing::debug_span!(
-            "request",
-            api = ctx.api,
-            correlation_id = ctx.correlation_id,
-            client_id = ctx.client_id.as_deref().unwrap_or(""),
-            principal = %ctx.principal,
-        );
-        // SASL listeners answer the SASL APIs from the connection's session.
-        let (handled, close) = match request {
-            Request::SaslHandshake(r) if session.intercepts(ApiKey::SaslHandshake) => {
-                span.in_scope(|| session.handshake(&ctx, r))
+            // SASL listeners answer the SASL APIs from the connection's
+            // session. Handlers' futures are boxed: only the request being
+            // handled pays for its state, not every idle connection.
+            let (handled, close) = match request {
+                Request::SaslHandshake(r) if self.session.intercepts(ApiKey::SaslHandshake) => {
+                    span.in_scope(|| self.session.handshake(&ctx, r))
+                }
+                Request::SaslAuthenticate(r)
+                    if self.session.intercepts(ApiKey::SaslAuthenticate) =>
+                {
+                    let peer = self.peer.ip();
+                    Box::pin(self.session.authenticate(&ctx, r, peer))
+                        .instrument(span)
+                        .await
+                }
+                request => (
+                    Box::pin(dispatch::dispatch(&ctx, request))
+                        .instrument(span)
+                        .await,
+                    false,
+                ),
+            };
+            let pending = Pending {
+                handled,
+                version: ctx.api_version,
+                correlation_id: ctx.correlation_id,
+                api: ctx.api,
+                started,
+                reserved,
+            };
+            if self.tx.send(Box::new(pending)).await.is_err() {
+                return "writer closed";
             }
-            Request::SaslAuthenticate(r) if session.intercepts(ApiKey::SaslAuthenticate) => {
-                span.in_scope(|| session.authenticate(&ctx, r, peer.ip()))
+            if close {
+                // The writer sends the answer, then the connection closes.
+                return "SASL exchange failed";
             }
-            request => (
-                dispatch::dispatch(&ctx, request).instrument(span).await,
-                false,
-            ),
-        };
-        let pending = Pending {
-            handled,
-            version: ctx.api_version,
-            correlation_id: ctx.correlation_id,
-            api: ctx.api,
-            started,
-        };
-        if tx.send(pending).await.is_err() {
-            return "writer closed";
         }
-        if close {
-            // The writer sends the answer, then the connection closes.
-            return "SASL exchange failed";
+    }
+
+    /// Waits until the connection's budget has room for the response to
+    /// `request` (only Fetch responses are large enough to count).
+    async fn reserve(
+        &self,
+        request: &Request,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<OwnedSemaphorePermit>, &'static str> {
+        let Request::Fetch(fetch) = request else {
+            return Ok(None);
+        };
+        let bytes = FetchLimits::of(fetch, &self.broker.config.network).response;
+        if bytes == 0 {
+            return Ok(None);
+        }
+        // The budget is at least the largest limit (config validation).
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let acquire = Arc::clone(&self.budget).acquire_many_owned(permits);
+        tokio::select! {
+            () = shutdown.cancelled() => Err("broker shutting down"),
+            permit = acquire => permit.map(Some).map_err(|_| "writer closed"),
         }
     }
 }
@@ -189,42 +274,4 @@ fn allowed_between_nodes(api: crate::dispatch::Api) -> bool {
             ApiKey::ApiVersions | ApiKey::Fetch | ApiKey::OffsetForLeaderEpoch | ApiKey::Metadata
         )
     )
-}
-
-async fn write_responses<W: AsyncWrite + Unpin>(
-    wr: W,
-    mut rx: mpsc::Receiver<Pending>,
-    broker: Arc<BrokerState>,
-) {
-    let mut writer = BufWriter::with_capacity(64 * 1024, wr);
-    let metrics = &broker.metrics;
-    while let Some(p) = rx.recv().await {
-        let response: Option<Response> = match p.handled {
-            Handled::Ready(r) => Some(r),
-            Handled::Deferred(f) => Some(f.await),
-            Handled::NoResponse => None,
-        };
-        metrics.requests.with_label_values(&[p.api]).inc();
-        metrics
-            .request_seconds
-            .with_label_values(&[p.api])
-            .observe(p.started.elapsed().as_secs_f64());
-        let Some(response) = response else { continue };
-        let frame = match response.encode_frame(p.version, p.correlation_id) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(api = p.api, error = %e, "could not encode a response; closing");
-                return;
-            }
-        };
-        metrics.bytes_out.inc_by(frame.len() as u64);
-        if writer.write_all(&frame).await.is_err() {
-            return;
-        }
-        if rx.is_empty() && writer.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = writer.flush().await;
-    let _ = writer.shutdown().await;
 }

@@ -2,12 +2,16 @@
 //!
 //! Start reading at [`server::Broker::start`]: it opens [`state::BrokerState`]
 //! (metadata from `veil-meta`, partition logs from `veil-log`), binds the
-//! listeners and hands each connection to [`connection::serve`]. A connection
-//! reads size-prefixed frames ([`frame`]), decodes them against the served-API
-//! table in [`dispatch`], and runs the API's file in [`handlers`].
+//! listeners, admits connections ([`connection_limits`]) and hands each to
+//! [`connection::serve`]. A connection reads size-prefixed frames ([`frame`]),
+//! decodes them against the served-API table in [`dispatch`], runs the API's
+//! file in [`handlers`], and [`response_writer`] sends the answers in order
+//! ([`response_frame`]: Fetch record sets are written without a copy;
+//! [`fetch_limits`]: how large a Fetch response may be).
 //! Durability (group commit) lives in [`partition`], the background flush and
 //! recovery-point checkpoints in [`flusher`]; topic lifecycle in [`topics`],
-//! partition directories on disk in [`log_dir`]; `/metrics` and `/healthz` in
+//! partition directories on disk in [`log_dir`]; the metadata quorum, broker
+//! registry and controller in [`cluster`]; `/metrics` and `/healthz` in
 //! [`admin`].
 
 pub mod admin;
@@ -17,9 +21,11 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod connection_limits;
 pub mod context;
 pub mod dispatch;
 pub mod error;
+pub mod fetch_limits;
 pub mod flusher;
 pub mod frame;
 pub mod group;
@@ -29,6 +35,8 @@ pub mod log_dir;
 pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
+pub mod response_frame;
+pub mod response_writer;
 pub mod server;
 pub mod state;
 #[cfg(test)]

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::tls::{self, ListenerTls};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::connection_limits::{ConnectionLimits, Refused};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::state::{Advertised, BrokerState};
@@ -44,7 +44,7 @@ impl Broker {
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
         let background = TaskTracker::new();
-        let limit = Arc::new(Semaphore::new(state.config.network.max_connections));
+        let limits = ConnectionLimits::new(&state.config.network).map_err(Error::Config)?;
 
         let mut kafka_addrs = Vec::new();
         let mut advertised = Vec::new();
@@ -52,7 +52,7 @@ impl Broker {
         let internal_addr = match state.config.cluster.listen_addr(state.node_id()) {
             Ok(Some(bind)) => {
                 let (addr, cert) =
-                    bind_internal(&state, bind, &shutdown, &connections, &background, &limit)
+                    bind_internal(&state, bind, &shutdown, &connections, &background, &limits)
                         .await?;
                 certs.extend(cert);
                 Some(addr)
@@ -85,7 +85,7 @@ impl Broker {
                 l.name.clone(),
                 tls,
                 Arc::clone(&state),
-                Arc::clone(&limit),
+                Arc::clone(&limits),
                 shutdown.clone(),
                 connections.clone(),
             ));
@@ -221,7 +221,7 @@ async fn accept_loop(
     name: String,
     tls: Option<ListenerTls>,
     state: Arc<BrokerState>,
-    limit: Arc<Semaphore>,
+    limits: Arc<ConnectionLimits>,
     shutdown: CancellationToken,
     connections: TaskTracker,
 ) {
@@ -239,18 +239,29 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            state.metrics.connections_rejected.inc();
-            tracing::warn!(%peer, "connection limit reached; refusing");
-            drop(stream);
-            continue;
+        let slot = match limits.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                state.metrics.connections_rejected.inc();
+                match refused {
+                    Refused::Broker => {
+                        tracing::warn!(%peer, "connection limit reached; refusing");
+                    }
+                    // One address at its limit is that client's problem.
+                    Refused::Address => {
+                        tracing::debug!(%peer, "per-address connection limit reached; refusing");
+                    }
+                }
+                drop(stream);
+                continue;
+            }
         };
         let state = Arc::clone(&state);
         let shutdown = shutdown.clone();
         let name = name.clone();
         let tls = tls.clone();
         connections.spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             state.metrics.connections.inc();
             serve_tcp(stream, peer, Arc::clone(&state), name, tls, shutdown).await;
             state.metrics.connections.dec();
@@ -338,7 +349,7 @@ async fn bind_internal(
     shutdown: &CancellationToken,
     connections: &TaskTracker,
     background: &TaskTracker,
-    limit: &Arc<Semaphore>,
+    limits: &Arc<ConnectionLimits>,
 ) -> Result<(SocketAddr, Option<Arc<tls::ReloadingCert>>)> {
     let (tls, cert) = match &state.config.cluster.tls {
         Some(t) => {
@@ -388,7 +399,7 @@ async fn bind_internal(
         INTERNAL_LISTENER.to_owned(),
         tls,
         Arc::clone(state),
-        Arc::clone(limit),
+        Arc::clone(limits),
         shutdown.clone(),
         connections.clone(),
     ));

@@ -1,6 +1,7 @@
 //! Test support for Veil: start the real `veil` binary on ephemeral
 //! loopback ports with a temporary data directory, stop it gently or kill
-//! it, restart it on the same data, and scrape its admin endpoint.
+//! it, restart it on the same data, scrape its admin endpoint, and read its
+//! resident memory (for tests that bound what a client can make it hold).
 //!
 //! Integration tests pass the binary path (`env!("CARGO_BIN_EXE_veil")`).
 
@@ -21,6 +22,8 @@ pub struct TestBroker {
     /// Keeps the temporary directory alive when the broker owns it.
     _temp: Option<tempfile::TempDir>,
     extra_args: Vec<String>,
+    /// Environment variables set for the broker process.
+    env: Vec<(String, String)>,
     child: Option<Child>,
     kafka: SocketAddr,
     admin: SocketAddr,
@@ -39,6 +42,12 @@ impl TestBroker {
 
     /// Starts a broker with extra `veil broker` arguments (e.g. `--set k=v`).
     pub fn start_with(bin: &str, extra_args: &[&str]) -> TestBroker {
+        Self::start_with_env(bin, extra_args, &[])
+    }
+
+    /// [`Self::start_with`] with environment variables for the broker
+    /// process (e.g. `TOKIO_WORKER_THREADS`).
+    pub fn start_with_env(bin: &str, extra_args: &[&str], env: &[(&str, &str)]) -> TestBroker {
         let temp = tempfile::Builder::new()
             .prefix("veil-test-")
             .tempdir()
@@ -50,6 +59,10 @@ impl TestBroker {
             data_dir,
             _temp: Some(temp),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
             kafka: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -73,6 +86,7 @@ impl TestBroker {
             data_dir: data_dir.to_owned(),
             _temp: Some(temp),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            env: Vec::new(),
             child: None,
             kafka: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -105,6 +119,7 @@ impl TestBroker {
                 "VEIL_LOG",
                 std::env::var("VEIL_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -150,6 +165,16 @@ impl TestBroker {
     /// `extra_args`). Listeners should bind `127.0.0.1:0`; the first one's
     /// bind is overridden with that anyway.
     pub fn start_with_config(bin: &str, toml_text: &str, extra_args: &[&str]) -> TestBroker {
+        Self::start_with_config_env(bin, toml_text, extra_args, &[])
+    }
+
+    /// [`Self::start_with_config`] with environment variables for the broker.
+    pub fn start_with_config_env(
+        bin: &str,
+        toml_text: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestBroker {
         let config = tempfile::Builder::new()
             .prefix("veil-test-config-")
             .suffix(".toml")
@@ -160,7 +185,7 @@ impl TestBroker {
         let shown = path.display().to_string();
         let mut args = vec!["--config", shown.as_str()];
         args.extend_from_slice(extra_args);
-        let mut broker = Self::start_with(bin, &args);
+        let mut broker = Self::start_with_env(bin, &args, env);
         broker.config_file = Some(path);
         broker
     }
@@ -230,6 +255,25 @@ impl TestBroker {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// The broker's resident set size (VmRSS of `/proc/<pid>/status`) in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        self.status_bytes("VmRSS")
+    }
+
+    /// A memory figure of the broker's `/proc/<pid>/status` in bytes, such
+    /// as `VmRSS` or `VmData` (private writable memory, resident or not).
+    pub fn status_bytes(&self, field: &str) -> u64 {
+        let pid = self.child.as_ref().expect("broker is running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|kb| kb.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+            * 1024
+    }
+
     /// GETs a path of the admin endpoint; returns (status, body).
     pub fn http_get(&self, path: &str) -> (u16, String) {
         http_get(self.admin, path)
@@ -254,6 +298,20 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).expect("copy fixture file");
         }
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit (the
+/// broker child inherits it) and returns the new soft limit, so tests with
+/// thousands of sockets run where the default soft limit is 1024.
+pub fn raise_open_files_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        // Best effort: a failure leaves the old limit, which the caller reads back.
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
 /// A minimal HTTP/1.1 GET, enough for `/metrics` and `/healthz`.

@@ -18,7 +18,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde::Deserialize;
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 use super::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
 
@@ -144,16 +143,12 @@ impl PlainUsers {
         Ok(PlainUsers { users })
     }
 
-    /// Whether `password` is `user`'s. An unknown user costs the same
-    /// PBKDF2 work, so timing does not tell which users exist.
-    pub fn verify(&self, user: &str, password: &str) -> bool {
-        if let Some(h) = self.users.get(user) {
-            let got = pbkdf2_sha256(password.as_bytes(), &h.salt, h.iterations);
-            got.ct_eq(&h.hash).unwrap_u8() == 1
-        } else {
-            let _ = pbkdf2_sha256(password.as_bytes(), b"veil-decoy-salt", MIN_ITERATIONS);
-            false
-        }
+    /// The user's salt, iteration count and hash, if the file has them
+    /// (checked by [`super::plain_check::PlainCheck`]).
+    pub fn entry(&self, user: &str) -> Option<(&[u8], u32, &[u8; 32])> {
+        self.users
+            .get(user)
+            .map(|h| (h.salt.as_slice(), h.iterations, &h.hash))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -208,9 +203,13 @@ mod tests {
         );
         assert!(!text.contains("pw1"));
         let users = PlainUsers::parse(&text).unwrap();
-        assert!(users.verify("alice", "pw1"));
-        assert!(!users.verify("alice", "pw2"));
-        assert!(!users.verify("carol", "pw1"));
+        let verify = |user: &str, pw: &str| {
+            super::super::plain_check::PlainCheck::new(user, &users, |_| None, vec![0; 16])
+                .verify(pw)
+        };
+        assert!(verify("alice", "pw1"));
+        assert!(!verify("alice", "pw2"));
+        assert!(!verify("carol", "pw1"));
         assert!(PlainUsers::parse("[users.x]\niterations = 1\nsalt = \"\"\nhash = \"\"").is_err());
         assert!(PlainUsers::parse("[users.x]\npassword = \"plain\"").is_err());
     }

@@ -1,12 +1,14 @@
 //! The SASL side of a connection: which requests an unauthenticated
 //! connection may send, SaslHandshake and SaslAuthenticate, re-authentication
-//! (KIP-368) and the per-address backoff after failed logins.
+//! (KIP-368) and the backoff after failed logins ([`super::throttle`]).
 //!
 //! As in Kafka, a SASL listener accepts only ApiVersions, SaslHandshake and
 //! SaslAuthenticate until the client has authenticated, and closes the
-//! connection on anything else and after every failed authentication.
+//! connection on anything else and after every failed authentication. The
+//! connection checks this from the header prefix, before decoding a body.
+//! PLAIN passwords are checked on the blocking pool ([`super::plain_check`]),
+//! a few at a time.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,11 +24,13 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use parking_lot::Mutex;
 use sha2::Sha256;
+use tokio::sync::Semaphore;
 
 use super::plain::{self, PlainUsers};
-use super::scram::{self, Credential, Mechanism, ScramServer};
+use super::plain_check::PlainCheck;
+use super::scram::{self, Credential, Mechanism, ScramServer, DECOY_ITERATIONS};
+use super::throttle::FailureThrottle;
 use crate::config::Config;
 use crate::context::{RequestContext, ANONYMOUS};
 use crate::dispatch::{Handled, Response};
@@ -38,13 +42,16 @@ pub fn failure_message(mechanism: &str) -> String {
     format!("Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}")
 }
 
-/// Broker-wide SASL state: PLAIN users, the secret behind decoy SCRAM
-/// salts, and the failed-login backoff.
+/// Broker-wide SASL state: PLAIN users, the secret behind decoy salts, the
+/// failed-login backoff, and the permits for password derivations.
 pub struct Authenticator {
     plain: PlainUsers,
     decoy_key: [u8; 32],
     throttle: FailureThrottle,
     max_reauth: Option<Duration>,
+    /// One PBKDF2 per core at a time: a burst of PLAIN logins queues here
+    /// instead of taking every blocking-pool thread.
+    derivations: Arc<Semaphore>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -67,6 +74,9 @@ impl Authenticator {
             throttle: FailureThrottle::new(Duration::from_millis(config.sasl.max_failure_delay_ms)),
             max_reauth: (config.sasl.max_reauth_ms > 0)
                 .then(|| Duration::from_millis(config.sasl.max_reauth_ms)),
+            derivations: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            )),
         })
     }
 
@@ -83,55 +93,24 @@ impl Authenticator {
                     .to_vec()
             })
             .unwrap_or_default();
-        (salt, scram::MIN_ITERATIONS)
-    }
-}
-
-/// Failed logins per client address; each failure's answer waits twice as
-/// long as the previous one, up to a cap. Memory is bounded: when the table
-/// is full, stale entries go, and if none are stale, all do.
-pub struct FailureThrottle {
-    max_delay: Duration,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
-
-const THROTTLE_ENTRIES: usize = 10_000;
-const THROTTLE_FORGET: Duration = Duration::from_secs(300);
-const FIRST_DELAY: Duration = Duration::from_millis(100);
-
-impl FailureThrottle {
-    pub fn new(max_delay: Duration) -> FailureThrottle {
-        FailureThrottle {
-            max_delay,
-            failures: Mutex::new(HashMap::new()),
-        }
+        (salt, DECOY_ITERATIONS)
     }
 
-    /// Records a failure from `ip` and returns how long to delay the answer.
-    pub fn failed(&self, ip: IpAddr, now: Instant) -> Duration {
-        let mut map = self.failures.lock();
-        if map.len() >= THROTTLE_ENTRIES && !map.contains_key(&ip) {
-            map.retain(|_, (_, last)| now.duration_since(*last) < THROTTLE_FORGET);
-            if map.len() >= THROTTLE_ENTRIES {
-                map.clear();
-            }
-        }
-        let entry = map.entry(ip).or_insert((0, now));
-        if now.duration_since(entry.1) >= THROTTLE_FORGET {
-            entry.0 = 0;
-        }
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = now;
-        let shift = (entry.0 - 1).min(16);
-        (FIRST_DELAY * (1u32 << shift)).min(self.max_delay)
-    }
-
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.failures.lock().remove(&ip);
-    }
-
-    pub fn tracked(&self) -> usize {
-        self.failures.lock().len()
+    /// Checks a PLAIN password on the blocking pool.
+    async fn verify_plain(&self, broker: &BrokerState, user: &str, password: String) -> bool {
+        let (decoy_salt, _) = self.decoy(Mechanism::Sha256, user);
+        let check = PlainCheck::new(
+            user,
+            &self.plain,
+            |mech| scram_credential(broker, mech, user),
+            decoy_salt,
+        );
+        let Ok(_permit) = Arc::clone(&self.derivations).acquire_owned().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || check.verify(&password))
+            .await
+            .unwrap_or(false)
     }
 }
 
@@ -199,6 +178,15 @@ impl Session {
         &self.principal
     }
 
+    /// The listener uses SASL, so the client must authenticate.
+    pub fn requires_authentication(&self) -> bool {
+        self.sasl
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
     /// Whether this connection handles SaslHandshake/SaslAuthenticate itself.
     pub fn intercepts(&self, key: ApiKey) -> bool {
         self.sasl && matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
@@ -259,7 +247,7 @@ impl Session {
 
     /// Runs one SaslAuthenticate step; the bool says whether to close after
     /// the (possibly delayed) answer.
-    pub fn authenticate(
+    pub async fn authenticate(
         &mut self,
         ctx: &RequestContext,
         req: SaslAuthenticateRequest,
@@ -283,18 +271,17 @@ impl Session {
         };
         let outcome = match step {
             // Answered above.
-            Step::Start => Outcome::Failure("out of order"),
+            Step::Start => Outcome::Failure("out of order", None),
             Step::Handshaken(m) if m == "PLAIN" => match plain::parse(&req.auth_bytes) {
                 Ok(msg) => {
-                    let ok = auth.plain.verify(&msg.username, &msg.password)
-                        || verify_plain_against_scram(&broker, &msg.username, &msg.password);
-                    if ok {
-                        Outcome::Success(Bytes::new(), msg.username)
+                    let plain::PlainMessage { username, password } = msg;
+                    if auth.verify_plain(&broker, &username, password).await {
+                        Outcome::Success(Bytes::new(), username)
                     } else {
-                        Outcome::Failure("wrong PLAIN credentials")
+                        Outcome::Failure("wrong PLAIN credentials", Some(username))
                     }
                 }
-                Err(_) => Outcome::Failure("malformed PLAIN message"),
+                Err(_) => Outcome::Failure("malformed PLAIN message", None),
             },
             Step::Handshaken(m) => match Mechanism::from_name(&m) {
                 Some(mech) => {
@@ -310,15 +297,18 @@ impl Session {
                             self.step = Step::Scram(server);
                             Outcome::Continue(Bytes::from(server_first))
                         }
-                        Err(e) => Outcome::ScramFailure(e),
+                        Err(e) => Outcome::ScramFailure(e, None),
                     }
                 }
-                None => Outcome::Failure("unknown mechanism"),
+                None => Outcome::Failure("unknown mechanism", None),
             },
-            Step::Scram(mut server) => match server.finish(&req.auth_bytes) {
-                Ok((server_final, user)) => Outcome::Success(Bytes::from(server_final), user),
-                Err(e) => Outcome::ScramFailure(e),
-            },
+            Step::Scram(mut server) => {
+                let user = server.username().map(str::to_owned);
+                match server.finish(&req.auth_bytes) {
+                    Ok((server_final, user)) => Outcome::Success(Bytes::from(server_final), user),
+                    Err(e) => Outcome::ScramFailure(e, user),
+                }
+            }
         };
         self.finish_step(ctx, &mech_name, outcome, peer)
     }
@@ -347,14 +337,14 @@ impl Session {
                 {
                     // KIP-368: re-authentication cannot change who you are.
                     tracing::debug!("re-authentication tried to change the principal");
-                    return self.fail(ctx, mech, peer);
+                    return self.fail(ctx, mech, peer, Some(&user));
                 }
                 let now = Instant::now();
                 let lifetime = broker.sasl.max_reauth;
                 self.expires = lifetime.map(|d| now + d);
                 resp.auth_bytes = bytes;
                 resp.session_lifetime_ms = lifetime.map_or(0, |d| d.as_millis() as i64);
-                broker.sasl.throttle.succeeded(peer);
+                broker.sasl.throttle.succeeded(peer, &user);
                 metrics
                     .sasl_authentications
                     .with_label_values(&[mech, "success"])
@@ -365,19 +355,26 @@ impl Session {
                 self.mechanism = Some(mech.to_owned());
                 (resp.into(), false)
             }
-            Outcome::ScramFailure(e) => {
+            Outcome::ScramFailure(e, user) => {
                 tracing::debug!(reason = %e, mechanism = mech, "SASL authentication failed");
-                self.fail(ctx, mech, peer)
+                self.fail(ctx, mech, peer, user.as_deref())
             }
-            Outcome::Failure(reason) => {
+            Outcome::Failure(reason, user) => {
                 tracing::debug!(reason, mechanism = mech, "SASL authentication failed");
-                self.fail(ctx, mech, peer)
+                self.fail(ctx, mech, peer, user.as_deref())
             }
         }
     }
 
     /// SASL_AUTHENTICATION_FAILED, answered after the backoff; then close.
-    fn fail(&self, ctx: &RequestContext, mech: &str, peer: IpAddr) -> (Handled, bool) {
+    /// `user` is the name the client gave, if it got that far.
+    fn fail(
+        &self,
+        ctx: &RequestContext,
+        mech: &str,
+        peer: IpAddr,
+        user: Option<&str>,
+    ) -> (Handled, bool) {
         debug_assert!(
             matches!(self.step, Step::Start),
             "a failed exchange starts over"
@@ -393,7 +390,7 @@ impl Session {
         let resp = SaslAuthenticateResponse::default()
             .with_error_code(code)
             .with_error_message(Some(StrBytes::from_string(failure_message(mech))));
-        let delay = broker.sasl.throttle.failed(peer, Instant::now());
+        let delay = broker.sasl.throttle.failed(peer, user, Instant::now());
         let fut = async move {
             tokio::time::sleep(delay).await;
             Response::SaslAuthenticate(resp)
@@ -402,11 +399,12 @@ impl Session {
     }
 }
 
+/// How a step ended; failures carry the user name the client gave, if any.
 enum Outcome {
     Continue(Bytes),
     Success(Bytes, String),
-    Failure(&'static str),
-    ScramFailure(scram::ScramError),
+    Failure(&'static str, Option<String>),
+    ScramFailure(scram::ScramError, Option<String>),
 }
 
 fn scram_credential(broker: &BrokerState, mech: Mechanism, user: &str) -> Option<Credential> {
@@ -418,36 +416,4 @@ fn scram_credential(broker: &BrokerState, mech: Mechanism, user: &str) -> Option
             server_key: r.server_key.clone(),
         })
     })
-}
-
-/// PLAIN also accepts users who only have SCRAM credentials: the password
-/// is checked by re-deriving the StoredKey.
-fn verify_plain_against_scram(broker: &BrokerState, user: &str, password: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    Mechanism::ALL.into_iter().any(|mech| {
-        scram_credential(broker, mech, user).is_some_and(|c| {
-            let derived = Credential::from_password(mech, password, &c.salt, c.iterations);
-            derived.stored_key.ct_eq(&c.stored_key).unwrap_u8() == 1
-        })
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn throttle_doubles_caps_and_stays_bounded() {
-        let t = FailureThrottle::new(Duration::from_millis(500));
-        let ip: IpAddr = [10, 0, 0, 1].into();
-        let now = Instant::now();
-        let delays: Vec<u128> = (0..5).map(|_| t.failed(ip, now).as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 500, 500]);
-        t.succeeded(ip);
-        assert_eq!(t.failed(ip, now).as_millis(), 100);
-        for i in 0..(THROTTLE_ENTRIES as u32 + 50) {
-            t.failed(IpAddr::from(i.to_be_bytes()), now);
-        }
-        assert!(t.tracked() <= THROTTLE_ENTRIES);
-    }
 }

@@ -16,6 +16,10 @@ use subtle::ConstantTimeEq;
 /// and the 16384 cap AlterUserScramCredentials enforces).
 pub const MIN_ITERATIONS: u32 = 4096;
 pub const MAX_ITERATIONS: u32 = 16384;
+/// Iterations shown (SCRAM) and spent (PLAIN) for a user that does not
+/// exist: what `veil user add` and `veil user hash-plain` use by default,
+/// so a missing user looks and costs like a typical one.
+pub const DECOY_ITERATIONS: u32 = 8192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Mechanism {
@@ -110,6 +114,19 @@ impl Credential {
             iterations,
             stored_key: mech.hash(&client_key),
             server_key: mech.hmac(salted, b"Server Key"),
+        }
+    }
+
+    /// Keys of the right length for `mech` that match no proof: the
+    /// exchange of a user that does not exist runs on them, so it costs the
+    /// same as a real one.
+    fn decoy(mech: Mechanism) -> Credential {
+        let len = mech.hash(b"").len();
+        Credential {
+            salt: Vec::new(),
+            iterations: DECOY_ITERATIONS,
+            stored_key: vec![0; len],
+            server_key: vec![0; len],
         }
     }
 
@@ -395,9 +412,8 @@ impl ScramServer {
             return Err(ScramError::Nonce);
         }
         let auth_message = format!("{},{server_first},{}", first.bare, fin.without_proof);
-        let Some(cred) = credential else {
-            return Err(ScramError::Proof);
-        };
+        let known = credential.is_some();
+        let cred = credential.unwrap_or_else(|| Credential::decoy(self.mech));
         let signature = self.mech.hmac(&cred.stored_key, auth_message.as_bytes());
         if fin.proof.len() != signature.len() {
             return Err(ScramError::Proof);
@@ -408,13 +424,13 @@ impl ScramServer {
             .zip(&signature)
             .map(|(p, s)| p ^ s)
             .collect();
-        if self
+        let matches = self
             .mech
             .hash(&client_key)
             .ct_eq(&cred.stored_key)
             .unwrap_u8()
-            != 1
-        {
+            == 1;
+        if !(known && matches) {
             return Err(ScramError::Proof);
         }
         let server_signature = self.mech.hmac(&cred.server_key, auth_message.as_bytes());

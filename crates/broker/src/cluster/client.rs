@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::rpc::{self, Call, Envelope, Reply};
-use crate::frame::read_frame;
+use crate::frame::FrameReader;
 
 /// Largest reply accepted from another node (snapshot chunks and batches of
 /// Raft entries stay far below it).
@@ -44,7 +44,8 @@ pub enum CallError {
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-type Conn = BufReader<Box<dyn Stream>>;
+/// A dialed stream and the reader of its reply frames.
+type Conn = (Box<dyn Stream>, FrameReader);
 /// One lane's connection, dialed on first use.
 type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
 
@@ -203,7 +204,7 @@ impl PeerClient {
                 Box::new(tls)
             }
         };
-        Ok(BufReader::with_capacity(64 * 1024, stream))
+        Ok((stream, FrameReader::new()))
     }
 }
 
@@ -216,15 +217,14 @@ async fn exchange(
         addr: addr.to_owned(),
         reason,
     };
-    conn.get_mut()
+    let (stream, frames) = conn;
+    stream
         .write_all(frame)
         .await
         .map_err(|e| broken(e.to_string()))?;
-    conn.get_mut()
-        .flush()
-        .await
-        .map_err(|e| broken(e.to_string()))?;
-    let reply = read_frame(conn, MAX_REPLY_BYTES)
+    stream.flush().await.map_err(|e| broken(e.to_string()))?;
+    let reply = frames
+        .next(stream, MAX_REPLY_BYTES)
         .await
         .map_err(|e| broken(e.to_string()))?;
     rpc::decode_response(&reply).map_err(|reason| CallError::Protocol {

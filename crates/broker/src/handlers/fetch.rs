@@ -1,7 +1,8 @@
 //! Fetch: whole batches from each requested partition, with long polling.
 //!
 //! Limits follow KIP-74: `max_bytes` bounds the response and
-//! `partition_max_bytes` each partition, except that the first partition
+//! `partition_max_bytes` each partition, both capped by the broker
+//! ([`crate::fetch_limits`]), except that the first partition
 //! with data returns at least one batch so a large batch never wedges a
 //! consumer. If fewer than `min_bytes` are available the response waits up
 //! to `max_wait_ms` for appends to any requested partition. Fetch sessions
@@ -25,6 +26,7 @@ use kafka_protocol::ResponseError;
 use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 use crate::dispatch::{Handled, Response};
+use crate::fetch_limits::FetchLimits;
 use crate::handlers::list_offsets::check_current_leader_epoch;
 use crate::partition::Partition;
 
@@ -53,9 +55,14 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Handled {
             FetchResponse::default().with_error_code(code),
         ));
     }
-    let (shells, wanted) = resolve(ctx, &req);
+    let (shells, mut wanted) = resolve(ctx, &req);
+    // The broker's caps; the connection reserved room for `limits.response`.
+    let limits = FetchLimits::of(&req, &ctx.broker.config.network);
+    for w in &mut wanted {
+        w.max_bytes = limits.partition(w.max_bytes);
+    }
     let min_bytes = usize::try_from(req.min_bytes.max(0)).unwrap_or(0);
-    let max_bytes = usize::try_from(req.max_bytes.max(0)).unwrap_or(0);
+    let max_bytes = limits.response;
     let wait_ms = req.max_wait_ms.clamp(0, MAX_WAIT_MS);
 
     let (response, bytes) = collect(ctx, &shells, &wanted, max_bytes);
