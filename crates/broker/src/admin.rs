@@ -1,4 +1,6 @@
-//! The admin HTTP endpoint: `/metrics` (Prometheus text) and `/healthz`.
+//! The admin HTTP endpoint: `/metrics` (Prometheus text), `/healthz`
+//! (ready to serve: registered, unfenced, caught up with metadata) and
+//! `/livez` (the process answers).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -42,6 +44,7 @@ async fn respond(
             let st = Arc::clone(&state);
             let body = tokio::task::spawn_blocking(move || {
                 st.topics.update_gauges();
+                crate::cluster::update_gauges(&st);
                 crate::group::metrics::update_lag(&st);
                 st.metrics.render()
             })
@@ -49,7 +52,17 @@ async fn respond(
             .unwrap_or_default();
             (StatusCode::OK, "text/plain; version=0.0.4", body)
         }
-        ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        // Ready: registered, unfenced, metadata applied and published.
+        ("GET", "/healthz") => match state.readiness() {
+            Ok(()) => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        },
+        // Alive: the process answers.
+        ("GET", "/livez") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         ("GET", _) => (
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -32,6 +32,15 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounterVec,
     /// Access checks by outcome; no principal label, to bound cardinality.
     pub authorization: IntCounterVec,
+    /// The controller this node knows (-1: none).
+    pub controller_id: IntGauge,
+    /// 1 on the controller (Kafka's ActiveControllerCount).
+    pub controller_active: IntGauge,
+    /// Metadata entries applied on this node.
+    pub metadata_applied_index: IntGauge,
+    /// Registered brokers, and how many of them are fenced.
+    pub brokers_registered: IntGauge,
+    pub brokers_fenced: IntGauge,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -131,6 +140,26 @@ impl Metrics {
                 ),
                 &["decision", "operation", "resource_type"],
             )),
+            controller_id: must(IntGauge::new(
+                "controller_id",
+                "The node this one knows as controller (-1: none)",
+            )),
+            controller_active: must(IntGauge::new(
+                "controller_active",
+                "1 while this node is the controller (leads the metadata quorum)",
+            )),
+            metadata_applied_index: must(IntGauge::new(
+                "metadata_applied_index",
+                "Metadata log entries applied on this node",
+            )),
+            brokers_registered: must(IntGauge::new(
+                "brokers_registered",
+                "Brokers registered with the controller",
+            )),
+            brokers_fenced: must(IntGauge::new(
+                "brokers_fenced",
+                "Registered brokers that are fenced (not heard from, or catching up)",
+            )),
             sasl_authentications: must(IntCounterVec::new(
                 Opts::new(
                     "sasl_authentications_total",
@@ -174,6 +203,15 @@ impl Metrics {
                 .register(Box::new(m.tls_handshake_failures.clone())),
         );
         must(m.registry.register(Box::new(m.authorization.clone())));
+        for g in [
+            &m.controller_id,
+            &m.controller_active,
+            &m.metadata_applied_index,
+            &m.brokers_registered,
+            &m.brokers_fenced,
+        ] {
+            must(m.registry.register(Box::new(g.clone())));
+        }
         m
     }
 

@@ -181,6 +181,28 @@ impl BrokerState {
         self.config.node_id
     }
 
+    /// Whether this node is ready to serve clients, or why not.
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        let status = *self.cluster.registration.borrow();
+        if status.epoch.is_none() {
+            return Err("not registered with the controller yet".into());
+        }
+        if status.fenced {
+            return Err("fenced by the controller (catching up or not heard from)".into());
+        }
+        if self.cluster.quorum.controller().is_none() {
+            return Err("the metadata quorum has no controller".into());
+        }
+        let applied = self.cluster.quorum.view().applied();
+        if self.published() < applied {
+            return Err(format!(
+                "applying metadata ({} of {applied})",
+                self.published()
+            ));
+        }
+        Ok(())
+    }
+
     /// The cluster id: the quorum's, or this node's own until it has one.
     pub fn cluster_id(&self) -> String {
         self.cluster_id_if_known()

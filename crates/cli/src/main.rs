@@ -61,8 +61,15 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The Raft library narrates every vote and append at info; its warnings
+    // are what an operator needs, unless the filter asks for more.
+    let spec = if cli.log.contains("openraft") {
+        cli.log.clone()
+    } else {
+        format!("{},openraft=warn", cli.log)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

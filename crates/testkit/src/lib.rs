@@ -5,6 +5,11 @@
 //!
 //! Integration tests pass the binary path (`env!("CARGO_BIN_EXE_veil")`).
 
+pub mod cluster;
+pub mod proxy;
+
+pub use cluster::{ClusterOptions, TestCluster};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -32,6 +37,8 @@ pub struct TestBroker {
     /// The config file of [`TestBroker::start_with_config`], removed on drop.
     config_file: Option<tempfile::TempPath>,
     stderr_log: PathBuf,
+    /// The loopback address the broker's listeners bind (127.0.0.x).
+    host: String,
 }
 
 impl TestBroker {
@@ -68,6 +75,7 @@ impl TestBroker {
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             listeners: Vec::new(),
             config_file: None,
+            host: "127.0.0.1".to_owned(),
         };
         broker.spawn();
         broker
@@ -92,6 +100,7 @@ impl TestBroker {
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             listeners: Vec::new(),
             config_file: None,
+            host: "127.0.0.1".to_owned(),
         };
         broker.spawn();
         broker
@@ -109,9 +118,9 @@ impl TestBroker {
             .arg(&self.data_dir)
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                &format!("{}:0", self.host),
                 "--admin-listen",
-                "127.0.0.1:0",
+                &format!("{}:0", self.host),
                 "--print-addresses",
             ])
             .args(&self.extra_args)
@@ -214,6 +223,58 @@ impl TestBroker {
     /// Everything the broker wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Starts one node of a cluster: its listeners on `host`, its data in
+    /// `data_dir`, its config in `config` (both owned by the caller).
+    pub fn start_node(bin: &str, host: &str, data_dir: &Path, config: &Path) -> TestBroker {
+        let log_dir = data_dir.parent().unwrap_or(data_dir).to_owned();
+        let name = data_dir
+            .file_name()
+            .map_or_else(|| "node".to_owned(), |n| n.to_string_lossy().into_owned());
+        let mut broker = TestBroker {
+            bin: PathBuf::from(bin),
+            stderr_log: log_dir.join(format!("{name}.log")),
+            data_dir: data_dir.to_owned(),
+            _temp: None,
+            extra_args: vec!["--config".to_owned(), config.display().to_string()],
+            env: Vec::new(),
+            child: None,
+            kafka: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listeners: Vec::new(),
+            config_file: None,
+            host: host.to_owned(),
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGSTOP: the process freezes (a long GC pause, a hung host).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+        }
+    }
+
+    /// Starts the broker again after [`Self::kill`] or [`Self::terminate`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the broker is still running");
+        self.spawn();
     }
 
     /// SIGKILL: no chance to flush or clean up.

@@ -61,6 +61,9 @@ pub struct Identity {
 pub struct PeerClient {
     identity: Arc<Identity>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Calls leave from this node's inter-node address (its own interface
+    /// on a multi-homed host), so peers see which node is calling.
+    source: Option<std::net::IpAddr>,
     conns: Mutex<HashMap<(String, Lane), Slot>>,
     correlation: AtomicI32,
     client_id: String,
@@ -76,11 +79,16 @@ impl std::fmt::Debug for PeerClient {
 }
 
 impl PeerClient {
-    pub fn new(identity: Arc<Identity>, tls: Option<Arc<rustls::ClientConfig>>) -> PeerClient {
+    pub fn new(
+        identity: Arc<Identity>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        source: Option<std::net::IpAddr>,
+    ) -> PeerClient {
         let client_id = format!("veil-node-{}", identity.node_id);
         PeerClient {
             identity,
             tls,
+            source: source.filter(|ip| !ip.is_unspecified()),
             conns: Mutex::new(HashMap::new()),
             correlation: AtomicI32::new(1),
             client_id,
@@ -184,9 +192,11 @@ impl PeerClient {
             addr: addr.to_owned(),
             reason,
         };
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let tcp = match self.source {
+            None => TcpStream::connect(addr).await,
+            Some(ip) => connect_from(ip, addr).await,
+        }
+        .map_err(|e| unreachable(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn Stream> = match &self.tls {
             None => Box::new(tcp),
@@ -206,6 +216,23 @@ impl PeerClient {
         };
         Ok((stream, FrameReader::new()))
     }
+}
+
+/// Connects to `addr` from `source` (any port).
+async fn connect_from(source: std::net::IpAddr, addr: &str) -> std::io::Result<TcpStream> {
+    let target = tokio::net::lookup_host(addr)
+        .await?
+        .find(|a| a.is_ipv4() == source.is_ipv4())
+        .ok_or_else(|| {
+            std::io::Error::other(format!("no address of {addr} to reach from {source}"))
+        })?;
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    socket.connect(target).await
 }
 
 async fn exchange(

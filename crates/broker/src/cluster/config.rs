@@ -40,10 +40,13 @@ pub struct ClusterConfig {
     /// which like any plaintext listener must bind loopback unless
     /// `allow_plaintext_on_network` is set.
     pub tls: Option<ClusterTls>,
-    /// Kafka's `broker.heartbeat.interval.ms`.
+    /// Kafka's `broker.heartbeat.interval.ms` (Kafka: 2000; shorter here so
+    /// a crashed broker is noticed sooner, see `session_timeout_ms`).
     pub heartbeat_interval_ms: u64,
     /// Kafka's `broker.session.timeout.ms`: a broker not heard from for
-    /// this long is fenced and its partitions get new leaders.
+    /// this long is fenced and its partitions get new leaders. A broker
+    /// silent for two heartbeat intervals whose inter-node listener refuses
+    /// connections (its process is gone) is fenced at once.
     pub session_timeout_ms: u64,
     /// The quorum leader's heartbeat interval.
     pub raft_heartbeat_ms: u64,
@@ -66,10 +69,10 @@ impl Default for ClusterConfig {
             advertised: None,
             rack: None,
             tls: None,
-            heartbeat_interval_ms: 2000,
+            heartbeat_interval_ms: 500,
             session_timeout_ms: 9000,
-            raft_heartbeat_ms: 150,
-            election_timeout_ms: 1000,
+            raft_heartbeat_ms: 100,
+            election_timeout_ms: 600,
             request_timeout_ms: 10_000,
             snapshot_every: 1000,
         }

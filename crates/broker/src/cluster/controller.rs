@@ -18,6 +18,19 @@ use veil_meta::MetaCommand;
 use super::quorum::Quorum;
 use super::rpc::{Heartbeat, HeartbeatReply};
 
+/// How long a connection attempt to a silent broker may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Whether nothing listens at `addr` any more (connection refused). A
+/// timeout or an accepted connection proves nothing: the broker may be
+/// paused or cut off, and only its lease decides then.
+async fn process_gone(addr: &str) -> bool {
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
 /// How often leases are checked.
 const LEASE_TICK: Duration = Duration::from_millis(250);
 
@@ -25,6 +38,9 @@ const LEASE_TICK: Duration = Duration::from_millis(250);
 pub struct Controller {
     node_id: i32,
     session_timeout: Duration,
+    /// Silence after which a broker's listener is checked: a refused
+    /// connection means its process is gone, so it is fenced at once.
+    suspect_after: Duration,
     /// When each broker was last heard from (reset on becoming controller).
     last_seen: Mutex<HashMap<i32, Instant>>,
     /// Brokers with a registration change in flight, so concurrent
@@ -33,13 +49,43 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(node_id: i32, session_timeout: Duration) -> Controller {
+    pub fn new(
+        node_id: i32,
+        session_timeout: Duration,
+        heartbeat_interval: Duration,
+    ) -> Controller {
         Controller {
             node_id,
             session_timeout,
+            suspect_after: (heartbeat_interval * 2).min(session_timeout),
             last_seen: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Unfenced brokers past their lease, and those silent long enough to
+    /// be checked (with their inter-node address).
+    #[allow(clippy::type_complexity)]
+    fn silent_brokers(&self, quorum: &Quorum) -> (Vec<(i32, i64)>, Vec<(i32, i64, String)>) {
+        let seen = self.last_seen.lock();
+        quorum.view().read(|s| {
+            let mut expired = Vec::new();
+            let mut suspects = Vec::new();
+            for b in s
+                .brokers()
+                .filter(|b| b.node_id != self.node_id && !b.fenced)
+            {
+                let silence = seen.get(&b.node_id).map_or(Duration::MAX, Instant::elapsed);
+                if silence > self.session_timeout {
+                    expired.push((b.node_id, b.epoch));
+                } else if silence > self.suspect_after {
+                    if let Some(e) = &b.internal {
+                        suspects.push((b.node_id, b.epoch, format!("{}:{}", e.host, e.port)));
+                    }
+                }
+            }
+            (expired, suspects)
+        })
     }
 
     /// When the controller last heard from `node`.
@@ -172,20 +218,15 @@ impl Controller {
                     tracing::debug!(error = %e, "naming the cluster failed; retrying");
                 }
             }
-            let expired: Vec<(i32, i64)> = {
-                let seen = self.last_seen.lock();
-                quorum.view().read(|s| {
-                    s.brokers()
-                        .filter(|b| b.node_id != self.node_id && !b.fenced)
-                        .filter(|b| {
-                            seen.get(&b.node_id)
-                                .is_none_or(|t| t.elapsed() > self.session_timeout)
-                        })
-                        .map(|b| (b.node_id, b.epoch))
-                        .collect()
-                })
-            };
-            for (node_id, epoch) in expired {
+            let (expired, suspects) = self.silent_brokers(&quorum);
+            let mut gone = Vec::new();
+            for (node_id, epoch, addr) in suspects {
+                if process_gone(&addr).await {
+                    tracing::warn!(node = node_id, %addr, "broker stopped heartbeating and its listener refuses connections; fencing it");
+                    gone.push((node_id, epoch));
+                }
+            }
+            for (node_id, epoch) in expired.into_iter().chain(gone) {
                 tracing::warn!(node = node_id, "broker lease expired; fencing it");
                 if let Err(e) = quorum
                     .propose(MetaCommand::FenceBroker { node_id, epoch })

@@ -68,6 +68,25 @@ pub struct Cluster {
     pub heartbeat_interval: Duration,
 }
 
+/// Publishes the cluster gauges (called before each scrape).
+pub fn update_gauges(state: &crate::state::BrokerState) {
+    let m = &state.metrics;
+    let quorum = &state.cluster.quorum;
+    m.controller_id
+        .set(i64::from(quorum.controller().unwrap_or(-1)));
+    m.controller_active.set(i64::from(quorum.is_controller()));
+    m.metadata_applied_index
+        .set(i64::try_from(quorum.view().applied()).unwrap_or(i64::MAX));
+    let (registered, fenced) = state.with_meta(|s| {
+        (
+            s.brokers().count(),
+            s.brokers().filter(|b| b.fenced).count(),
+        )
+    });
+    m.brokers_registered.set(registered as i64);
+    m.brokers_fenced.set(fenced as i64);
+}
+
 impl Cluster {
     /// Starts this node's quorum member (migrating an older single-node
     /// metadata directory first).
@@ -95,7 +114,8 @@ impl Cluster {
             voters: c.voters_fingerprint(),
             cluster_id: RwLock::new(None),
         });
-        let client = Arc::new(client::PeerClient::new(identity, tls));
+        let source = c.listen_addr(node_id).ok().flatten().map(|a| a.ip());
+        let client = Arc::new(client::PeerClient::new(identity, tls, source));
         let settings = QuorumSettings {
             heartbeat_ms: c.raft_heartbeat_ms,
             election_timeout_ms: c.election_timeout_ms,
@@ -118,6 +138,7 @@ impl Cluster {
             controller: Arc::new(controller::Controller::new(
                 node_id,
                 Duration::from_millis(c.session_timeout_ms),
+                Duration::from_millis(c.heartbeat_interval_ms),
             )),
             client,
             registration: watch::Sender::new(RegistrationStatus::default()),
