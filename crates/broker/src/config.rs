@@ -42,6 +42,8 @@ pub struct Config {
     pub blind: crate::blind::BlindConfig,
     /// Several nodes: the metadata quorum's voters, the inter-node listener.
     pub cluster: crate::cluster::ClusterConfig,
+    /// Followers fetching from leaders, ISR upkeep (Kafka's `replica.*`).
+    pub replication: crate::replication::ReplicationConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -256,6 +258,7 @@ impl Default for Config {
             authorizer: AuthorizerConfig::default(),
             blind: crate::blind::BlindConfig::default(),
             cluster: crate::cluster::ClusterConfig::default(),
+            replication: crate::replication::ReplicationConfig::default(),
         }
     }
 }
@@ -383,6 +386,7 @@ impl Config {
         self.blind.validate()?;
         self.cluster
             .validate(self.node_id, self.allow_plaintext_on_network)?;
+        self.replication.validate()?;
         if self.topics.default_replication_factor < 1 {
             return Err("topics.default_replication_factor must be at least 1".into());
         }
@@ -595,6 +599,7 @@ const ENV_TABLES: &[&str] = &[
     "authorizer",
     "blind",
     "cluster",
+    "replication",
 ];
 
 /// Turns `VEIL_*` environment variables into overrides (`VEIL_LOG__FLUSH` →

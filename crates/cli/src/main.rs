@@ -59,17 +59,22 @@ enum Command {
     Consume(consume::Args),
 }
 
+/// The default filter for the Raft library (see `main`).
+const QUIET_RAFT: &str = "openraft=error,openraft::replication=off";
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // The Raft library narrates every vote and append at info; its warnings
-    // are what an operator needs, unless the filter asks for more.
+    // The Raft library narrates every vote and append at info and repeats
+    // each failed call to an unreachable peer several times a second; Veil
+    // reports peers it cannot reach itself (fencing), so by default only
+    // the library's errors outside replication show, unless the filter asks.
     let spec = if cli.log.contains("openraft") {
         cli.log.clone()
     } else {
-        format!("{},openraft=warn", cli.log)
+        format!("{},{QUIET_RAFT}", cli.log)
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&spec)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{QUIET_RAFT}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
