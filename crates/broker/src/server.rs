@@ -91,6 +91,7 @@ impl Broker {
             ));
         }
         *state.advertised.write() = advertised;
+        state.cluster.open_client_gate(&shutdown);
         background.spawn(tls::watch(certs, shutdown.clone()));
         state.start_background(&shutdown);
 
@@ -256,8 +257,17 @@ async fn accept_loop(
                 continue;
             }
         };
+        // A node that stepped off (cut off from the controller) sends
+        // clients elsewhere; client connections also close when it does.
+        let shutdown = if name == INTERNAL_LISTENER {
+            shutdown.clone()
+        } else if state.cluster.is_stepped_off() {
+            drop(stream);
+            continue;
+        } else {
+            state.cluster.client_gate()
+        };
         let state = Arc::clone(&state);
-        let shutdown = shutdown.clone();
         let name = name.clone();
         let tls = tls.clone();
         connections.spawn(async move {

@@ -140,14 +140,18 @@ impl TestCluster {
         &self.bin
     }
 
-    /// kill -9.
+    /// kill -9. Its inter-node address refuses connections from then on,
+    /// as a dead process's would.
     pub fn kill(&mut self, id: usize) {
         self.nodes[id - 1].kill();
+        self.proxies[id - 1].close();
     }
 
     /// SIGTERM (controlled shutdown) and wait for the exit.
     pub fn terminate(&mut self, id: usize) -> std::process::ExitStatus {
-        self.nodes[id - 1].terminate()
+        let status = self.nodes[id - 1].terminate();
+        self.proxies[id - 1].close();
+        status
     }
 
     pub fn pause(&self, id: usize) {
@@ -160,6 +164,7 @@ impl TestCluster {
 
     /// Starts a stopped node again on its data (new client ports).
     pub fn start_node(&mut self, id: usize) {
+        self.proxies[id - 1].reopen();
         self.nodes[id - 1].start_again();
     }
 
@@ -238,6 +243,23 @@ impl TestCluster {
                 "no agreed controller among {ids:?} in {limit:?}: {seen:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // A failed test gets the end of every node's log (the directory
+        // with the full logs goes away with the cluster).
+        if std::thread::panicking() {
+            for (i, node) in self.nodes.iter().enumerate() {
+                let log = node.log();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!("---- node {} (last {} lines) ----", i + 1, tail.len());
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
         }
     }
 }

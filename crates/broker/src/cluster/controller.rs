@@ -192,14 +192,19 @@ impl Controller {
         cluster_id: String,
         shutdown: CancellationToken,
     ) {
-        let mut was_controller = false;
+        // The Raft term this node last took over as controller in: a lapse
+        // of its majority lease within the same term is not a new
+        // controller and must not restart every broker's session.
+        let mut took_over_in: Option<u64> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(LEASE_TICK) => {}
             }
             let controller = quorum.is_controller();
-            if controller && !was_controller {
+            let term = quorum.metrics().current_term;
+            if controller && took_over_in != Some(term) {
+                took_over_in = Some(term);
                 // A new controller grants every broker a full session.
                 let now = Instant::now();
                 let ids: Vec<i32> = quorum
@@ -210,9 +215,8 @@ impl Controller {
                 for id in ids {
                     seen.insert(id, now);
                 }
-                tracing::info!(node = self.node_id, "this node is now the controller");
+                tracing::info!(node = self.node_id, term, "this node is now the controller");
             }
-            was_controller = controller;
             if !controller {
                 continue;
             }

@@ -70,7 +70,10 @@ impl Quorum {
             .iter()
             .map(|(id, a)| (*id, BasicNode::new(a)))
             .collect();
-        let lease = Duration::from_millis(settings.election_timeout_ms);
+        // Twice the election timeout: a busy machine may delay acks that
+        // long without the majority being gone; any longer and the others
+        // will have elected a new leader anyway.
+        let lease = Duration::from_millis(settings.election_timeout_ms * 2);
         let member = QuorumNode::start(
             raft_id(node_id),
             &raft_dir,

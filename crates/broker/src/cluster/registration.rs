@@ -116,10 +116,47 @@ pub async fn beat(state: &BrokerState) -> Option<RegistrationStatus> {
     }
 }
 
-/// Heartbeats until shutdown.
+/// Whether every other node refuses connections: they are down, not cut
+/// off, and this node is all that is left to serve.
+async fn peers_all_down(state: &BrokerState) -> bool {
+    let me = state.node_id();
+    let peers: Vec<String> = state.with_meta(|s| {
+        s.brokers()
+            .filter(|b| b.node_id != me)
+            .filter_map(|b| {
+                b.internal
+                    .as_ref()
+                    .map(|e| format!("{}:{}", e.host, e.port))
+            })
+            .collect()
+    });
+    for addr in peers {
+        let refused = matches!(
+            tokio::time::timeout(
+                Duration::from_millis(300),
+                tokio::net::TcpStream::connect(&addr)
+            )
+            .await,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        );
+        if !refused {
+            return false;
+        }
+    }
+    true
+}
+
+/// Heartbeats until shutdown; steps off while cut off from the controller
+/// (see [`super::Cluster::set_stepped_off`]).
 pub async fn run(state: Arc<BrokerState>, shutdown: CancellationToken) {
     loop {
         let status = beat(&state).await;
+        if state.cluster.clustered {
+            let off = !state.cluster.in_contact()
+                && state.cluster.registration.borrow().epoch.is_some()
+                && !peers_all_down(&state).await;
+            state.cluster.set_stepped_off(off);
+        }
         let settled = status.is_some_and(|s| !s.fenced)
             && !state.cluster.shutting_down.load(Ordering::SeqCst);
         let pause = if settled {
