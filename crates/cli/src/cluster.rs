@@ -15,8 +15,6 @@ use crate::secure::ConnectArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    connect: ConnectArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +38,8 @@ enum Command {
     /// Exits with status 1 when the quorum has no leader (or none can be
     /// reached), so scripts can wait on it.
     Status {
+        #[command(flatten)]
+        connect: ConnectArgs,
         /// How long to wait for each node.
         #[arg(long, default_value_t = 5000)]
         timeout_ms: u64,
@@ -48,9 +48,10 @@ enum Command {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Command::Status { timeout_ms } => {
-            status(&args.connect, Duration::from_millis(timeout_ms)).await
-        }
+        Command::Status {
+            connect,
+            timeout_ms,
+        } => status(&connect, Duration::from_millis(timeout_ms)).await,
     }
 }
 

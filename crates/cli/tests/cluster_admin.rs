@@ -25,7 +25,7 @@ fn quick() -> ClusterOptions {
 /// `veil cluster status` against `bootstrap`: (success, stdout, stderr).
 fn status(bootstrap: &str) -> (bool, String, String) {
     let out = Command::new(BIN)
-        .args(["cluster", "-b", bootstrap, "status", "--timeout-ms", "3000"])
+        .args(["cluster", "status", "-b", bootstrap, "--timeout-ms", "3000"])
         .env("VEIL_LOG", "warn")
         .output()
         .expect("run veil cluster status");
