@@ -246,3 +246,24 @@ fn init(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::node_names;
+
+    #[test]
+    fn each_node_gets_the_shared_hosts_and_its_own() {
+        let hosts = vec!["10.0.0.1".to_owned(), "10.0.0.2".to_owned()];
+        let nodes = node_names(&[1, 2], &hosts, &["2=node-2.internal".into()]).unwrap();
+        assert_eq!(nodes[0], (1, hosts.clone()));
+        assert_eq!(
+            nodes[1].1.last().map(String::as_str),
+            Some("node-2.internal")
+        );
+        assert!(node_names(&[1, 1], &hosts, &[]).is_err(), "an id twice");
+        assert!(node_names(&[-1], &hosts, &[]).is_err());
+        let e = node_names(&[1], &hosts, &["3=x".into()]).unwrap_err();
+        assert!(e.to_string().contains("not in --nodes"), "{e}");
+        assert!(node_names(&[1], &hosts, &["1:x".into()]).is_err());
+    }
+}
