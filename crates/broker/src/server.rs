@@ -44,16 +44,26 @@ impl Broker {
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
         let background = TaskTracker::new();
-        let limits = ConnectionLimits::new(&state.config.network).map_err(Error::Config)?;
+        let limits = Arc::clone(&state.connection_limits);
+        // Nodes have their own limits: client connections, however many a
+        // dynamic config allows, never crowd out the quorum.
+        let internal_limits =
+            ConnectionLimits::new(&state.config.network).map_err(Error::Config)?;
 
         let mut kafka_addrs = Vec::new();
         let mut advertised = Vec::new();
         let mut certs = Vec::new();
         let internal_addr = match state.config.cluster.listen_addr(state.node_id()) {
             Ok(Some(bind)) => {
-                let (addr, cert) =
-                    bind_internal(&state, bind, &shutdown, &connections, &background, &limits)
-                        .await?;
+                let (addr, cert) = bind_internal(
+                    &state,
+                    bind,
+                    &shutdown,
+                    &connections,
+                    &background,
+                    &internal_limits,
+                )
+                .await?;
                 certs.extend(cert);
                 Some(addr)
             }
@@ -305,8 +315,18 @@ async fn serve_tcp(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             // Plaintext clients, wrong CAs, expired certificates: the
-            // client's problem, so debug and a metric, not a warning.
+            // client's problem, so debug and a metric, not a warning;
+            // between nodes it is a misconfiguration, said once.
             tracing::debug!(parent: &span, error = %e, "TLS handshake failed");
+            if listener == INTERNAL_LISTENER {
+                state.cluster.client.notices().report(
+                    &format!("accept {} {e}", peer.ip()),
+                    &format!(
+                        "refused an inter-node connection from {}: TLS handshake failed: {e}",
+                        peer.ip()
+                    ),
+                );
+            }
             state
                 .metrics
                 .tls_handshake_failures

@@ -17,6 +17,8 @@ pub mod config;
 pub mod controller;
 pub mod handler;
 pub mod network;
+pub mod notices;
+pub mod progress;
 pub mod publisher;
 pub mod quorum;
 pub mod registration;

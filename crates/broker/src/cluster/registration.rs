@@ -1,7 +1,9 @@
 //! The broker side of the registry: heartbeats to the controller carrying
 //! this node's registration and metadata progress, every
 //! `heartbeat_interval_ms` (more often while not yet registered, fenced or
-//! shutting down).
+//! shutting down). A node whose quorum member stopped (its metadata log is
+//! poisoned) heartbeats no more: it can no longer follow metadata, so its
+//! lease runs out and the controller fences it and moves its leaderships.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -149,7 +151,18 @@ async fn peers_all_down(state: &BrokerState) -> bool {
 /// Heartbeats until shutdown; steps off while cut off from the controller
 /// (see [`super::Cluster::set_stepped_off`]).
 pub async fn run(state: Arc<BrokerState>, shutdown: CancellationToken) {
+    let mut said = false;
     loop {
+        if let Some(why) = state.cluster.quorum.stopped() {
+            if !said {
+                tracing::error!(reason = %why, "no more heartbeats to the controller: this node will be fenced");
+                said = true;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(state.cluster.heartbeat_interval) => continue,
+            }
+        }
         let status = beat(&state).await;
         if state.cluster.clustered {
             let off = !state.cluster.in_contact()
