@@ -1,6 +1,8 @@
-//! `veil certs init`: a development PKI — a CA, a broker certificate and
-//! client certificates — written as PEM files, with the broker config and
-//! the kcat/librdkafka client settings to use them. Not for production CAs.
+//! `veil certs init`: a development PKI — a CA, a broker certificate, node
+//! certificates for the inter-node listener (`CN=node-<id>`, server and
+//! client: `[cluster.tls]`) and client certificates — written as PEM files,
+//! with the broker config and the kcat/librdkafka client settings to use
+//! them. Not for production CAs.
 
 use std::fs;
 use std::io::Write as _;
@@ -28,6 +30,10 @@ enum Command {
         /// Names and addresses clients dial the broker by (its certificate's SANs).
         #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
         hosts: Vec<String>,
+        /// Node certificates for the inter-node listener, one per node id
+        /// (node-<id>.pem, CN=node-<id>, with the --hosts names), e.g. --nodes 1,2,3.
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<i32>,
         /// Client certificates to create (CN=<name>).
         #[arg(long, value_delimiter = ',')]
         clients: Vec<String>,
@@ -37,6 +43,10 @@ enum Command {
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+        /// If DIR already holds ca.pem, change nothing and succeed (for
+        /// setup steps that run on every start).
+        #[arg(long, conflicts_with = "force")]
+        keep_existing: bool,
     },
 }
 
@@ -45,10 +55,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Init {
             dir,
             hosts,
+            nodes,
             clients,
             days,
             force,
-        } => init(&dir, &hosts, &clients, days, force),
+            keep_existing,
+        } => {
+            if keep_existing && dir.join("ca.pem").exists() {
+                println!(
+                    "{} already holds a CA (ca.pem); nothing changed",
+                    dir.display()
+                );
+                return Ok(());
+            }
+            init(&dir, &hosts, &nodes, &clients, days, force)
+        }
     }
 }
 
@@ -85,12 +106,16 @@ fn write(path: &Path, text: &str, secret: bool, force: bool) -> anyhow::Result<(
 fn init(
     dir: &Path,
     hosts: &[String],
+    nodes: &[i32],
     clients: &[String],
     days: i64,
     force: bool,
 ) -> anyhow::Result<()> {
     if hosts.is_empty() {
         bail!("--hosts needs at least one name or address");
+    }
+    if let Some(bad) = nodes.iter().find(|&&id| id < 0) {
+        bail!("node id {bad} is negative");
     }
     if let Some(bad) = clients.iter().find(|c| {
         c.is_empty()
@@ -131,6 +156,31 @@ fn init(
         force,
     )?;
 
+    for id in nodes {
+        // A node accepts calls and makes them with the same certificate.
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(hosts.to_vec())?;
+        params.distinguished_name = name(&format!("node-{id}"));
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        validity(&mut params, days);
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        write(
+            &dir.join(format!("node-{id}.pem")),
+            &cert.pem(),
+            false,
+            force,
+        )?;
+        write(
+            &dir.join(format!("node-{id}-key.pem")),
+            &key.serialize_pem(),
+            true,
+            force,
+        )?;
+    }
+
     for client in clients {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -155,9 +205,15 @@ fn init(
     let d = fs::canonicalize(dir)?;
     let d = d.display();
     println!(
-        "Wrote a development CA, a broker certificate and {} client certificate(s) to {d}\n",
+        "Wrote a development CA, a broker certificate, {} node certificate(s) and {} client certificate(s) to {d}\n",
+        nodes.len(),
         clients.len()
     );
+    for id in nodes {
+        println!("# Inter-node mTLS of node {id} (its veil.toml)");
+        println!("[cluster.tls]\ncert_file = \"{d}/node-{id}.pem\"\nkey_file = \"{d}/node-{id}-key.pem\"");
+        println!("ca_file = \"{d}/ca.pem\"\n");
+    }
     println!("# Broker listener (veil.toml); principals are User:CN=<name>,O=Veil development");
     println!("[[listeners]]\nname = \"SSL\"\nprotocol = \"SSL\"\nbind = \"127.0.0.1:9093\"");
     println!("[listeners.tls]\ncert_file = \"{d}/broker.pem\"\nkey_file = \"{d}/broker-key.pem\"");
