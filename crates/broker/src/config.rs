@@ -42,6 +42,8 @@ pub struct Config {
     pub blind: crate::blind::BlindConfig,
     /// Several nodes: the metadata quorum's voters, the inter-node listener.
     pub cluster: crate::cluster::ClusterConfig,
+    /// Followers fetching from leaders, ISR upkeep (Kafka's `replica.*`).
+    pub replication: crate::replication::ReplicationConfig,
     /// `text` for people, `json` for log collectors: one JSON object per
     /// line (read by `veil broker` before it logs anything).
     pub log_format: LogFormat,
@@ -268,6 +270,7 @@ impl Default for Config {
             authorizer: AuthorizerConfig::default(),
             blind: crate::blind::BlindConfig::default(),
             cluster: crate::cluster::ClusterConfig::default(),
+            replication: crate::replication::ReplicationConfig::default(),
             log_format: LogFormat::Text,
         }
     }
@@ -396,6 +399,7 @@ impl Config {
         self.blind.validate()?;
         self.cluster
             .validate(self.node_id, self.allow_plaintext_on_network)?;
+        self.replication.validate()?;
         if self.topics.default_replication_factor < 1 {
             return Err("topics.default_replication_factor must be at least 1".into());
         }
@@ -613,6 +617,7 @@ const ENV_TABLES: &[&str] = &[
     "authorizer",
     "blind",
     "cluster",
+    "replication",
 ];
 
 /// Turns `VEIL_*` environment variables into overrides (`VEIL_LOG__FLUSH` →

@@ -32,6 +32,13 @@ pub enum Error {
     /// Another node leads the partition (or none does right now).
     #[error("this node does not lead the partition (leader: {leader}, epoch {leader_epoch})")]
     NotLeader { leader: i32, leader_epoch: i32 },
+    /// Fewer in-sync replicas than `min.insync.replicas` (before or after
+    /// the append).
+    #[error("not enough in-sync replicas")]
+    NotEnoughReplicas { after_append: bool },
+    /// acks=all was not reached within the request's timeout.
+    #[error("the record was not replicated within the request timeout")]
+    ProduceTimeout,
     /// The metadata quorum has no reachable leader.
     #[error("the metadata quorum has no controller right now; retry")]
     NoController,
@@ -83,7 +90,13 @@ impl Error {
             Error::Unauthorized(error) => *error,
             Error::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
             Error::NoController => ResponseError::NotController,
-            Error::MetadataTimeout(_) => ResponseError::RequestTimedOut,
+            Error::NotEnoughReplicas {
+                after_append: false,
+            } => ResponseError::NotEnoughReplicas,
+            Error::NotEnoughReplicas { after_append: true } => {
+                ResponseError::NotEnoughReplicasAfterAppend
+            }
+            Error::ProduceTimeout | Error::MetadataTimeout(_) => ResponseError::RequestTimedOut,
         }
     }
 

@@ -35,6 +35,7 @@ pub mod log_dir;
 pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
+pub mod replication;
 pub mod response_frame;
 pub mod response_writer;
 pub mod server;

@@ -65,6 +65,15 @@ pub struct Metrics {
     /// Registered brokers, and how many of them are fenced.
     pub brokers_registered: IntGauge,
     pub brokers_fenced: IntGauge,
+    /// ISR changes this node (as leader) committed.
+    pub isr_shrinks: IntCounter,
+    pub isr_expands: IntCounter,
+    /// Partitions led here with fewer in-sync replicas than replicas.
+    pub under_replicated_partitions: IntGauge,
+    /// Partitions led here whose ISR is below min.insync.replicas (acks=all fails).
+    pub under_min_isr_partitions: IntGauge,
+    /// Messages each follower is behind the leader's log end, by partition and follower.
+    pub replica_lag: IntGaugeVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -245,6 +254,29 @@ impl Metrics {
                 "brokers_fenced",
                 "Registered brokers that are fenced (not heard from, or catching up)",
             )),
+            isr_shrinks: must(IntCounter::new(
+                "isr_shrinks_total",
+                "ISR shrinks committed by partitions this node leads",
+            )),
+            isr_expands: must(IntCounter::new(
+                "isr_expands_total",
+                "ISR expansions committed by partitions this node leads",
+            )),
+            under_replicated_partitions: must(IntGauge::new(
+                "under_replicated_partitions",
+                "Partitions led here whose ISR is smaller than their replica set",
+            )),
+            under_min_isr_partitions: must(IntGauge::new(
+                "under_min_isr_partitions",
+                "Partitions led here whose ISR is below min.insync.replicas",
+            )),
+            replica_lag: must(IntGaugeVec::new(
+                Opts::new(
+                    "replica_lag_messages",
+                    "Offsets a follower is behind the leader's log end",
+                ),
+                &["topic", "partition", "replica"],
+            )),
             sasl_authentications: must(IntCounterVec::new(
                 Opts::new(
                     "sasl_authentications_total",
@@ -295,6 +327,9 @@ impl Metrics {
                 .register(Box::new(m.tls_handshake_failures.clone())),
         );
         must(m.registry.register(Box::new(m.authorization.clone())));
+        must(m.registry.register(Box::new(m.isr_shrinks.clone())));
+        must(m.registry.register(Box::new(m.isr_expands.clone())));
+        must(m.registry.register(Box::new(m.replica_lag.clone())));
         must(m.registry.register(Box::new(m.blind_resolves.clone())));
         must(m.registry.register(Box::new(m.blind_revocations.clone())));
         must(m.registry.register(Box::new(m.build_info.clone())));
@@ -305,6 +340,8 @@ impl Metrics {
             m.blind_resolves.with_label_values(&[result]);
         }
         for g in [
+            &m.under_replicated_partitions,
+            &m.under_min_isr_partitions,
             &m.controller_id,
             &m.controller_active,
             &m.metadata_applied_index,

@@ -61,6 +61,8 @@ pub struct BrokerState {
     pub groups: Arc<GroupCoordinator>,
     /// Blind topics: share sealing, transform budget, token cache, visibility.
     pub blind: crate::blind::BlindRuntime,
+    /// Follower fetchers and ISR upkeep.
+    pub replication: crate::replication::Replication,
     /// The metadata index this node's topics, ACLs and caches reflect.
     published: watch::Sender<u64>,
     /// Stops the background work started by [`BrokerState::start_background`].
@@ -92,6 +94,10 @@ impl BrokerState {
             config.log.topic_defaults(),
             config.log.index_interval_bytes,
             metrics.clone(),
+            match config.log.flush {
+                crate::config::Flush::Sync => crate::partition::Durability::SyncData,
+                crate::config::Flush::None => crate::partition::Durability::Buffered,
+            },
         );
         let config_for_blocking = config.clone();
         let (topics, authorizer, blind, groups) = {
@@ -128,6 +134,7 @@ impl BrokerState {
             sasl,
             groups: Arc::new(groups),
             blind,
+            replication: crate::replication::Replication::default(),
             background: CancellationToken::new(),
         });
         state.apply_dynamic_configs();
@@ -144,6 +151,7 @@ impl BrokerState {
             outer.cancelled().await;
             token.cancel();
         });
+        crate::replication::Replication::start(self, &self.background);
         tokio::spawn(crate::cluster::publisher::run(
             Arc::downgrade(self),
             self.background.clone(),
@@ -193,10 +201,16 @@ impl BrokerState {
         if self.cluster.quorum.controller().is_none() {
             return Err("the metadata quorum has no controller".into());
         }
+        // Out of touch with the controller (cut off?): what we know may be old.
+        let fresh = self.cluster.heartbeat_interval * 4;
+        if status.answered.is_none_or(|t| t.elapsed() > fresh) {
+            return Err("no answer from the controller recently".into());
+        }
         let applied = self.cluster.quorum.view().applied();
-        if self.published() < applied {
+        let target = applied.max(status.controller_applied);
+        if self.published() < target {
             return Err(format!(
-                "applying metadata ({} of {applied})",
+                "catching up with metadata ({} of {target})",
                 self.published()
             ));
         }

@@ -131,6 +131,8 @@ pub struct TopicRegistry {
     index_interval_bytes: usize,
     metrics: Metrics,
     topics: RwLock<Index>,
+    /// When replicas count appends as stored (`log.flush`).
+    durability: crate::partition::Durability,
 }
 
 impl TopicRegistry {
@@ -139,6 +141,7 @@ impl TopicRegistry {
         broker_defaults: TopicConfigs,
         index_interval_bytes: usize,
         metrics: Metrics,
+        durability: crate::partition::Durability,
     ) -> TopicRegistry {
         TopicRegistry {
             data_dir,
@@ -146,6 +149,7 @@ impl TopicRegistry {
             index_interval_bytes,
             metrics,
             topics: RwLock::new(Index::default()),
+            durability,
         }
     }
 
@@ -196,6 +200,21 @@ impl TopicRegistry {
             .iter()
             .flat_map(|t| t.local_partitions().cloned().collect::<Vec<_>>())
             .collect()
+    }
+
+    /// `min.insync.replicas` of a topic's partition: the topic's or the
+    /// broker's setting; unset, 2 for partitions with two or more replicas
+    /// and 1 otherwise (never more than the replicas there are).
+    pub fn min_insync(&self, topic: &Topic, partition: i32) -> usize {
+        let replicas = topic.record(partition).map_or(1, |p| p.replicas.len());
+        let defaults = self.broker_defaults();
+        match topic_config::effective(topic_config::MIN_INSYNC_REPLICAS, &topic.configs, &defaults)
+        {
+            Some((v, source)) if source != veil_meta::ConfigSource::Default => {
+                v.parse().unwrap_or(1)
+            }
+            _ => replicas.min(2),
+        }
     }
 
     /// The log settings of a topic from its overrides and the broker defaults.
@@ -303,6 +322,8 @@ impl TopicRegistry {
                                 log,
                                 self.metrics.clone(),
                                 assignment.clone(),
+                                node_id,
+                                self.durability,
                             )),
                             None => Replica::Offline,
                         };

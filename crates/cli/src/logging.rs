@@ -8,16 +8,22 @@
 use tracing_subscriber::EnvFilter;
 use veil_broker::config::LogFormat;
 
+/// The default filter for the Raft library.
+const QUIET_RAFT: &str = "openraft=error,openraft::replication=off";
+
 /// Starts logging with `filter` (e.g. `info`, `veil_broker=debug`).
 pub fn init(filter: &str, format: LogFormat) {
-    // The Raft library narrates every vote and append at info; its warnings
-    // are what an operator needs, unless the filter asks for more.
+    // The Raft library narrates every vote and append at info and repeats
+    // each failed call to an unreachable peer several times a second; Veil
+    // reports peers it cannot reach itself (fencing), so by default only
+    // the library's errors outside replication show, unless the filter asks.
     let spec = if filter.contains("openraft") {
         filter.to_owned()
     } else {
-        format!("{filter},openraft=warn")
+        format!("{filter},{QUIET_RAFT}")
     };
-    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let filter =
+        EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET_RAFT}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

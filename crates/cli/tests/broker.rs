@@ -23,7 +23,15 @@ fn produce_fetch_round_trip_assigns_offsets_and_keeps_bytes() {
         let resp = produce(&mut conn, "events", 1, 1, batch(&["d"], 2_000)).await;
         assert_eq!(resp.responses[0].partition_responses[0].base_offset, 3);
 
-        let f = fetch(&mut conn, "events", 1, 0, 0).await;
+        // acks=1 did not wait for the fsync; the record is served once it
+        // is durable (a waiting consumer has group commit sync it at once).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let f = loop {
+            let f = fetch(&mut conn, "events", 1, 3, 1_000).await;
+            if f.responses[0].partitions[0].high_watermark == 4 || Instant::now() > deadline {
+                break fetch(&mut conn, "events", 1, 0, 0).await;
+            }
+        };
         let part = &f.responses[0].partitions[0];
         assert_eq!(part.error_code, 0);
         assert_eq!(part.high_watermark, 4);

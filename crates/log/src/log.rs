@@ -20,6 +20,7 @@ use crate::producer_state::{snapshot, BatchMetadata, ProducerStates};
 use crate::recovery::{recover, write_log_start_offset, write_recovery_point, CLEAN_SHUTDOWN_FILE};
 use crate::segment::Segment;
 
+mod replica;
 mod timestamps;
 
 /// What one successful append did.

@@ -84,20 +84,41 @@ impl PartitionRecord {
     /// `node` can no longer serve: it leaves the ISR (unless it is the last
     /// member, which Kafka keeps so the partition knows whom to wait for) and
     /// leadership moves to the first replica that is in sync and available.
-    /// Returns whether anything changed.
-    pub fn remove_node(&mut self, node: i32, available: &impl Fn(i32) -> bool) -> bool {
+    /// With `unclean`, an out-of-sync available replica may lead when no
+    /// in-sync one is left (its log becomes the truth). Returns whether
+    /// anything changed.
+    pub fn remove_node(
+        &mut self,
+        node: i32,
+        available: &impl Fn(i32) -> bool,
+        unclean: bool,
+    ) -> bool {
+        let in_sync_successor = self
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| *r != node && self.isr.contains(r) && available(*r));
+        if self.leader == node && in_sync_successor.is_none() && unclean {
+            if let Some(r) = self
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| *r != node && available(*r))
+            {
+                self.leader = r;
+                self.isr = vec![r];
+                self.leader_epoch += 1;
+                self.partition_epoch += 1;
+                return true;
+            }
+        }
         let mut changed = false;
         if self.isr.contains(&node) && self.isr.len() > 1 {
             self.isr.retain(|r| *r != node);
             changed = true;
         }
         if self.leader == node {
-            let next = self
-                .replicas
-                .iter()
-                .copied()
-                .find(|r| *r != node && self.isr.contains(r) && available(*r))
-                .unwrap_or(NO_LEADER);
+            let next = in_sync_successor.unwrap_or(NO_LEADER);
             if next != NO_LEADER && self.isr.contains(&node) {
                 // The new leader is in sync; the old one no longer counts.
                 self.isr.retain(|r| *r != node);
@@ -113,15 +134,52 @@ impl PartitionRecord {
     }
 
     /// `node` is available again: a leaderless partition it is in sync for
-    /// gets it as leader. Returns whether anything changed.
-    pub fn restore_node(&mut self, node: i32) -> bool {
-        if self.leader == NO_LEADER && self.isr.contains(&node) {
-            self.leader = node;
-            self.leader_epoch += 1;
-            self.partition_epoch += 1;
-            return true;
+    /// gets it as leader (with `unclean`, any leaderless partition it is a
+    /// replica of, its log becoming the truth). Returns whether anything
+    /// changed.
+    pub fn restore_node(&mut self, node: i32, unclean: bool) -> bool {
+        if self.leader != NO_LEADER {
+            return false;
         }
-        false
+        if self.isr.contains(&node) {
+            self.leader = node;
+        } else if unclean && self.replicas.contains(&node) {
+            self.leader = node;
+            self.isr = vec![node];
+        } else {
+            return false;
+        }
+        self.leader_epoch += 1;
+        self.partition_epoch += 1;
+        true
+    }
+
+    /// `node` is stopping (controlled shutdown): leadership moves to an
+    /// available in-sync replica if there is one, and the node leaves the
+    /// ISR if others remain. A partition with no one else to take over
+    /// keeps its leader until the node is gone.
+    pub fn move_away_from(&mut self, node: i32, available: &impl Fn(i32) -> bool) -> bool {
+        let successor = self
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| *r != node && self.isr.contains(r) && available(*r));
+        let mut changed = false;
+        if self.leader == node {
+            if let Some(next) = successor {
+                self.leader = next;
+                self.leader_epoch += 1;
+                changed = true;
+            }
+        }
+        if self.leader != node && self.isr.contains(&node) && self.isr.len() > 1 {
+            self.isr.retain(|r| *r != node);
+            changed = true;
+        }
+        if changed {
+            self.partition_epoch += 1;
+        }
+        changed
     }
 
     /// Makes `node` leader (preferred or unclean election). The caller checks
@@ -272,18 +330,46 @@ mod tests {
     fn leadership_moves_within_the_isr_and_comes_back() {
         let mut p = PartitionRecord::new(vec![1, 2, 3]);
         let all = |_: i32| true;
-        assert!(p.remove_node(1, &|n| n != 1 && all(n)));
+        assert!(p.remove_node(1, &|n| n != 1 && all(n), false));
         assert_eq!((p.leader, p.leader_epoch), (2, 1));
         assert_eq!(p.isr, vec![2, 3]);
-        assert!(p.remove_node(2, &|n| n == 3));
+        assert!(p.remove_node(2, &|n| n == 3, false));
         assert_eq!((p.leader, p.leader_epoch), (3, 2));
         assert_eq!(p.isr, vec![3]);
         // The last in-sync replica stays in the ISR: nobody else may lead.
-        assert!(p.remove_node(3, &|_| false));
+        assert!(p.remove_node(3, &|_| false, false));
         assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![3]));
-        assert!(!p.restore_node(1), "out of sync: may not lead");
-        assert!(p.restore_node(3));
+        assert!(!p.restore_node(1, false), "out of sync: may not lead");
+        assert!(p.restore_node(3, false));
         assert_eq!((p.leader, p.leader_epoch), (3, 4));
         assert!(p.partition_epoch >= 4);
+    }
+
+    #[test]
+    fn unclean_election_picks_an_out_of_sync_replica_only_when_allowed() {
+        let mut p = PartitionRecord::new(vec![1, 2]);
+        p.isr = vec![1];
+        let only_2 = |n: i32| n == 2;
+        let mut clean = p.clone();
+        assert!(clean.remove_node(1, &only_2, false));
+        assert_eq!(clean.leader, NO_LEADER);
+        assert!(p.remove_node(1, &only_2, true));
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        let mut gone = clean.clone();
+        assert!(gone.restore_node(2, true));
+        assert_eq!((gone.leader, gone.isr), (2, vec![2]));
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leadership_only_where_it_can() {
+        let mut p = PartitionRecord::new(vec![1, 2, 3]);
+        assert!(p.move_away_from(1, &|n| n != 1));
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2, 3]));
+        let mut alone = PartitionRecord::new(vec![1]);
+        assert!(!alone.move_away_from(1, &|_| false));
+        assert_eq!(
+            alone.leader, 1,
+            "nobody else can lead: it keeps leading until it stops"
+        );
     }
 }

@@ -376,6 +376,15 @@ impl MetaState {
                         "ISR {isr:?} must hold the leader and only replicas of {topic}-{partition}"
                     )));
                 }
+                // Kafka: only live brokers may join an ISR.
+                if let Some(r) = isr
+                    .iter()
+                    .find(|r| !p.isr.contains(r) && !self.broker_available(**r))
+                {
+                    return Err(Error::InvalidBroker(format!(
+                        "replica {r} of {topic}-{partition} is fenced or shutting down and cannot join the ISR"
+                    )));
+                }
                 Ok(())
             }
             MetaCommand::ElectLeader {
@@ -552,9 +561,11 @@ impl MetaState {
                     b.fenced = false;
                     b.in_controlled_shutdown = false;
                 }
+                let cluster_unclean = self.cluster_unclean_default();
                 for t in self.topics.values_mut() {
+                    let unclean = unclean_allowed(&t.configs, cluster_unclean);
                     for p in &mut t.assignments {
-                        p.restore_node(node_id);
+                        p.restore_node(node_id, unclean);
                     }
                 }
             }
@@ -562,7 +573,17 @@ impl MetaState {
                 if let Some(b) = self.brokers.get_mut(&node_id) {
                     b.in_controlled_shutdown = true;
                 }
-                self.broker_gone(node_id);
+                let brokers = &self.brokers;
+                let available = |n: i32| {
+                    brokers
+                        .get(&n)
+                        .is_some_and(|b| !b.fenced && !b.in_controlled_shutdown)
+                };
+                for t in self.topics.values_mut() {
+                    for p in &mut t.assignments {
+                        p.move_away_from(node_id, &available);
+                    }
+                }
             }
             MetaCommand::UnregisterBroker { node_id } => {
                 self.brokers.remove(&node_id);
@@ -656,6 +677,7 @@ impl MetaState {
 
     /// `node_id` cannot serve: it leaves ISRs and leadership moves.
     fn broker_gone(&mut self, node_id: i32) {
+        let cluster_unclean = self.cluster_unclean_default();
         let brokers = &self.brokers;
         let available = |n: i32| {
             brokers
@@ -663,10 +685,19 @@ impl MetaState {
                 .is_some_and(|b| !b.fenced && !b.in_controlled_shutdown)
         };
         for t in self.topics.values_mut() {
+            let unclean = unclean_allowed(&t.configs, cluster_unclean);
             for p in &mut t.assignments {
-                p.remove_node(node_id, &available);
+                p.remove_node(node_id, &available, unclean);
             }
         }
+    }
+
+    /// The cluster-wide default of `unclean.leader.election.enable`.
+    fn cluster_unclean_default(&self) -> bool {
+        self.broker_configs
+            .get("")
+            .and_then(|c| c.get(crate::broker_config::UNCLEAN_LEADER_ELECTION))
+            .is_some_and(|v| v == "true")
     }
 
     fn existing(&self, name: &str) -> Result<&TopicRecord> {
@@ -688,6 +719,14 @@ impl MetaState {
         let wanted = norm(name);
         self.topics.keys().any(|k| norm(k) == wanted)
     }
+}
+
+/// Whether a topic lets an out-of-sync replica lead (its override, else the
+/// cluster default).
+fn unclean_allowed(configs: &TopicConfigs, cluster_default: bool) -> bool {
+    configs
+        .get(topic_config::UNCLEAN_LEADER_ELECTION)
+        .map_or(cluster_default, |v| v == "true")
 }
 
 /// Largest producer-id block one command may reserve (Kafka's blocks hold 1000).
@@ -1006,7 +1045,8 @@ mod tests {
         assert!(s.broker(2).unwrap().fenced);
         let p = s.topic("t").unwrap().partition(0).unwrap().clone();
         assert_eq!((p.leader, p.isr.clone()), (3, vec![3]));
-        // An ISR change from the leader at the right epochs applies once.
+        // An ISR change from the leader at the right epochs applies once,
+        // and only live brokers may join: broker 1 is still fenced.
         let alter = MetaCommand::AlterPartition {
             topic: "t".into(),
             partition: 0,
@@ -1015,7 +1055,16 @@ mod tests {
             partition_epoch: p.partition_epoch,
             isr: vec![3, 1],
         };
-        s.apply(23, &alter).unwrap();
+        assert!(matches!(s.check(&alter), Err(Error::InvalidBroker(_))));
+        s.apply(
+            23,
+            &MetaCommand::UnfenceBroker {
+                node_id: 1,
+                epoch: epoch1,
+            },
+        )
+        .unwrap();
+        s.apply(24, &alter).unwrap();
         assert_eq!(s.topic("t").unwrap().partition(0).unwrap().isr, vec![3, 1]);
         assert!(matches!(s.check(&alter), Err(Error::StaleEpoch(_))));
     }

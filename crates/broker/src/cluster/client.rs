@@ -27,6 +27,8 @@ pub enum Lane {
     Raft,
     Vote,
     Control,
+    /// A follower's fetches from one leader (Kafka Fetch and OffsetForLeaderEpoch).
+    Replica,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +187,98 @@ impl PeerClient {
             }),
             body => Ok(body),
         }
+    }
+
+    /// Sends a Kafka request at `version` to the node at `addr` (a
+    /// follower's Fetch and OffsetForLeaderEpoch) and waits at most `timeout`.
+    pub async fn kafka<R: kafka_protocol::protocol::Request>(
+        &self,
+        addr: &str,
+        lane: Lane,
+        version: i16,
+        request: &R,
+        timeout: Duration,
+    ) -> Result<R::Response, CallError> {
+        use bytes::BufMut;
+        use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+        let protocol = |reason: String| CallError::Protocol {
+            addr: addr.to_owned(),
+            reason,
+        };
+        let correlation_id = self.correlation.fetch_add(1, Ordering::Relaxed);
+        let header = kafka_protocol::messages::RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
+        let header_version = R::header_version(version);
+        let size = header
+            .compute_size(header_version)
+            .and_then(|h| Ok(h + request.compute_size(version)?))
+            .map_err(|e| protocol(e.to_string()))?;
+        let mut frame = bytes::BytesMut::with_capacity(4 + size);
+        frame.put_i32(i32::try_from(size).map_err(|e| protocol(e.to_string()))?);
+        header
+            .encode(&mut frame, header_version)
+            .and_then(|()| request.encode(&mut frame, version))
+            .map_err(|e| protocol(e.to_string()))?;
+        let slot = Arc::clone(
+            self.conns
+                .lock()
+                .entry((addr.to_owned(), lane))
+                .or_default(),
+        );
+        let work = async {
+            let mut guard = slot.lock().await;
+            if guard.is_none() {
+                *guard = Some(self.dial(addr).await?);
+            }
+            let Some((stream, frames)) = guard.as_mut() else {
+                return Err(CallError::Unreachable {
+                    addr: addr.to_owned(),
+                    reason: "no connection".into(),
+                });
+            };
+            let outcome = async {
+                stream.write_all(&frame).await?;
+                stream.flush().await?;
+                frames
+                    .next(stream, MAX_REPLY_BYTES)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            }
+            .await;
+            if outcome.is_err() {
+                *guard = None;
+            }
+            outcome.map_err(|e| CallError::Unreachable {
+                addr: addr.to_owned(),
+                reason: e.to_string(),
+            })
+        };
+        let Ok(reply) = tokio::time::timeout(timeout, work).await else {
+            if let Ok(mut g) = slot.try_lock() {
+                *g = None;
+            }
+            return Err(CallError::Timeout {
+                addr: addr.to_owned(),
+                timeout,
+            });
+        };
+        let mut reply = reply?;
+        let header = kafka_protocol::messages::ResponseHeader::decode(
+            &mut reply,
+            <R::Response as HeaderVersion>::header_version(version),
+        )
+        .map_err(|e| protocol(e.to_string()))?;
+        if header.correlation_id != correlation_id {
+            *slot.lock().await = None;
+            return Err(protocol(format!(
+                "reply to call {}, expected {correlation_id}",
+                header.correlation_id
+            )));
+        }
+        R::Response::decode(&mut reply, version).map_err(|e| protocol(e.to_string()))
     }
 
     async fn dial(&self, addr: &str) -> Result<Conn, CallError> {

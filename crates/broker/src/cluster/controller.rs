@@ -159,11 +159,16 @@ impl Controller {
         }
         match quorum.view().read(|s| s.broker(hb.node_id).cloned()) {
             Some(b) if b.incarnation == hb.incarnation => {
+                // Done once it leads nothing another in-sync replica could.
                 let leads_nothing = quorum.view().read(|s| {
                     s.topics().all(|t| {
-                        t.assignments
-                            .iter()
-                            .all(|p| p.leader != hb.node_id || p.replicas.len() == 1)
+                        t.assignments.iter().all(|p| {
+                            p.leader != hb.node_id
+                                || !p
+                                    .isr
+                                    .iter()
+                                    .any(|r| *r != hb.node_id && s.broker_available(*r))
+                        })
                     })
                 });
                 HeartbeatReply::Registered {
@@ -172,6 +177,7 @@ impl Controller {
                     may_shut_down: hb.shutting_down
                         && (b.in_controlled_shutdown || b.fenced)
                         && leads_nothing,
+                    controller_applied: quorum.view().applied(),
                 }
             }
             _ => HeartbeatReply::Pending,

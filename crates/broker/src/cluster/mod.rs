@@ -47,6 +47,10 @@ pub struct RegistrationStatus {
     pub fenced: bool,
     /// Controlled shutdown is complete.
     pub may_shut_down: bool,
+    /// The controller's applied metadata index at the last heartbeat.
+    pub controller_applied: u64,
+    /// When the controller last answered.
+    pub answered: Option<std::time::Instant>,
 }
 
 /// Everything cluster-related a node holds.
@@ -85,6 +89,40 @@ pub fn update_gauges(state: &crate::state::BrokerState) {
     });
     m.brokers_registered.set(registered as i64);
     m.brokers_fenced.set(fenced as i64);
+    let (mut under, mut under_min) = (0i64, 0i64);
+    m.replica_lag.reset();
+    for topic in state.topics.all() {
+        for p in topic.local_partitions() {
+            if !p.is_leader() {
+                continue;
+            }
+            let r = p.replica();
+            if r.isr.len() < r.replicas.len() {
+                under += 1;
+            }
+            if r.isr.len() < state.topics.min_insync(&topic, p.index) {
+                under_min += 1;
+            }
+            let end = p.log_end_offset();
+            let index = p.index.to_string();
+            for (follower, progress) in p.follower_progress() {
+                let lag = if progress.log_end_offset < 0 {
+                    end
+                } else {
+                    end - progress.log_end_offset
+                };
+                m.replica_lag
+                    .with_label_values(&[
+                        topic.name.as_str(),
+                        index.as_str(),
+                        &follower.to_string(),
+                    ])
+                    .set(lag.max(0));
+            }
+        }
+    }
+    m.under_replicated_partitions.set(under);
+    m.under_min_isr_partitions.set(under_min);
 }
 
 impl Cluster {

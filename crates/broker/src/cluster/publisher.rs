@@ -32,10 +32,12 @@ pub async fn run(state: Weak<BrokerState>, shutdown: CancellationToken) {
 }
 
 /// One pass: everything that changed since the last one.
-pub fn publish(state: &BrokerState) {
+pub fn publish(state: &Arc<BrokerState>) {
     let view = state.cluster.quorum.view();
-    let changes = view.take_changes();
+    // In this order: every change up to `applied` is recorded before the
+    // index is announced, so it is among the changes taken.
     let applied = view.applied();
+    let changes = view.take_changes();
     if changes.any() {
         if changes.acls {
             view.read(|s| state.authorizer.refresh(s));
@@ -51,6 +53,7 @@ pub fn publish(state: &BrokerState) {
             {
                 tracing::error!(error = %e, "some partition replicas could not be opened");
             }
+            crate::replication::Replication::sync_fetchers(state);
         }
         if changes.configs {
             state.apply_dynamic_configs();

@@ -94,14 +94,19 @@ pub async fn beat(state: &BrokerState) -> Option<RegistrationStatus> {
             epoch,
             fenced,
             may_shut_down,
+            controller_applied,
         } => {
             let status = RegistrationStatus {
                 epoch: Some(epoch),
                 fenced,
                 may_shut_down,
+                controller_applied,
+                answered: Some(std::time::Instant::now()),
             };
             cluster.registration.send_if_modified(|s| {
-                let changed = *s != status;
+                let changed = s.epoch != status.epoch
+                    || s.fenced != status.fenced
+                    || s.may_shut_down != status.may_shut_down;
                 *s = status;
                 changed
             });

@@ -64,6 +64,10 @@ pub enum HeartbeatReply {
         fenced: bool,
         /// Controlled shutdown finished: the broker leads nothing now.
         may_shut_down: bool,
+        /// How far the controller has applied metadata: a broker is caught
+        /// up once it has too.
+        #[serde(default)]
+        controller_applied: u64,
     },
     /// Registration is under way (being committed); heartbeat again.
     Pending,

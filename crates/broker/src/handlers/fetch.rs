@@ -10,6 +10,13 @@
 //! clients to keep sending full requests. Only a partition's leader serves
 //! it; other nodes answer NOT_LEADER_OR_FOLLOWER with the leader they know
 //! (v12+ `current_leader`, v16+ `node_endpoints`, KIP-951).
+//!
+//! Consumers read below the high watermark and wait for it to move. A
+//! follower (a replica id, on the inter-node listener only) reads up to the
+//! log end and waits for appends; its fetch offset tells the leader what it
+//! has stored, which moves the high watermark and may bring it back into
+//! the ISR. On a client listener a replica id is only a read, as it always
+//! was: no client can make the leader believe a follower caught up.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +54,26 @@ struct Wanted {
     max_bytes: usize,
 }
 
+/// The replica a fetch on the inter-node listener speaks for.
+fn follower_of(ctx: &RequestContext, req: &FetchRequest) -> Option<i32> {
+    if ctx.listener != crate::server::INTERNAL_LISTENER {
+        return None;
+    }
+    let id = if req.replica_state.replica_id.0 >= 0 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    if id < 0 {
+        return None;
+    }
+    // Under mTLS the certificate names the node; it must be the same one.
+    match crate::cluster::handler::certified_node(&ctx.principal) {
+        Some(certified) if certified != id => None,
+        _ => Some(id),
+    }
+}
+
 pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Handled {
     if req.session_id != 0 || req.session_epoch > 0 {
         let code = ResponseError::FetchSessionIdNotFound.code();
@@ -55,7 +82,8 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Handled {
             FetchResponse::default().with_error_code(code),
         ));
     }
-    let (shells, mut wanted) = resolve(ctx, &req);
+    let replica = follower_of(ctx, &req);
+    let (shells, mut wanted) = resolve(ctx, &req, replica);
     // The broker's caps; the connection reserved room for `limits.response`.
     let limits = FetchLimits::of(&req, &ctx.broker.config.network);
     for w in &mut wanted {
@@ -65,7 +93,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Handled {
     let max_bytes = limits.response;
     let wait_ms = req.max_wait_ms.clamp(0, MAX_WAIT_MS);
 
-    let (response, bytes) = collect(ctx, &shells, &wanted, max_bytes);
+    let (response, bytes) = collect(ctx, &shells, &wanted, max_bytes, replica);
     let any_error = response
         .responses
         .iter()
@@ -82,11 +110,26 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Handled {
                 .iter()
                 .filter_map(|w| w.target.as_ref().ok())
                 .collect();
-            let mut waits: Vec<_> = partitions.iter().map(|p| Box::pin(p.appended())).collect();
+            // Followers wait for appends, consumers for the high watermark.
+            let mut waits: Vec<_> = partitions
+                .iter()
+                .map(|p| {
+                    Box::pin(if replica.is_some() {
+                        p.appended()
+                    } else {
+                        p.visible_changed()
+                    })
+                })
+                .collect();
             for w in &mut waits {
                 w.as_mut().enable();
             }
-            let (response, bytes) = collect(&ctx, &shells, &wanted, max_bytes);
+            if replica.is_none() {
+                for p in &partitions {
+                    p.expedite();
+                }
+            }
+            let (response, bytes) = collect(&ctx, &shells, &wanted, max_bytes, replica);
             if bytes >= min_bytes.max(1) || tokio::time::Instant::now() >= deadline {
                 return Response::Fetch(response);
             }
@@ -99,7 +142,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Handled {
                 std::task::Poll::Pending
             });
             if tokio::time::timeout_at(deadline, any_append).await.is_err() {
-                let (response, _) = collect(&ctx, &shells, &wanted, max_bytes);
+                let (response, _) = collect(&ctx, &shells, &wanted, max_bytes, replica);
                 return Response::Fetch(response);
             }
         }
@@ -108,14 +151,20 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Handled {
 
 /// Resolves topics once; returns the per-topic response shells and the
 /// partitions in request order.
-fn resolve(ctx: &RequestContext, req: &FetchRequest) -> (Vec<FetchableTopicResponse>, Vec<Wanted>) {
+fn resolve(
+    ctx: &RequestContext,
+    req: &FetchRequest,
+    replica: Option<i32>,
+) -> (Vec<FetchableTopicResponse>, Vec<Wanted>) {
     let by_id = ctx.api_version >= TOPIC_ID_VERSION;
     // Kafka: a follower (replica id >= 0) needs CLUSTER_ACTION, a consumer
     // READ on each topic; either way a refusal is TOPIC_AUTHORIZATION_FAILED
     // per partition. By name, the check comes before existence; by id, an
     // unknown id stays UNKNOWN_TOPIC_ID (ids are not secret).
     let follower = req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0;
-    let follower_allowed = follower && ctx.authorize_cluster(Operation::ClusterAction);
+    // Nodes on the inter-node listener are trusted (mTLS there names them).
+    let follower_allowed =
+        follower && (replica.is_some() || ctx.authorize_cluster(Operation::ClusterAction));
     let denied = ResponseError::TopicAuthorizationFailed.code();
     let mut shells = Vec::with_capacity(req.topics.len());
     let mut wanted = Vec::new();
@@ -148,6 +197,13 @@ fn resolve(ctx: &RequestContext, req: &FetchRequest) -> (Vec<FetchableTopicRespo
             let target = if allowed {
                 topic.as_ref().ok_or(missing).and_then(|topic| {
                     match topic.led_here(p.partition, ctx.broker.node_id()) {
+                        // A follower must be one of the partition's replicas.
+                        Ok(partition)
+                            if replica
+                                .is_some_and(|r| !partition.replica().replicas.contains(&r)) =>
+                        {
+                            Err(ResponseError::NotLeaderOrFollower.code())
+                        }
                         Ok(partition) => Ok(Arc::clone(partition)),
                         Err(crate::Error::NotLeader {
                             leader: l,
@@ -182,12 +238,13 @@ fn collect(
     shells: &[FetchableTopicResponse],
     wanted: &[Wanted],
     max_bytes: usize,
+    replica: Option<i32>,
 ) -> (FetchResponse, usize) {
     let mut topics: Vec<FetchableTopicResponse> = shells.to_vec();
     let mut total = 0usize;
     let mut leaders: Vec<i32> = Vec::new();
     for w in wanted {
-        let mut data = read_one(ctx, w, max_bytes.saturating_sub(total), total == 0);
+        let mut data = read_one(ctx, w, max_bytes.saturating_sub(total), total == 0, replica);
         total += data.records.as_ref().map_or(0, Bytes::len);
         if let (Some((leader, epoch)), true) = (w.leader, ctx.api_version >= 12) {
             data = data.with_current_leader(
@@ -234,7 +291,13 @@ fn collect(
     )
 }
 
-fn read_one(ctx: &RequestContext, w: &Wanted, budget: usize, first: bool) -> PartitionData {
+fn read_one(
+    ctx: &RequestContext,
+    w: &Wanted,
+    budget: usize,
+    first: bool,
+    replica: Option<i32>,
+) -> PartitionData {
     let empty = PartitionData::default()
         .with_partition_index(w.partition_index)
         .with_high_watermark(-1)
@@ -255,19 +318,30 @@ fn read_one(ctx: &RequestContext, w: &Wanted, budget: usize, first: bool) -> Par
         return fail(e.code());
     }
     let limit = w.max_bytes.min(budget);
-    match partition.read(w.fetch_offset, limit, first) {
+    let read = match replica {
+        Some(node) => {
+            // What the follower asks for next, it has stored.
+            if partition.record_follower_fetch(node, w.fetch_offset, std::time::Instant::now()) {
+                ctx.broker.replication.isr_changed();
+            }
+            partition.read_for_follower(w.fetch_offset, limit)
+        }
+        None => partition.read(w.fetch_offset, limit, first),
+    };
+    let high_watermark = partition.high_watermark();
+    match read {
         Ok(r) => empty
-            .with_high_watermark(r.log_end_offset)
-            .with_last_stable_offset(r.log_end_offset)
+            .with_high_watermark(high_watermark)
+            .with_last_stable_offset(high_watermark)
             .with_log_start_offset(r.log_start_offset)
             .with_records(Some(Bytes::from(r.records))),
         Err(e) => {
             let code = ctx.code(&e);
-            let (start, end) = partition.with_log(|l| (l.log_start_offset(), l.log_end_offset()));
+            let start = partition.log_start_offset();
             empty
                 .with_error_code(code)
-                .with_high_watermark(end)
-                .with_last_stable_offset(end)
+                .with_high_watermark(high_watermark)
+                .with_last_stable_offset(high_watermark)
                 .with_log_start_offset(start)
         }
     }

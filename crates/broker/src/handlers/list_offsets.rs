@@ -173,12 +173,19 @@ fn answer(index: i32, plan: Plan, with_epoch: bool) -> ListOffsetsPartitionRespo
     if let Err(error) = check_current_leader_epoch(current_leader_epoch, leader_epoch) {
         return response.with_error_code(error.code());
     }
+    // Consumers see the log up to the high watermark, lookups too.
+    let high_watermark = partition.high_watermark();
     let found: Result<Option<(i64, i64)>, Error> = partition.with_log(|log| {
         Ok(match timestamp {
-            LATEST => Some((log.log_end_offset(), -1)),
+            LATEST => Some((high_watermark, -1)),
             EARLIEST | EARLIEST_LOCAL => Some((log.log_start_offset(), -1)),
-            MAX_TIMESTAMP => log.max_timestamp()?.map(|(ts, offset)| (offset, ts)),
-            ts => log.offset_for_timestamp(ts)?,
+            MAX_TIMESTAMP => log
+                .max_timestamp()?
+                .map(|(ts, offset)| (offset, ts))
+                .filter(|(offset, _)| *offset < high_watermark),
+            ts => log
+                .offset_for_timestamp(ts)?
+                .filter(|(offset, _)| *offset < high_watermark),
         })
     });
     match found {
@@ -240,6 +247,9 @@ mod tests {
         let p = ctx.broker.topics.partition("t", 0).unwrap();
         p.append(&mut build_simple_batch(3, 8, 100), 0).unwrap(); // offsets 0-2, ts 100-102
         p.append(&mut build_simple_batch(2, 8, 50), 0).unwrap(); // offsets 3-4, ts 50-51
+                                                                 // Not yet fsynced: beyond the high watermark, so not there for lookups.
+        assert_eq!(lookup(&ctx, LATEST, -1).await, (0, 0, -1, 0));
+        p.sync().unwrap();
         assert_eq!(lookup(&ctx, EARLIEST, -1).await, (0, 0, -1, 0));
         assert_eq!(lookup(&ctx, LATEST, -1).await, (0, 5, -1, 0));
         assert_eq!(lookup(&ctx, MAX_TIMESTAMP, -1).await, (0, 2, 102, 0));

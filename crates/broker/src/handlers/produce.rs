@@ -1,10 +1,14 @@
 //! Produce: validate and append record batches; acknowledge per `acks`.
 //!
 //! Appends happen in request order on the connection's task. With acks=all
-//! and `log.flush = "sync"` the response is deferred until group commit has
-//! fsynced every partition the request wrote. A partition this node does not
-//! lead answers NOT_LEADER_OR_FOLLOWER with the leader it knows (v10+,
-//! KIP-951), so clients move without a metadata round trip.
+//! the partition must have `min.insync.replicas` in-sync replicas before
+//! the append (else NOT_ENOUGH_REPLICAS), and the response is deferred
+//! until the partition's high watermark covers the append — every in-sync
+//! replica stored it (fsynced, with `log.flush = "sync"`) — or the request's
+//! timeout passes (REQUEST_TIMED_OUT) or the ISR shrinks below the minimum
+//! (NOT_ENOUGH_REPLICAS_AFTER_APPEND). A partition this node does not lead
+//! answers NOT_LEADER_OR_FOLLOWER with the leader it knows (v10+, KIP-951),
+//! so clients move without a metadata round trip.
 
 use std::sync::Arc;
 
@@ -16,7 +20,6 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use crate::auth::{Operation, ResourceType};
-use crate::config::Flush;
 use crate::context::RequestContext;
 use crate::dispatch::{Handled, Response};
 use crate::error::Error;
@@ -26,8 +29,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
     let acks = req.acks;
     let valid_acks = (-1..=1).contains(&acks);
     let now = ctx.now_ms();
-    // (topic index, partition index, partition, end offset) awaiting fsync.
-    let mut to_sync: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    // (topic index, partition index, partition, end offset, min ISR) awaiting replication.
+    let mut to_wait: Vec<(usize, usize, Arc<Partition>, i64, usize)> = Vec::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // Leaders named in NOT_LEADER_OR_FOLLOWER answers, for `node_endpoints`.
     let mut leaders: Vec<i32> = Vec::new();
@@ -65,12 +68,28 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
             } else {
                 match partition {
                     Some(Ok(partition)) => {
-                        append(ctx, partition, data.records, now).map(|(resp, end)| {
-                            if acks == -1 && ctx.broker.config.log.flush == Flush::Sync {
-                                to_sync.push((ti, pi, Arc::clone(partition), end));
-                            }
-                            resp
-                        })
+                        let min_insync = topic
+                            .as_ref()
+                            .map_or(1, |t| ctx.broker.topics.min_insync(t, data.index));
+                        if acks == -1 && partition.replica().isr.len() < min_insync {
+                            let e = Error::NotEnoughReplicas {
+                                after_append: false,
+                            };
+                            Err((
+                                e.code(),
+                                Some(StrBytes::from_string(format!(
+                                    "{} in-sync replica(s), min.insync.replicas is {min_insync}",
+                                    partition.replica().isr.len()
+                                ))),
+                            ))
+                        } else {
+                            append(ctx, partition, data.records, now).map(|(resp, end)| {
+                                if acks == -1 {
+                                    to_wait.push((ti, pi, Arc::clone(partition), end, min_insync));
+                                }
+                                resp
+                            })
+                        }
                     }
                     Some(Err(Error::NotLeader {
                         leader,
@@ -133,14 +152,17 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
     if acks == 0 {
         return Handled::NoResponse;
     }
-    if to_sync.is_empty() {
+    if to_wait.is_empty() {
         return Handled::Ready(Response::Produce(response));
     }
     let ctx = ctx.clone();
+    let timeout = std::time::Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0))
+        .max(MIN_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + timeout;
     Handled::Deferred(Box::pin(async move {
         let mut response = response;
-        for (ti, pi, partition, end) in to_sync {
-            if let Err(e) = partition.wait_durable(end).await {
+        for (ti, pi, partition, end, min_insync) in to_wait {
+            if let Err(e) = partition.wait_replicated(end, min_insync, deadline).await {
                 let code = ctx.code(&e);
                 let p = &mut response.responses[ti].partition_responses[pi];
                 p.error_code = code;
@@ -151,6 +173,10 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
         Response::Produce(response)
     }))
 }
+
+/// The shortest wait for acks=all, whatever the request says: a timeout of
+/// 0 would fail even a single node's fsync.
+const MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
 
 struct Appended {
     base_offset: i64,

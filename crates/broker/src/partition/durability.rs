@@ -45,6 +45,32 @@ impl GroupCommit {
         }
     }
 
+    /// Everything below this offset is on stable storage.
+    pub fn durable_offset(&self) -> i64 {
+        self.durable.borrow().offset
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.durable.borrow().poisoned
+    }
+
+    /// Starts a sync of whatever was appended, without waiting for it.
+    pub fn kick(partition: &Arc<Partition>) {
+        if !partition.commit.is_poisoned() {
+            Self::ensure_syncer(partition);
+        }
+    }
+
+    /// Everything below `end` was synced outside group commit.
+    pub fn synced(&self, end: i64) {
+        self.durable.send_modify(|d| d.offset = d.offset.max(end));
+    }
+
+    /// The log was cut back to `end`: nothing above it is durable any more.
+    pub fn truncated(&self, end: i64) {
+        self.durable.send_modify(|d| d.offset = d.offset.min(end));
+    }
+
     pub async fn wait(partition: &Arc<Partition>, end_offset: i64) -> Result<()> {
         let this = &partition.commit;
         let mut rx = this.durable.subscribe();
@@ -94,6 +120,8 @@ impl GroupCommit {
                             .observe((end - before) as f64);
                     }
                     this.durable.send_modify(|d| d.offset = d.offset.max(end));
+                    // A leader's own fsync may be what the high watermark waited for.
+                    partition.recompute_high_watermark();
                 }
                 Ok(Err(e)) => {
                     tracing::error!(topic = %partition.topic, partition = partition.index, error = %e,

@@ -1,16 +1,32 @@
-//! One partition replica on this broker: its log, the notifier that wakes
-//! long-polling fetches, group commit, and what metadata says about the
-//! partition's replicas (leader, epochs, ISR).
+//! One partition replica on this broker: its log, group commit, and its
+//! part in replication — the one owner of "is this durable, is this
+//! visible, may this be acknowledged".
+//!
+//! * As **leader** it appends produced batches under its leader epoch,
+//!   tracks each follower's log end offset from their fetches
+//!   ([`leader`]), and advances the **high watermark**: the smallest
+//!   durable log end offset among the in-sync replicas. `acks=all` is
+//!   answered once the high watermark covers the append and the ISR still
+//!   has `min.insync.replicas` members.
+//! * As **follower** it appends the leader's batches byte for byte and
+//!   learns the high watermark from the leader ([`follower`]); after a
+//!   leader change it first cuts any suffix the new leader does not have.
+//! * Consumers only ever read below the high watermark. On a single node
+//!   with `flush = "sync"` that is the fsynced offset, so nothing a crash
+//!   could take away is ever served.
 //!
 //! Locking: `log` is a read/write lock held only for in-memory work and
-//! page-cache I/O; fsync runs outside it (see [`durability`]).
+//! page-cache I/O; fsync runs outside it (see [`durability`]). `state` is
+//! never taken while `log` is held.
 
 mod durability;
+mod follower;
+mod leader;
 
 use std::sync::Arc;
 
-use parking_lot::RwLock;
-use tokio::sync::Notify;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{watch, Notify};
 use veil_log::{AppendInfo, PartitionLog, ReadResult};
 use veil_meta::PartitionRecord;
 
@@ -18,17 +34,59 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
 pub use durability::GroupCommit;
+pub use leader::FollowerProgress;
+
+/// When a replica counts an append as stored (`log.flush`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fdatasync before the offset counts (group commit).
+    SyncData,
+    /// The page cache is enough; a power loss may take recent records.
+    Buffered,
+}
+
+/// What this node does for the partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader {
+        epoch: i32,
+    },
+    Follower {
+        leader: i32,
+        epoch: i32,
+    },
+    /// Metadata names no leader (or this node's copy is being set up).
+    Idle,
+}
+
+/// Role-specific state, under one lock.
+#[derive(Debug)]
+struct State {
+    role: Role,
+    /// Leader: each follower's progress (by node id).
+    followers: std::collections::HashMap<i32, FollowerProgress>,
+    /// Follower: the suffix may diverge from the leader's log; cut it
+    /// (OffsetForLeaderEpoch) before fetching.
+    needs_truncation: bool,
+}
 
 #[derive(Debug)]
 pub struct Partition {
     pub topic: String,
     pub index: i32,
+    node_id: i32,
     log: RwLock<PartitionLog>,
-    /// Woken after every append so waiting fetches re-read.
+    /// Woken after every append (followers' fetches wait on it).
     appended: Notify,
+    /// Woken when the high watermark moves (consumers' fetches and
+    /// acks=all producers wait on it).
+    visible: Notify,
     commit: GroupCommit,
+    durability: Durability,
     /// The partition as metadata last described it.
     replica: RwLock<PartitionRecord>,
+    state: Mutex<State>,
+    high_watermark: watch::Sender<i64>,
 }
 
 impl Partition {
@@ -38,16 +96,46 @@ impl Partition {
         log: PartitionLog,
         metrics: Metrics,
         replica: PartitionRecord,
+        node_id: i32,
+        durability: Durability,
     ) -> Arc<Partition> {
         let synced = log.synced_offset();
-        Arc::new(Partition {
+        let end = log.log_end_offset();
+        let start = log.log_start_offset();
+        let start_hw = match durability {
+            Durability::SyncData => synced.min(end),
+            Durability::Buffered => end,
+        };
+        let p = Arc::new(Partition {
             topic,
             index,
+            node_id,
             log: RwLock::new(log),
             appended: Notify::new(),
+            visible: Notify::new(),
             commit: GroupCommit::new(synced, metrics),
-            replica: RwLock::new(replica),
-        })
+            durability,
+            replica: RwLock::new(PartitionRecord::new(Vec::new())),
+            state: Mutex::new(State {
+                role: Role::Idle,
+                followers: std::collections::HashMap::new(),
+                needs_truncation: false,
+            }),
+            // A replicated partition starts from what it knows for sure: a
+            // leader raises it as in-sync followers report, a follower
+            // learns it from the leader.
+            high_watermark: watch::Sender::new(if replica.replicas.len() > 1 {
+                start
+            } else {
+                start_hw
+            }),
+        });
+        p.set_replica(replica);
+        p
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
     }
 
     /// The leader epoch metadata gives the partition (stamped into appended batches).
@@ -65,16 +153,109 @@ impl Partition {
         self.replica.read().leader
     }
 
-    /// Takes metadata's latest word on the partition.
-    pub fn set_replica(&self, record: PartitionRecord) {
-        *self.replica.write() = record;
+    pub fn role(&self) -> Role {
+        self.state.lock().role
     }
 
-    /// Validates and appends a produce request's record set.
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role(), Role::Leader { .. })
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Takes metadata's latest word on the partition: a new leader epoch
+    /// makes this node leader or follower; an ISR change may move the high
+    /// watermark.
+    pub fn set_replica(&self, record: PartitionRecord) {
+        let me = self.node_id;
+        let role = if record.leader == me {
+            Role::Leader {
+                epoch: record.leader_epoch,
+            }
+        } else if record.leader >= 0 {
+            Role::Follower {
+                leader: record.leader,
+                epoch: record.leader_epoch,
+            }
+        } else {
+            Role::Idle
+        };
+        let previous = {
+            let mut replica = self.replica.write();
+            let mut state = self.state.lock();
+            *replica = record.clone();
+            let previous = state.role;
+            if previous != role {
+                state.role = role;
+                match role {
+                    Role::Leader { .. } => {
+                        state.followers = record
+                            .replicas
+                            .iter()
+                            .filter(|r| **r != me)
+                            .map(|r| (*r, FollowerProgress::unknown()))
+                            .collect();
+                        state.needs_truncation = false;
+                    }
+                    Role::Follower { .. } => {
+                        state.followers.clear();
+                        state.needs_truncation = true;
+                    }
+                    Role::Idle => state.followers.clear(),
+                }
+            } else if let Role::Leader { .. } = role {
+                // Replicas may have been reassigned.
+                state.followers.retain(|r, _| record.replicas.contains(r));
+                for r in record.replicas.iter().filter(|r| **r != me) {
+                    state
+                        .followers
+                        .entry(*r)
+                        .or_insert_with(FollowerProgress::unknown);
+                }
+            }
+            previous
+        };
+        if let Role::Leader { epoch } = role {
+            if previous != role {
+                // The epoch starts at our log end: followers asking where
+                // the previous epoch ended learn it from this entry.
+                if let Err(e) = self.log.write().assign_epoch(epoch) {
+                    tracing::warn!(topic = %self.topic, partition = self.index, error = %e,
+                        "could not record the new leader epoch");
+                }
+                tracing::info!(topic = %self.topic, partition = self.index, epoch, "leading");
+            }
+            self.recompute_high_watermark();
+        } else if previous != role {
+            if let Role::Follower { leader, epoch } = role {
+                tracing::info!(topic = %self.topic, partition = self.index, leader, epoch, "following");
+            }
+        }
+        // Producers waiting for acks=all re-check leadership and the ISR.
+        self.visible.notify_waiters();
+    }
+
+    /// Validates and appends a produce request's record set under this
+    /// node's leader epoch; refused unless this node leads.
     pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
-        let epoch = self.leader_epoch();
-        let info = self.log.write().append(records, epoch, now_ms)?;
+        let replica = self.replica.read();
+        if replica.leader != self.node_id {
+            return Err(Error::NotLeader {
+                leader: replica.leader,
+                leader_epoch: replica.leader_epoch,
+            });
+        }
+        let info = self
+            .log
+            .write()
+            .append(records, replica.leader_epoch, now_ms)?;
+        drop(replica);
         self.appended.notify_waiters();
+        if self.durability == Durability::Buffered {
+            self.recompute_high_watermark();
+        }
         Ok(info)
     }
 
@@ -83,15 +264,37 @@ impl Partition {
         GroupCommit::wait(self, end_offset).await
     }
 
-    /// Reads whole batches below the high watermark.
-    pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadResult> {
-        let log = self.log.read();
-        let high_watermark = log.log_end_offset();
-        Ok(log.read(offset, max_bytes, high_watermark, min_one)?)
+    /// What this replica counts as stored: its fsynced offset, or its log
+    /// end with `flush = "none"`.
+    fn local_end(&self) -> i64 {
+        let end = self.log.read().log_end_offset();
+        match self.durability {
+            Durability::SyncData => self.commit.durable_offset().min(end),
+            Durability::Buffered => end,
+        }
     }
 
-    /// The high watermark: on a single replica, the log end offset.
+    /// Reads whole batches below the high watermark (consumers).
+    pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadResult> {
+        let high_watermark = self.high_watermark();
+        let log = self.log.read();
+        let mut r = log.read(offset, max_bytes, high_watermark, min_one)?;
+        // Consumers see the log as ending at the high watermark.
+        r.log_end_offset = r.log_end_offset.min(high_watermark);
+        Ok(r)
+    }
+
+    /// Reads whole batches up to the log end (a follower replicating).
+    pub fn read_for_follower(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        Ok(self.log.read().read(offset, max_bytes, i64::MAX, true)?)
+    }
+
+    /// The high watermark: offsets below it are committed and visible.
     pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
         self.log.read().log_end_offset()
     }
 
@@ -109,6 +312,23 @@ impl Partition {
         self.appended.notified()
     }
 
+    /// A future that completes when the high watermark or the partition's
+    /// replica state next changes; create it before checking.
+    pub fn visible_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.visible.notified()
+    }
+
+    /// A consumer waits for records appended but not yet durable: have
+    /// group commit sync them now rather than at the next flush interval.
+    pub fn expedite(self: &Arc<Self>) {
+        if self.durability == Durability::SyncData
+            && self.is_leader()
+            && self.log_end_offset() > self.commit.durable_offset()
+        {
+            GroupCommit::kick(self);
+        }
+    }
+
     /// Runs `f` with shared access to the log (offset lookups and the like).
     pub fn with_log<T>(&self, f: impl FnOnce(&PartitionLog) -> T) -> T {
         f(&self.log.read())
@@ -119,13 +339,33 @@ impl Partition {
         f(&mut self.log.write())
     }
 
-    /// Fsyncs everything appended so far (used at shutdown).
+    /// Fsyncs everything appended so far (shutdown, the periodic flush).
     pub fn sync(&self) -> Result<()> {
-        let mut log = self.log.write();
-        if log.is_poisoned() {
-            return Err(Error::Poisoned);
-        }
-        log.sync()?;
+        let end = {
+            let mut log = self.log.write();
+            if log.is_poisoned() {
+                return Err(Error::Poisoned);
+            }
+            log.sync()?;
+            log.synced_offset()
+        };
+        self.commit.synced(end);
+        self.recompute_high_watermark();
         Ok(())
+    }
+
+    /// Sets the high watermark (never backwards) and wakes its waiters.
+    fn raise_high_watermark(&self, to: i64) {
+        let moved = self.high_watermark.send_if_modified(|hw| {
+            if to > *hw {
+                *hw = to;
+                true
+            } else {
+                false
+            }
+        });
+        if moved {
+            self.visible.notify_waiters();
+        }
     }
 }
