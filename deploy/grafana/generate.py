@@ -58,6 +58,18 @@ ROWS = [
          [(f"sum(veil_offline_partitions{{{SEL}}})", "offline partitions"),
           (f"sum(increase(veil_fsync_failures_total{{{SEL}}}[{RATE}]))", "failed fsyncs")]),
     ]),
+    ("Replication", [
+        ("Under-replicated and under-min-ISR partitions", "short",
+         [(f"sum(veil_under_replicated_partitions{{{SEL}}})", "under-replicated"),
+          (f"sum(veil_under_min_isr_partitions{{{SEL}}})", "below min.insync.replicas")]),
+        ("ISR shrinks and expansions", "ops",
+         [(f"sum by (instance) (rate(veil_isr_shrinks_total{{{SEL}}}[{RATE}]))", "shrinks {{instance}}"),
+          (f"sum by (instance) (rate(veil_isr_expands_total{{{SEL}}}[{RATE}]))", "expansions {{instance}}")]),
+        ("Largest follower lag by topic", "short",
+         [(f"max by (topic) (veil_replica_lag_messages{{{SEL}}})", "{{topic}}")]),
+        ("Follower lag by replica", "short",
+         [(f"max by (replica) (veil_replica_lag_messages{{{SEL}}})", "replica {{replica}}")]),
+    ]),
     ("Cluster health", [
         ("Controller", "short",
          [(f"max(veil_controller_id{{{SEL}}})", "controller id"),
@@ -121,7 +133,7 @@ def dashboard():
     return {
         "uid": "veil-overview",
         "title": "Veil",
-        "description": "Throughput, latency, consumer lag, storage, cluster health and security events of Veil brokers.",
+        "description": "Throughput, latency, consumer lag, storage, replication, cluster health and security events of Veil brokers.",
         "tags": ["veil", "kafka"],
         "timezone": "browser",
         "schemaVersion": 39,

@@ -92,7 +92,8 @@ def test_alerts_reference_only_exported_metrics():
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
     check_exprs(exprs, "prometheus/alerts.yml")
     names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
-    for wanted in ["VeilBrokerDown", "VeilOfflinePartitions", "VeilFsyncSlow",
+    for wanted in ["VeilBrokerDown", "VeilOfflinePartitions", "VeilUnderReplicatedPartitions",
+                   "VeilUnderMinIsrPartitions", "VeilFsyncSlow",
                    "VeilConsumerLagGrowing", "VeilAuthenticationFailureBurst", "VeilDiskAlmostFull"]:
         assert wanted in names
 
