@@ -17,9 +17,11 @@ BIN = os.environ.get("VEIL_BIN") or os.path.join(
 
 
 class Broker:
-    def __init__(self, extra_args=()):
+    def __init__(self, extra_args=(), host="127.0.0.1"):
         self.dir = tempfile.mkdtemp(prefix="veil-compat-")
         self.extra_args = list(extra_args)
+        # The loopback address its listeners bind (127.0.0.x for clusters).
+        self.host = host
         self.proc = None
         self.bootstrap = None
         self.admin = None
@@ -29,7 +31,7 @@ class Broker:
         """Start the broker. `same_port=True` listens on the Kafka port it had
         before (clients keep their bootstrap address across a restart); the
         port may still be held briefly after a kill, so binding is retried."""
-        listen = self.bootstrap if same_port and self.bootstrap else "127.0.0.1:0"
+        listen = self.bootstrap if same_port and self.bootstrap else f"{self.host}:0"
         deadline = time.monotonic() + 60
         while True:
             if self._spawn(listen, deadline):
@@ -51,7 +53,7 @@ class Broker:
         log = open(os.path.join(self.dir, "broker.log"), "ab")
         self.proc = subprocess.Popen(
             [BIN, "broker", "--data-dir", os.path.join(self.dir, "data"),
-             "--listen", listen, "--admin-listen", "127.0.0.1:0",
+             "--listen", listen, "--admin-listen", f"{self.host}:0",
              "--print-addresses", *self.extra_args],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
         )

@@ -36,6 +36,13 @@
 //! # let _ = (correlation_id, resp); Ok(()) }
 //! ```
 
+/// Beyond the blind-topic APIs, one tagged field: the controller adds it to
+/// each broker of a DescribeCluster response, the milliseconds since that
+/// broker's last heartbeat reached it, as an 8-byte big-endian integer
+/// (`veil cluster status` shows it; Kafka's clients skip unknown tags). The
+/// tag is far above Kafka's own, which count up from 0.
+pub const DESCRIBE_CLUSTER_HEARTBEAT_AGE_TAG: i32 = 32200;
+
 mod codec;
 mod messages;
 

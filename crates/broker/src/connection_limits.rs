@@ -2,14 +2,15 @@
 //! all and `max_connections_per_ip` from one address (Kafka's
 //! `max.connections.per.ip`, with its overrides), so one host cannot take
 //! every slot. A [`ConnectionSlot`] holds both counts until the connection
-//! ends.
+//! ends. The limits can change while the broker runs (dynamic broker
+//! configs): a lower limit refuses new connections and leaves open ones be,
+//! as Kafka does.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::NetworkConfig;
 
@@ -22,50 +23,91 @@ pub enum Refused {
     Address,
 }
 
+/// The limits in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub total: usize,
+    pub per_ip: usize,
+    pub overrides: HashMap<IpAddr, usize>,
+}
+
+impl Limits {
+    pub fn from_config(net: &NetworkConfig) -> Result<Limits, String> {
+        Ok(Limits {
+            total: net.max_connections,
+            per_ip: net.max_connections_per_ip,
+            overrides: net.per_ip_overrides()?,
+        })
+    }
+}
+
 #[derive(Debug)]
-pub struct ConnectionLimits {
-    total: Arc<Semaphore>,
-    per_ip: usize,
-    overrides: HashMap<IpAddr, usize>,
+struct Inner {
+    limits: Limits,
+    total: usize,
     /// Open connections per address; an address leaves the map with its
     /// last connection, so its size follows the open connections.
-    open: Mutex<HashMap<IpAddr, usize>>,
+    open: HashMap<IpAddr, usize>,
+}
+
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    inner: Mutex<Inner>,
 }
 
 impl ConnectionLimits {
     pub fn new(net: &NetworkConfig) -> Result<Arc<ConnectionLimits>, String> {
         Ok(Arc::new(ConnectionLimits {
-            total: Arc::new(Semaphore::new(net.max_connections)),
-            per_ip: net.max_connections_per_ip,
-            overrides: net.per_ip_overrides()?,
-            open: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner {
+                limits: Limits::from_config(net)?,
+                total: 0,
+                open: HashMap::new(),
+            }),
         }))
+    }
+
+    /// Replaces the limits; returns whether they changed.
+    pub fn reconfigure(&self, limits: Limits) -> bool {
+        let mut inner = self.inner.lock();
+        let changed = inner.limits != limits;
+        inner.limits = limits;
+        changed
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.inner.lock().limits.clone()
     }
 
     /// Admits a connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, Refused> {
         let ip = ip.to_canonical();
-        let limit = self.overrides.get(&ip).copied().unwrap_or(self.per_ip);
-        let mut open = self.open.lock();
-        let count = open.get(&ip).copied().unwrap_or(0);
+        let mut inner = self.inner.lock();
+        let limit = inner
+            .limits
+            .overrides
+            .get(&ip)
+            .copied()
+            .unwrap_or(inner.limits.per_ip);
+        let count = inner.open.get(&ip).copied().unwrap_or(0);
         if count >= limit {
             return Err(Refused::Address);
         }
-        let permit = Arc::clone(&self.total)
-            .try_acquire_owned()
-            .map_err(|_| Refused::Broker)?;
-        open.insert(ip, count + 1);
+        if inner.total >= inner.limits.total {
+            return Err(Refused::Broker);
+        }
+        inner.total += 1;
+        inner.open.insert(ip, count + 1);
         Ok(ConnectionSlot {
             limits: Arc::clone(self),
             ip,
-            _permit: permit,
         })
     }
 
     /// Open connections from `ip`.
     pub fn open_from(&self, ip: IpAddr) -> usize {
-        self.open
+        self.inner
             .lock()
+            .open
             .get(&ip.to_canonical())
             .copied()
             .unwrap_or(0)
@@ -77,16 +119,16 @@ impl ConnectionLimits {
 pub struct ConnectionSlot {
     limits: Arc<ConnectionLimits>,
     ip: IpAddr,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut open = self.limits.open.lock();
-        if let Some(n) = open.get_mut(&self.ip) {
+        let mut inner = self.limits.inner.lock();
+        inner.total = inner.total.saturating_sub(1);
+        if let Some(n) = inner.open.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.ip);
+                inner.open.remove(&self.ip);
             }
         }
     }
@@ -136,6 +178,33 @@ mod tests {
         );
         drop(bs);
         assert_eq!(l.open_from(b), 0);
-        assert_eq!(l.open.lock().len(), 2, "closed addresses leave the table");
+        assert_eq!(
+            l.inner.lock().open.len(),
+            2,
+            "closed addresses leave the table"
+        );
+    }
+
+    #[test]
+    fn lower_limits_refuse_new_connections_and_keep_open_ones() {
+        let l = limits(10, 10, "");
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let held: Vec<_> = (0..3).map(|_| l.admit(a).unwrap()).collect();
+        let mut lower = l.limits();
+        lower.total = 2;
+        assert!(l.reconfigure(lower.clone()));
+        assert!(!l.reconfigure(lower), "same limits: no change");
+        assert_eq!(l.admit([10, 0, 0, 2].into()).unwrap_err(), Refused::Broker);
+        assert_eq!(l.open_from(a), 3, "open connections stay");
+        drop(held);
+        let _b = l.admit([10, 0, 0, 2].into()).unwrap();
+        l.reconfigure(Limits {
+            total: 10,
+            per_ip: 1,
+            overrides: [(a, 2)].into(),
+        });
+        let _a1 = l.admit(a).unwrap();
+        let _a2 = l.admit(a).unwrap();
+        assert_eq!(l.admit(a).unwrap_err(), Refused::Address);
     }
 }

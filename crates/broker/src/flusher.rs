@@ -1,6 +1,7 @@
 //! Background durability beside group commit.
 //!
-//! * Every `log.flush_interval_ms`, each partition holding appends that
+//! * Every `log.flush_interval_ms` (Kafka's `log.flush.interval.ms`, a
+//!   dynamic broker config), each partition holding appends that
 //!   nothing has fsynced (acks=0 or 1, `flush = none`) is synced through its
 //!   own group commit ([`Partition::wait_durable`]): no second syncer, no
 //!   extra locking, and a power loss takes at most about one interval.
@@ -21,14 +22,22 @@ use crate::partition::Partition;
 use crate::state::BrokerState;
 
 pub async fn run(state: Arc<BrokerState>, shutdown: CancellationToken) {
-    let log = &state.config.log;
-    let flush_every = Duration::from_millis(log.flush_interval_ms);
-    let checkpoint_every = Duration::from_millis(log.flush_offset_checkpoint_interval_ms);
+    let mut interval = state.flush_interval();
+    let checkpoint_every =
+        Duration::from_millis(state.config.log.flush_offset_checkpoint_interval_ms);
     let mut next_checkpoint = tokio::time::Instant::now() + checkpoint_every;
     loop {
+        let flush_every = Duration::from_millis(*interval.borrow_and_update());
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(flush_every) => {}
+            // A new interval starts counting now.
+            changed = interval.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
         }
         flush_unsynced(&state).await;
         if tokio::time::Instant::now() >= next_checkpoint {

@@ -45,16 +45,26 @@ impl Broker {
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
         let background = TaskTracker::new();
-        let limits = ConnectionLimits::new(&state.config.network).map_err(Error::Config)?;
+        let limits = Arc::clone(&state.connection_limits);
+        // Nodes have their own limits: client connections, however many a
+        // dynamic config allows, never crowd out the quorum.
+        let internal_limits =
+            ConnectionLimits::new(&state.config.network).map_err(Error::Config)?;
 
         let mut kafka_addrs = Vec::new();
         let mut advertised = Vec::new();
         let mut certs = Vec::new();
         let internal_addr = match state.config.cluster.listen_addr(state.node_id()) {
             Ok(Some(bind)) => {
-                let (addr, cert) =
-                    bind_internal(&state, bind, &shutdown, &connections, &background, &limits)
-                        .await?;
+                let (addr, cert) = bind_internal(
+                    &state,
+                    bind,
+                    &shutdown,
+                    &connections,
+                    &background,
+                    &internal_limits,
+                )
+                .await?;
                 certs.extend(cert);
                 Some(addr)
             }
@@ -92,6 +102,7 @@ impl Broker {
             ));
         }
         *state.advertised.write() = advertised;
+        state.cluster.open_client_gate(&shutdown);
         background.spawn(tls::watch(certs, shutdown.clone()));
         state.start_background(&shutdown);
 
@@ -261,8 +272,17 @@ async fn accept_loop(
                 continue;
             }
         };
+        // A node that stepped off (cut off from the controller) sends
+        // clients elsewhere; client connections also close when it does.
+        let shutdown = if name == INTERNAL_LISTENER {
+            shutdown.clone()
+        } else if state.cluster.is_stepped_off() {
+            drop(stream);
+            continue;
+        } else {
+            state.cluster.client_gate()
+        };
         let state = Arc::clone(&state);
-        let shutdown = shutdown.clone();
         let name = name.clone();
         let tls = tls.clone();
         connections.spawn(async move {
@@ -298,8 +318,18 @@ async fn serve_tcp(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             // Plaintext clients, wrong CAs, expired certificates: the
-            // client's problem, so debug and a metric, not a warning.
+            // client's problem, so debug and a metric, not a warning;
+            // between nodes it is a misconfiguration, said once.
             tracing::debug!(parent: &span, error = %e, "TLS handshake failed");
+            if listener == INTERNAL_LISTENER {
+                state.cluster.client.notices().report(
+                    &format!("accept {} {e}", peer.ip()),
+                    &format!(
+                        "refused an inter-node connection from {}: TLS handshake failed: {e}",
+                        peer.ip()
+                    ),
+                );
+            }
             state
                 .metrics
                 .tls_handshake_failures

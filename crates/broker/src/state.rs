@@ -63,6 +63,10 @@ pub struct BrokerState {
     pub blind: crate::blind::BlindRuntime,
     /// Follower fetchers and ISR upkeep.
     pub replication: crate::replication::Replication,
+    /// Which client connections are admitted; dynamic broker configs change it.
+    pub connection_limits: Arc<crate::connection_limits::ConnectionLimits>,
+    /// `log.flush.interval.ms` in force (a dynamic broker config).
+    flush_interval_ms: watch::Sender<u64>,
     /// The metadata index this node's topics, ACLs and caches reflect.
     published: watch::Sender<u64>,
     /// Stops the background work started by [`BrokerState::start_background`].
@@ -120,7 +124,11 @@ impl BrokerState {
         // Everything the pieces above were built from is now reflected.
         view.take_changes();
         let sasl = crate::auth::sasl::Authenticator::new(&config).map_err(Error::Config)?;
+        let connection_limits = crate::connection_limits::ConnectionLimits::new(&config.network)
+            .map_err(Error::Config)?;
         let state = Arc::new(BrokerState {
+            connection_limits,
+            flush_interval_ms: watch::Sender::new(config.log.flush_interval_ms),
             published: watch::Sender::new(view.applied()),
             config,
             local_cluster_id,
@@ -191,6 +199,9 @@ impl BrokerState {
 
     /// Whether this node is ready to serve clients, or why not.
     pub fn readiness(&self) -> std::result::Result<(), String> {
+        if let Some(why) = self.cluster.quorum.stopped() {
+            return Err(why);
+        }
         let status = *self.cluster.registration.borrow();
         if status.epoch.is_none() {
             return Err("not registered with the controller yet".into());
@@ -310,23 +321,36 @@ impl BrokerState {
         Ok(())
     }
 
-    /// Brings broker-level topic defaults in line with the dynamic broker
-    /// configs (cluster-wide, then this node's).
+    /// Puts the dynamic broker configs (cluster-wide, then this node's) in
+    /// force: topic defaults, connection limits, the SASL session lifetime
+    /// and the background flush interval.
     pub fn apply_dynamic_configs(&self) {
-        let mut defaults = self.config.log.topic_defaults();
-        let node = self.node_id().to_string();
-        self.with_meta(|s| {
-            for target in ["", node.as_str()] {
-                if let Some(configs) = s.broker_configs(target) {
-                    for (k, v) in configs {
-                        if let Some(topic_key) = veil_meta::broker_config::topic_config_for(k) {
-                            defaults.insert(topic_key.to_owned(), v.clone());
-                        }
-                    }
-                }
-            }
+        let layers = self.broker_config_layers();
+        let e = crate::broker_configs::effective(&self.config, &layers);
+        self.topics.set_broker_defaults(e.topic_defaults);
+        if self.connection_limits.reconfigure(e.limits.clone()) {
+            tracing::info!(
+                max_connections = e.limits.total,
+                max_connections_per_ip = e.limits.per_ip,
+                "connection limits changed"
+            );
+        }
+        self.sasl.set_max_reauth_ms(e.max_reauth_ms);
+        self.flush_interval_ms.send_if_modified(|ms| {
+            let changed = *ms != e.flush_interval_ms;
+            *ms = e.flush_interval_ms;
+            changed
         });
-        self.topics.set_broker_defaults(defaults);
+    }
+
+    /// The dynamic broker configs stored for every node and for this one.
+    pub fn broker_config_layers(&self) -> crate::broker_configs::Layers {
+        self.with_meta(|s| crate::broker_configs::Layers::read(s, self.node_id()))
+    }
+
+    /// `log.flush.interval.ms` in force, notified when it changes.
+    pub fn flush_interval(&self) -> watch::Receiver<u64> {
+        self.flush_interval_ms.subscribe()
     }
 
     /// Registered, unfenced brokers: the ones clients may be sent to.

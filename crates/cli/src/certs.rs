@@ -1,8 +1,8 @@
 //! `veil certs init`: a development PKI — a CA, a broker certificate, node
-//! certificates for the inter-node listener (`CN=node-<id>`, server and
-//! client: `[cluster.tls]`) and client certificates — written as PEM files,
-//! with the broker config and the kcat/librdkafka client settings to use
-//! them. Not for production CAs.
+//! certificates for the inter-node listener (`CN=node-<id>`, usable as
+//! server and client: `[cluster.tls]`) and client certificates — written as
+//! PEM files, with the configs and kcat/librdkafka settings to use them.
+//! Not for production CAs.
 
 use std::fs;
 use std::io::Write as _;
@@ -22,18 +22,24 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// Create ca.pem, broker.pem and one certificate per client in DIR.
+    /// Create ca.pem, broker.pem, one certificate per node and per client in DIR.
     Init {
         /// Where to write the PEM files.
         #[arg(long)]
         dir: PathBuf,
-        /// Names and addresses clients dial the broker by (its certificate's SANs).
+        /// Names and addresses clients dial the broker by (its certificate's
+        /// SANs); node certificates get them too, so they must cover the
+        /// addresses nodes dial each other at (the cluster.voters hosts).
         #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
         hosts: Vec<String>,
         /// Node certificates for the inter-node listener, one per node id
-        /// (node-<id>.pem, CN=node-<id>, with the --hosts names), e.g. --nodes 1,2,3.
+        /// (node-<id>.pem, CN=node-<id>), e.g. --nodes 1,2,3.
         #[arg(long, value_delimiter = ',')]
         nodes: Vec<i32>,
+        /// A name or address only one node has, as ID=HOST (repeatable or
+        /// comma-separated), added to that node's certificate.
+        #[arg(long = "node-host", value_delimiter = ',', value_name = "ID=HOST")]
+        node_hosts: Vec<String>,
         /// Client certificates to create (CN=<name>).
         #[arg(long, value_delimiter = ',')]
         clients: Vec<String>,
@@ -56,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             dir,
             hosts,
             nodes,
+            node_hosts,
             clients,
             days,
             force,
@@ -68,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
+            let nodes = node_names(&nodes, &hosts, &node_hosts)?;
             init(&dir, &hosts, &nodes, &clients, days, force)
         }
     }
@@ -103,19 +111,69 @@ fn write(path: &Path, text: &str, secret: bool, force: bool) -> anyhow::Result<(
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Each node's id with the names its certificate carries.
+fn node_names(
+    nodes: &[i32],
+    hosts: &[String],
+    node_hosts: &[String],
+) -> anyhow::Result<Vec<(i32, Vec<String>)>> {
+    let mut out: Vec<(i32, Vec<String>)> = Vec::with_capacity(nodes.len());
+    for &id in nodes {
+        if id < 0 {
+            bail!("node id {id} is negative");
+        }
+        if out.iter().any(|(n, _)| *n == id) {
+            bail!("node {id} is named twice in --nodes");
+        }
+        out.push((id, hosts.to_vec()));
+    }
+    for entry in node_hosts {
+        let (id, host) = entry
+            .split_once('=')
+            .and_then(|(id, host)| Some((id.trim().parse::<i32>().ok()?, host.trim())))
+            .filter(|(_, host)| !host.is_empty())
+            .with_context(|| format!("--node-host '{entry}' is not ID=HOST"))?;
+        let Some((_, names)) = out.iter_mut().find(|(n, _)| *n == id) else {
+            bail!("--node-host '{entry}' names node {id}, which is not in --nodes");
+        };
+        if !names.iter().any(|n| n == host) {
+            names.push(host.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `<name>.pem` and `<name>-key.pem`, signed by the CA.
+fn issue(
+    dir: &Path,
+    name: &str,
+    mut params: CertificateParams,
+    ca: (&rcgen::Certificate, &KeyPair),
+    days: i64,
+    force: bool,
+) -> anyhow::Result<()> {
+    let key = KeyPair::generate()?;
+    validity(&mut params, days);
+    let cert = params.signed_by(&key, ca.0, ca.1)?;
+    write(&dir.join(format!("{name}.pem")), &cert.pem(), false, force)?;
+    write(
+        &dir.join(format!("{name}-key.pem")),
+        &key.serialize_pem(),
+        true,
+        force,
+    )
+}
+
 fn init(
     dir: &Path,
     hosts: &[String],
-    nodes: &[i32],
+    nodes: &[(i32, Vec<String>)],
     clients: &[String],
     days: i64,
     force: bool,
 ) -> anyhow::Result<()> {
     if hosts.is_empty() {
         bail!("--hosts needs at least one name or address");
-    }
-    if let Some(bad) = nodes.iter().find(|&&id| id < 0) {
-        bail!("node id {bad} is negative");
     }
     if let Some(bad) = clients.iter().find(|c| {
         c.is_empty()
@@ -142,64 +200,34 @@ fn init(
         force,
     )?;
 
-    let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(hosts.to_vec())?;
     params.distinguished_name = name(&hosts[0]);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    validity(&mut params, days);
-    let cert = params.signed_by(&key, &ca, &ca_key)?;
-    write(&dir.join("broker.pem"), &cert.pem(), false, force)?;
-    write(
-        &dir.join("broker-key.pem"),
-        &key.serialize_pem(),
-        true,
-        force,
-    )?;
+    issue(dir, "broker", params, (&ca, &ca_key), days, force)?;
 
-    for id in nodes {
-        // A node accepts calls and makes them with the same certificate.
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(hosts.to_vec())?;
+    for (id, names) in nodes {
+        // A node both accepts calls and makes them with one certificate.
+        let mut params = CertificateParams::new(names.clone())?;
         params.distinguished_name = name(&format!("node-{id}"));
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        validity(&mut params, days);
-        let cert = params.signed_by(&key, &ca, &ca_key)?;
-        write(
-            &dir.join(format!("node-{id}.pem")),
-            &cert.pem(),
-            false,
-            force,
-        )?;
-        write(
-            &dir.join(format!("node-{id}-key.pem")),
-            &key.serialize_pem(),
-            true,
+        issue(
+            dir,
+            &format!("node-{id}"),
+            params,
+            (&ca, &ca_key),
+            days,
             force,
         )?;
     }
 
     for client in clients {
-        let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = name(client);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        validity(&mut params, days);
-        let cert = params.signed_by(&key, &ca, &ca_key)?;
-        write(
-            &dir.join(format!("{client}.pem")),
-            &cert.pem(),
-            false,
-            force,
-        )?;
-        write(
-            &dir.join(format!("{client}-key.pem")),
-            &key.serialize_pem(),
-            true,
-            force,
-        )?;
+        issue(dir, client, params, (&ca, &ca_key), days, force)?;
     }
 
     let d = fs::canonicalize(dir)?;
@@ -209,8 +237,8 @@ fn init(
         nodes.len(),
         clients.len()
     );
-    for id in nodes {
-        println!("# Inter-node mTLS of node {id} (its veil.toml)");
+    for (id, _) in nodes {
+        println!("# Inter-node mTLS of node {id} (its veil.toml, after [cluster])");
         println!("[cluster.tls]\ncert_file = \"{d}/node-{id}.pem\"\nkey_file = \"{d}/node-{id}-key.pem\"");
         println!("ca_file = \"{d}/ca.pem\"\n");
     }
@@ -229,4 +257,25 @@ fn init(
         println!("# kcat / librdkafka settings\nsecurity.protocol=ssl\nssl.ca.location={d}/ca.pem");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_names;
+
+    #[test]
+    fn each_node_gets_the_shared_hosts_and_its_own() {
+        let hosts = vec!["10.0.0.1".to_owned(), "10.0.0.2".to_owned()];
+        let nodes = node_names(&[1, 2], &hosts, &["2=node-2.internal".into()]).unwrap();
+        assert_eq!(nodes[0], (1, hosts.clone()));
+        assert_eq!(
+            nodes[1].1.last().map(String::as_str),
+            Some("node-2.internal")
+        );
+        assert!(node_names(&[1, 1], &hosts, &[]).is_err(), "an id twice");
+        assert!(node_names(&[-1], &hosts, &[]).is_err());
+        let e = node_names(&[1], &hosts, &["3=x".into()]).unwrap_err();
+        assert!(e.to_string().contains("not in --nodes"), "{e}");
+        assert!(node_names(&[1], &hosts, &["1:x".into()]).is_err());
+    }
 }

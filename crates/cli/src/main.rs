@@ -4,6 +4,7 @@
 mod acl;
 mod broker;
 mod certs;
+mod cluster;
 mod consume;
 mod groups;
 mod health;
@@ -54,8 +55,10 @@ enum Command {
     Topics(topics::Args),
     /// List, describe, delete consumer groups and reset their offsets.
     Groups(groups::Args),
-    /// Create a development CA and broker/client certificates.
+    /// Create a development CA and broker, node and client certificates.
     Certs(certs::Args),
+    /// The metadata quorum and each node's state (`veil cluster status`).
+    Cluster(cluster::Args),
     /// Manage SCRAM users (and hash PLAIN users-file entries).
     User(user::Args),
     /// Blind-topic key management: key epochs, user keys, revocation, ACLs.
@@ -114,6 +117,7 @@ fn main() -> std::process::ExitCode {
             Command::Topics(args) => topics::run(args).await,
             Command::Groups(args) => groups::run(args).await,
             Command::Certs(args) => certs::run(args),
+            Command::Cluster(args) => cluster::run(args).await,
             Command::User(args) => user::run(args).await,
             Command::Kms(args) => kms::run(args).await,
             Command::Produce(args) => produce::run(args).await,

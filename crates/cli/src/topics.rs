@@ -158,6 +158,8 @@ fn parse_pairs(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 fn source_name(code: i8) -> &'static str {
     match code {
         1 => "topic",
+        2 => "dynamic broker config",
+        3 => "dynamic default broker config",
         4 => "broker config",
         5 => "default",
         _ => "other",

@@ -48,6 +48,24 @@ fn quick() -> ClusterOptions {
     }
 }
 
+/// Node `id`'s topics once they include every one of `names` (polled for
+/// at most 20 s: a node that was cut off or restarted catches up after it
+/// is ready).
+fn caught_up(cluster: &TestCluster, id: usize, names: &[&str]) -> BTreeSet<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = rt().block_on(topics(&cluster.node(id).bootstrap()));
+        if names.iter().all(|n| seen.contains(*n)) {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} lacks some of {names:?}: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn three_nodes_elect_a_controller_and_spread_replicas() {
     let cluster = TestCluster::start(common::BIN, 3);
@@ -154,11 +172,9 @@ fn without_a_majority_writes_fail_retriably_and_reads_still_work() {
             ),
         }
     }
-    let seen = rt().block_on(topics(&cluster.node(2).bootstrap()));
-    assert!(
-        seen.contains("kept") && seen.contains("resumed"),
-        "{seen:?}"
-    );
+    // Ready means registered and applied what it has, not caught up with
+    // the leader: node 2 may still be receiving the newest change.
+    let seen = caught_up(&cluster, 2, &["kept", "resumed"]);
     assert!(
         !seen.contains("refused"),
         "an unacknowledged write did not happen later either: {seen:?}"
@@ -205,11 +221,9 @@ fn an_isolated_controller_steps_aside_and_only_the_majority_acknowledges() {
     cluster.heal();
     cluster.wait_controller(&[1, 2, 3], Duration::from_secs(30));
     cluster.wait_ready(&[1, 2, 3], Duration::from_secs(30));
+    let acknowledged: Vec<&str> = acknowledged.iter().map(String::as_str).collect();
     for id in 1..=3 {
-        let seen = rt().block_on(topics(&cluster.node(id).bootstrap()));
-        for name in &acknowledged {
-            assert!(seen.contains(name), "node {id} lacks {name}: {seen:?}");
-        }
+        let seen = caught_up(&cluster, id, &acknowledged);
         assert!(
             seen.iter().all(|t| !t.starts_with("minority-")),
             "node {id} has a minority write: {seen:?}"

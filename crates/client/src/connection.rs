@@ -229,6 +229,8 @@ fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::Produce) => "Produce",
         Ok(ApiKey::Fetch) => "Fetch",
         Ok(ApiKey::ListOffsets) => "ListOffsets",
+        Ok(ApiKey::DescribeCluster) => "DescribeCluster",
+        Ok(ApiKey::DescribeQuorum) => "DescribeQuorum",
         _ => "this API",
     }
 }

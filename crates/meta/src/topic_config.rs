@@ -12,6 +12,11 @@ use crate::{Error, Result};
 pub enum ConfigSource {
     /// Set on the topic (Kafka's `DYNAMIC_TOPIC_CONFIG`, code 1).
     Topic,
+    /// Set for one broker in the metadata (Kafka's `DYNAMIC_BROKER_CONFIG`, code 2).
+    DynamicBroker,
+    /// Set for every broker in the metadata (Kafka's
+    /// `DYNAMIC_DEFAULT_BROKER_CONFIG`, code 3).
+    DynamicDefault,
     /// The broker's configured default (Kafka's `STATIC_BROKER_CONFIG`, code 4).
     Broker,
     /// Built in (Kafka's `DEFAULT_CONFIG`, code 5).
@@ -23,6 +28,8 @@ impl ConfigSource {
     pub fn code(self) -> i8 {
         match self {
             ConfigSource::Topic => 1,
+            ConfigSource::DynamicBroker => 2,
+            ConfigSource::DynamicDefault => 3,
             ConfigSource::Broker => 4,
             ConfigSource::Default => 5,
         }

@@ -19,6 +19,7 @@ pub struct TestCluster {
     /// `nodes[i]` is node `i + 1`.
     nodes: Vec<TestBroker>,
     proxies: Vec<FaultProxy>,
+    data_dirs: Vec<PathBuf>,
 }
 
 fn host(id: usize) -> String {
@@ -51,6 +52,14 @@ pub struct ClusterOptions {
     pub cluster: String,
     /// Other tables, e.g. `[log]\nflush = "none"`.
     pub tables: String,
+    /// More tables for single nodes: `node_tables[i]` goes into node
+    /// `i + 1`'s config (e.g. its own `[cluster.tls]`).
+    pub node_tables: Vec<String>,
+    /// Data directories other than the cluster's temporary one, by node.
+    pub data_dirs: Vec<(usize, PathBuf)>,
+    /// The nodes [`TestCluster::start_with`] waits for (default: all); a
+    /// test of a node that must not come up leaves it out.
+    pub wait_for: Option<Vec<usize>>,
 }
 
 impl TestCluster {
@@ -77,29 +86,38 @@ impl TestCluster {
             .map(|(i, p)| format!("\"{}@{}\"", i + 1, p.addr()))
             .collect();
         let mut nodes = Vec::with_capacity(n);
+        let mut data_dirs = Vec::with_capacity(n);
         for i in 1..=n {
             let config = temp.path().join(format!("node{i}.toml"));
             let text = format!(
-                "node_id = {i}\n{}\n[cluster]\nvoters = [{}]\nlisten = \"{}\"\nadvertised = \"{}\"\n{}\n{}\n",
+                "node_id = {i}\n{}\n[cluster]\nvoters = [{}]\nlisten = \"{}\"\nadvertised = \"{}\"\n{}\n{}\n{}\n",
                 options.top,
                 voters.join(", "),
                 real[i - 1],
                 proxies[i - 1].addr(),
                 options.cluster,
                 options.tables,
+                options.node_tables.get(i - 1).map_or("", String::as_str),
             );
             std::fs::write(&config, text).expect("write node config");
-            let data = temp.path().join(format!("node{i}"));
+            let data = options
+                .data_dirs
+                .iter()
+                .find(|(id, _)| *id == i)
+                .map_or_else(|| temp.path().join(format!("node{i}")), |(_, d)| d.clone());
             nodes.push(TestBroker::start_node(bin, &host(i), &data, &config));
+            data_dirs.push(data);
         }
         let cluster = TestCluster {
             bin: bin.to_owned(),
             temp,
             nodes,
             proxies,
+            data_dirs,
         };
         let all: Vec<usize> = (1..=n).collect();
-        cluster.wait_ready(&all, Duration::from_secs(60));
+        let wait_for = options.wait_for.as_deref().unwrap_or(&all);
+        cluster.wait_ready(wait_for, Duration::from_secs(60));
         cluster
     }
 
@@ -133,21 +151,36 @@ impl TestCluster {
     }
 
     pub fn data_dir(&self, id: usize) -> PathBuf {
-        self.temp.path().join(format!("node{id}"))
+        self.data_dirs[id - 1].clone()
+    }
+
+    /// Node `id`'s config file (rewrite it, then restart the node, to
+    /// change its configuration).
+    pub fn config_path(&self, id: usize) -> PathBuf {
+        self.temp.path().join(format!("node{id}.toml"))
+    }
+
+    /// The address every node dials to reach node `id` (its fault proxy).
+    pub fn internal_addr(&self, id: usize) -> SocketAddr {
+        self.proxies[id - 1].addr()
     }
 
     pub fn bin(&self) -> &str {
         &self.bin
     }
 
-    /// kill -9.
+    /// kill -9. Its inter-node address refuses connections from then on,
+    /// as a dead process's would.
     pub fn kill(&mut self, id: usize) {
         self.nodes[id - 1].kill();
+        self.proxies[id - 1].close();
     }
 
     /// SIGTERM (controlled shutdown) and wait for the exit.
     pub fn terminate(&mut self, id: usize) -> std::process::ExitStatus {
-        self.nodes[id - 1].terminate()
+        let status = self.nodes[id - 1].terminate();
+        self.proxies[id - 1].close();
+        status
     }
 
     pub fn pause(&self, id: usize) {
@@ -160,6 +193,7 @@ impl TestCluster {
 
     /// Starts a stopped node again on its data (new client ports).
     pub fn start_node(&mut self, id: usize) {
+        self.proxies[id - 1].reopen();
         self.nodes[id - 1].start_again();
     }
 
@@ -238,6 +272,23 @@ impl TestCluster {
                 "no agreed controller among {ids:?} in {limit:?}: {seen:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // A failed test gets the end of every node's log (the directory
+        // with the full logs goes away with the cluster).
+        if std::thread::panicking() {
+            for (i, node) in self.nodes.iter().enumerate() {
+                let log = node.log();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!("---- node {} (last {} lines) ----", i + 1, tail.len());
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
         }
     }
 }

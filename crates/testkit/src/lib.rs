@@ -5,6 +5,7 @@
 //!
 //! Integration tests pass the binary path (`env!("CARGO_BIN_EXE_veil")`).
 
+pub mod checker;
 pub mod cluster;
 pub mod proxy;
 

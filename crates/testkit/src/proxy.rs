@@ -15,6 +15,8 @@ use std::time::Duration;
 
 #[derive(Default)]
 struct Shared {
+    /// `None` while the proxy plays a stopped process (connections refused).
+    listener: Mutex<Option<TcpListener>>,
     /// Sources whose connections are refused and cut.
     blocked: Mutex<HashSet<IpAddr>>,
     /// Live relays: (source, both sockets) so a cut can close them.
@@ -34,8 +36,9 @@ impl FaultProxy {
         let addr = listener.local_addr().expect("proxy address");
         listener.set_nonblocking(true).expect("non-blocking accept");
         let shared = Arc::new(Shared::default());
+        *shared.listener.lock().expect("proxy lock") = Some(listener);
         let s = Arc::clone(&shared);
-        std::thread::spawn(move || accept_loop(&listener, target, &s));
+        std::thread::spawn(move || accept_loop(target, &s));
         FaultProxy { addr, shared }
     }
 
@@ -66,6 +69,40 @@ impl FaultProxy {
     pub fn unblock_all(&self) {
         self.shared.blocked.lock().expect("proxy lock").clear();
     }
+
+    /// Stops listening and cuts every relay: connections are refused, as
+    /// they are at the address of a process that died.
+    pub fn close(&self) {
+        self.shared.listener.lock().expect("proxy lock").take();
+        for (_, a, b) in self.shared.live.lock().expect("proxy lock").drain(..) {
+            let _ = a.shutdown(Shutdown::Both);
+            let _ = b.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Listens again on the same address after [`Self::close`].
+    pub fn reopen(&self) {
+        let mut slot = self.shared.listener.lock().expect("proxy lock");
+        if slot.is_some() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(self.addr) {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "rebind {}: {e}",
+                        self.addr
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        *slot = Some(listener);
+    }
 }
 
 impl Drop for FaultProxy {
@@ -78,9 +115,13 @@ impl Drop for FaultProxy {
     }
 }
 
-fn accept_loop(listener: &TcpListener, target: SocketAddr, shared: &Arc<Shared>) {
+fn accept_loop(target: SocketAddr, shared: &Arc<Shared>) {
     while !shared.stop.load(Ordering::SeqCst) {
-        let (client, peer) = match listener.accept() {
+        let accepted = match shared.listener.lock().expect("proxy lock").as_ref() {
+            Some(l) => l.accept(),
+            None => Err(std::io::Error::from(std::io::ErrorKind::WouldBlock)),
+        };
+        let (client, peer) = match accepted {
             Ok(x) => x,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(5));

@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,9 @@ pub struct Authenticator {
     plain: PlainUsers,
     decoy_key: [u8; 32],
     throttle: FailureThrottle,
-    max_reauth: Option<Duration>,
+    /// `connections.max.reauth.ms` (0: no limit); a dynamic broker config,
+    /// so it applies to logins after a change.
+    max_reauth_ms: AtomicU64,
     /// One PBKDF2 per core at a time: a burst of PLAIN logins queues here
     /// instead of taking every blocking-pool thread.
     derivations: Arc<Semaphore>,
@@ -72,12 +75,22 @@ impl Authenticator {
             plain,
             decoy_key: rand::random(),
             throttle: FailureThrottle::new(Duration::from_millis(config.sasl.max_failure_delay_ms)),
-            max_reauth: (config.sasl.max_reauth_ms > 0)
-                .then(|| Duration::from_millis(config.sasl.max_reauth_ms)),
+            max_reauth_ms: AtomicU64::new(config.sasl.max_reauth_ms),
             derivations: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             )),
         })
+    }
+
+    /// Sets `connections.max.reauth.ms` for logins from now on.
+    pub fn set_max_reauth_ms(&self, ms: u64) {
+        self.max_reauth_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long a session lasts before it must re-authenticate, if limited.
+    pub fn max_reauth(&self) -> Option<Duration> {
+        let ms = self.max_reauth_ms.load(Ordering::Relaxed);
+        (ms > 0).then(|| Duration::from_millis(ms))
     }
 
     /// A stable, secret-derived salt for a user that does not exist, so the
@@ -340,7 +353,7 @@ impl Session {
                     return self.fail(ctx, mech, peer, Some(&user));
                 }
                 let now = Instant::now();
-                let lifetime = broker.sasl.max_reauth;
+                let lifetime = broker.sasl.max_reauth();
                 self.expires = lifetime.map(|d| now + d);
                 resp.auth_bytes = bytes;
                 resp.session_lifetime_ms = lifetime.map_or(0, |d| d.as_millis() as i64);

@@ -4,6 +4,11 @@
 //! Lanes keep traffic that must not queue behind each other apart: Raft
 //! replication (which may carry snapshots), votes, and control calls
 //! (proposals, heartbeats, probes). Each lane carries one call at a time.
+//!
+//! Under mTLS the node that answers must be the one its certificate names
+//! (`CN=node-<id>`), as the listener checks callers: a node holding another
+//! node's certificate is refused both ways. Refusals and failed handshakes
+//! are logged once per problem ([`super::notices`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -15,6 +20,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::notices::Notices;
 use super::rpc::{self, Call, Envelope, Reply};
 use crate::frame::FrameReader;
 
@@ -46,8 +52,9 @@ pub enum CallError {
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-/// A dialed stream and the reader of its reply frames.
-type Conn = (Box<dyn Stream>, FrameReader);
+/// A dialed stream, the reader of its reply frames, and the node id its
+/// certificate names (under mTLS).
+type Conn = (Box<dyn Stream>, FrameReader, Option<i32>);
 /// One lane's connection, dialed on first use.
 type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
 
@@ -69,6 +76,8 @@ pub struct PeerClient {
     conns: Mutex<HashMap<(String, Lane), Slot>>,
     correlation: AtomicI32,
     client_id: String,
+    /// Problems with other nodes, logged once each.
+    notices: Notices,
 }
 
 impl std::fmt::Debug for PeerClient {
@@ -94,11 +103,18 @@ impl PeerClient {
             conns: Mutex::new(HashMap::new()),
             correlation: AtomicI32::new(1),
             client_id,
+            notices: Notices::default(),
         }
     }
 
     pub fn identity(&self) -> &Arc<Identity> {
         &self.identity
+    }
+
+    /// This node's record of problems with others (shared with the
+    /// listener side, so each problem is logged once per node).
+    pub fn notices(&self) -> &Notices {
+        &self.notices
     }
 
     /// Sends `body` to the node at `addr` and waits at most `timeout`.
@@ -157,7 +173,23 @@ impl PeerClient {
                 timeout,
             });
         };
-        let (cid, reply) = outcome?;
+        let (cid, reply, certified) = outcome?;
+        if let Some(id) = certified.filter(|id| *id != reply.from) {
+            *slot.lock().await = None;
+            let reason = format!(
+                "its certificate names node {id} but it answers as node {}; each node needs its own \
+                 certificate (CN=node-<id>)",
+                reply.from
+            );
+            self.notices.report(
+                &format!("impostor {addr} {reason}"),
+                &format!("refusing the answer of {addr}: {reason}"),
+            );
+            return Err(CallError::Refused {
+                addr: addr.to_owned(),
+                reason,
+            });
+        }
         if cid != correlation_id {
             *slot.lock().await = None;
             return Err(CallError::Protocol {
@@ -181,10 +213,19 @@ impl PeerClient {
             }
         }
         match reply.body {
-            Reply::Refused(reason) => Err(CallError::Refused {
-                addr: addr.to_owned(),
-                reason,
-            }),
+            Reply::Refused(reason) => {
+                self.notices.report(
+                    &format!("refused by {} {reason}", reply.from),
+                    &format!(
+                        "node {} ({addr}) refuses this node (node {}): {reason}",
+                        reply.from, self.identity.node_id
+                    ),
+                );
+                Err(CallError::Refused {
+                    addr: addr.to_owned(),
+                    reason,
+                })
+            }
             body => Ok(body),
         }
     }
@@ -233,7 +274,7 @@ impl PeerClient {
             if guard.is_none() {
                 *guard = Some(self.dial(addr).await?);
             }
-            let Some((stream, frames)) = guard.as_mut() else {
+            let Some((stream, frames, _)) = guard.as_mut() else {
                 return Err(CallError::Unreachable {
                     addr: addr.to_owned(),
                     reason: "no connection".into(),
@@ -292,8 +333,8 @@ impl PeerClient {
         }
         .map_err(|e| unreachable(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Stream> = match &self.tls {
-            None => Box::new(tcp),
+        let (stream, certified): (Box<dyn Stream>, Option<i32>) = match &self.tls {
+            None => (Box::new(tcp), None),
             Some(config) => {
                 let host = addr
                     .rsplit_once(':')
@@ -301,14 +342,39 @@ impl PeerClient {
                     .trim_matches(['[', ']']);
                 let name = ServerName::try_from(host.to_owned())
                     .map_err(|e| unreachable(format!("bad server name '{host}': {e}")))?;
-                let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                let tls = match tokio_rustls::TlsConnector::from(Arc::clone(config))
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| unreachable(format!("TLS handshake failed: {e}")))?;
-                Box::new(tls)
+                {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        self.notices.report(
+                            &format!("handshake {addr} {e}"),
+                            &format!(
+                                "TLS handshake with {addr} failed: {e}; every node's certificate must \
+                                 come from the [cluster.tls] CA and name the addresses nodes dial"
+                            ),
+                        );
+                        return Err(unreachable(format!("TLS handshake failed: {e}")));
+                    }
+                };
+                let certified = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| crate::auth::principal::subject_dn(leaf))
+                    .and_then(|dn| super::handler::certified_node(&format!("User:{dn}")));
+                let Some(certified) = certified else {
+                    return Err(CallError::Refused {
+                        addr: addr.to_owned(),
+                        reason: "its certificate names no node (CN=node-<id>)".into(),
+                    });
+                };
+                (Box::new(tls), Some(certified))
             }
         };
-        Ok((stream, FrameReader::new()))
+        Ok((stream, FrameReader::new(), certified))
     }
 }
 
@@ -333,12 +399,12 @@ async fn exchange(
     conn: &mut Conn,
     frame: &[u8],
     addr: &str,
-) -> Result<(i32, Envelope<Reply>), CallError> {
+) -> Result<(i32, Envelope<Reply>, Option<i32>), CallError> {
     let broken = |reason: String| CallError::Unreachable {
         addr: addr.to_owned(),
         reason,
     };
-    let (stream, frames) = conn;
+    let (stream, frames, certified) = conn;
     stream
         .write_all(frame)
         .await
@@ -348,8 +414,9 @@ async fn exchange(
         .next(stream, MAX_REPLY_BYTES)
         .await
         .map_err(|e| broken(e.to_string()))?;
-    rpc::decode_response(&reply).map_err(|reason| CallError::Protocol {
+    let (cid, envelope) = rpc::decode_response(&reply).map_err(|reason| CallError::Protocol {
         addr: addr.to_owned(),
         reason,
-    })
+    })?;
+    Ok((cid, envelope, *certified))
 }

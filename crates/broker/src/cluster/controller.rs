@@ -43,6 +43,10 @@ pub struct Controller {
     suspect_after: Duration,
     /// When each broker was last heard from (reset on becoming controller).
     last_seen: Mutex<HashMap<i32, Instant>>,
+    /// When each broker's last heartbeat arrived while this node has been
+    /// controller (unlike `last_seen`, never a granted session): what
+    /// `veil cluster status` shows.
+    heard: Mutex<HashMap<i32, Instant>>,
     /// Brokers with a registration change in flight, so concurrent
     /// heartbeats do not propose it twice.
     in_flight: Mutex<HashSet<i32>>,
@@ -59,6 +63,7 @@ impl Controller {
             session_timeout,
             suspect_after: (heartbeat_interval * 2).min(session_timeout),
             last_seen: Mutex::new(HashMap::new()),
+            heard: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
         }
     }
@@ -93,6 +98,12 @@ impl Controller {
         self.last_seen.lock().get(&node).copied()
     }
 
+    /// How long ago `node`'s last heartbeat arrived, if one has since this
+    /// node became controller.
+    pub fn heartbeat_age(&self, node: i32) -> Option<Duration> {
+        self.heard.lock().get(&node).map(Instant::elapsed)
+    }
+
     /// Handles a broker's heartbeat on the controller.
     pub async fn heartbeat(&self, quorum: &Quorum, hb: Heartbeat) -> HeartbeatReply {
         if !quorum.is_controller() {
@@ -100,7 +111,9 @@ impl Controller {
                 leader: quorum.controller().filter(|l| *l != self.node_id),
             };
         }
-        self.last_seen.lock().insert(hb.node_id, Instant::now());
+        let now = Instant::now();
+        self.last_seen.lock().insert(hb.node_id, now);
+        self.heard.lock().insert(hb.node_id, now);
         if !quorum.is_voter(hb.node_id) {
             if let Some(internal) = &hb.internal {
                 quorum
@@ -192,14 +205,19 @@ impl Controller {
         cluster_id: String,
         shutdown: CancellationToken,
     ) {
-        let mut was_controller = false;
+        // The Raft term this node last took over as controller in: a lapse
+        // of its majority lease within the same term is not a new
+        // controller and must not restart every broker's session.
+        let mut took_over_in: Option<u64> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(LEASE_TICK) => {}
             }
             let controller = quorum.is_controller();
-            if controller && !was_controller {
+            let term = quorum.metrics().current_term;
+            if controller && took_over_in != Some(term) {
+                took_over_in = Some(term);
                 // A new controller grants every broker a full session.
                 let now = Instant::now();
                 let ids: Vec<i32> = quorum
@@ -210,9 +228,9 @@ impl Controller {
                 for id in ids {
                     seen.insert(id, now);
                 }
-                tracing::info!(node = self.node_id, "this node is now the controller");
+                self.heard.lock().clear();
+                tracing::info!(node = self.node_id, term, "this node is now the controller");
             }
-            was_controller = controller;
             if !controller {
                 continue;
             }

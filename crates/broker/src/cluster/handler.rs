@@ -5,7 +5,8 @@
 //! Every call is checked first: the sender must name itself consistently
 //! with its certificate (`CN=node-<id>` under mTLS), belong to the same
 //! cluster, have the same voter set, and — for Raft's own messages — be a
-//! voter or a known learner.
+//! voter or a known learner. A refusal names both nodes and what to fix;
+//! the caller logs it, and so does this node, once per problem.
 
 use std::time::Duration;
 
@@ -15,27 +16,32 @@ use crate::state::BrokerState;
 /// Why a call is refused, or `None` to serve it.
 fn refusal(state: &BrokerState, principal: &str, call: &Envelope<Call>) -> Option<String> {
     let cluster = &state.cluster;
+    let (me, from) = (cluster.node_id, call.from);
     if let Some(id) = certified_node(principal) {
-        if id != call.from {
+        if id != from {
             return Some(format!(
-                "the certificate names node {id} but the call claims node {}",
-                call.from
+                "the caller's certificate names node {id} but it calls as node {from}; each node \
+                 needs its own certificate (CN=node-<id>, see veil certs init --nodes)"
             ));
         }
     } else if state.config.cluster.tls.is_some() {
-        return Some("inter-node calls need a node certificate (CN=node-<id>)".into());
+        return Some(format!(
+            "node {from} called without a node certificate (CN=node-<id>)"
+        ));
     }
     let mine = cluster.client.identity();
     if call.voters != mine.voters {
         return Some(format!(
-            "voter sets differ: this node has [{}], the caller [{}]; every node needs the same cluster.voters",
+            "voter sets differ: node {me} has cluster.voters = [{}], node {from} has [{}]; every \
+             node needs the same cluster.voters",
             mine.voters, call.voters
         ));
     }
     if let (Some(theirs), Some(ours)) = (&call.cluster_id, state.cluster_id_if_known()) {
         if *theirs != ours {
             return Some(format!(
-                "the caller belongs to cluster {theirs}, this node to cluster {ours}"
+                "node {from} belongs to cluster {theirs}, node {me} to cluster {ours}; a node that \
+                 was part of another cluster needs an empty data directory to join this one"
             ));
         }
     }
@@ -43,8 +49,10 @@ fn refusal(state: &BrokerState, principal: &str, call: &Envelope<Call>) -> Optio
         call.body,
         Call::Vote(_) | Call::Append(_) | Call::Snapshot(_)
     );
-    if raft && !cluster.quorum.is_voter(call.from) && !state.is_learner(call.from) {
-        return Some(format!("node {} is not a voter of this quorum", call.from));
+    if raft && !cluster.quorum.is_voter(from) && !state.is_learner(from) {
+        return Some(format!(
+            "node {from} is neither a voter of this quorum nor a learner added by the controller"
+        ));
     }
     None
 }
@@ -64,7 +72,14 @@ pub fn certified_node(principal: &str) -> Option<i32> {
 pub async fn serve(state: &BrokerState, principal: &str, call: Envelope<Call>) -> Envelope<Reply> {
     let cluster = &state.cluster;
     let body = if let Some(reason) = refusal(state, principal, &call) {
-        tracing::warn!(from = call.from, call = call.body.name(), %reason, "refusing an inter-node call");
+        cluster.client.notices().report(
+            &format!("refusing {} {reason}", call.from),
+            &format!(
+                "refusing inter-node calls ({}) from node {}: {reason}",
+                call.body.name(),
+                call.from
+            ),
+        );
         Reply::Refused(reason)
     } else {
         let quorum = &cluster.quorum;

@@ -17,6 +17,8 @@ pub mod config;
 pub mod controller;
 pub mod handler;
 pub mod network;
+pub mod notices;
+pub mod progress;
 pub mod publisher;
 pub mod quorum;
 pub mod registration;
@@ -70,6 +72,14 @@ pub struct Cluster {
     /// Whether this node has an inter-node listener (multi-node setups).
     pub clustered: bool,
     pub heartbeat_interval: Duration,
+    pub session_timeout: Duration,
+    /// Client connections hold a child of this token; stepping off cancels
+    /// it (closing them) and a new one is made for later connections.
+    client_gate: parking_lot::Mutex<tokio_util::sync::CancellationToken>,
+    /// The broker's shutdown token, parent of every gate.
+    gate_parent: parking_lot::Mutex<tokio_util::sync::CancellationToken>,
+    /// Cut off from the controller: client connections are refused.
+    stepped_off: AtomicBool,
 }
 
 /// Publishes the cluster gauges (called before each scrape).
@@ -184,6 +194,10 @@ impl Cluster {
             internal: RwLock::new(None),
             clustered: c.is_clustered(),
             heartbeat_interval: Duration::from_millis(c.heartbeat_interval_ms),
+            session_timeout: Duration::from_millis(c.session_timeout_ms),
+            client_gate: parking_lot::Mutex::new(tokio_util::sync::CancellationToken::new()),
+            gate_parent: parking_lot::Mutex::new(tokio_util::sync::CancellationToken::new()),
+            stepped_off: AtomicBool::new(false),
         })
     }
 
@@ -191,5 +205,50 @@ impl Cluster {
     pub fn is_active(&self) -> bool {
         let s = *self.registration.borrow();
         s.epoch.is_some() && !s.fenced
+    }
+
+    /// Ties client connections to `shutdown` (and to stepping off).
+    pub fn open_client_gate(&self, shutdown: &tokio_util::sync::CancellationToken) {
+        *self.gate_parent.lock() = shutdown.clone();
+        *self.client_gate.lock() = shutdown.child_token();
+    }
+
+    /// The token a new client connection serves under.
+    pub fn client_gate(&self) -> tokio_util::sync::CancellationToken {
+        self.client_gate.lock().clone()
+    }
+
+    pub fn is_stepped_off(&self) -> bool {
+        self.stepped_off.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Steps off (closing client connections, refusing new ones) or back
+    /// on. A node cut off from the controller for a session has been fenced
+    /// and its partitions have new leaders; clients that stay with it would
+    /// only see its stale metadata, so it sends them away.
+    pub fn set_stepped_off(&self, off: bool) {
+        let was = self
+            .stepped_off
+            .swap(off, std::sync::atomic::Ordering::SeqCst);
+        if off && !was {
+            tracing::warn!(
+                "cut off from the controller for a session: closing client connections until it answers again"
+            );
+            let mut gate = self.client_gate.lock();
+            gate.cancel();
+            *gate = self.gate_parent.lock().child_token();
+        } else if was && !off {
+            tracing::info!("the controller answers again: serving clients");
+        }
+    }
+
+    /// Whether the controller has answered within a session: a node cut
+    /// off for longer has been fenced (its leaderships moved), so it must
+    /// not take writes as leader any more, whatever its stale metadata says.
+    pub fn in_contact(&self) -> bool {
+        self.registration
+            .borrow()
+            .answered
+            .is_some_and(|t| t.elapsed() <= self.session_timeout)
     }
 }

@@ -1,6 +1,12 @@
 //! openraft's network, over the inter-node listener: Raft's vote, append
 //! and snapshot calls, and the probe a blank voter sends, all through
 //! [`PeerClient`].
+//!
+//! A peer that refuses this node (another voter set, a certificate of
+//! another node) refuses every call until an operator fixes it. The reason
+//! is logged once where the refusal arrives ([`super::notices`]); here a
+//! refused vote is a vote not granted, and replication to a refusing peer
+//! backs off further and further, so neither floods the log.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,7 +15,7 @@ use std::time::Duration;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -18,6 +24,7 @@ use openraft::BasicNode;
 use veil_meta::raft::{NodeId, Peers, Probe, TypeConfig};
 
 use super::client::{CallError, Lane, PeerClient};
+use super::progress::{self, ReplicaProgress};
 use super::rpc::{Call, Reply};
 
 /// How long a probe of another voter may take at startup.
@@ -31,13 +38,22 @@ pub type VoterAddresses = Arc<BTreeMap<NodeId, String>>;
 pub struct Network {
     pub client: Arc<PeerClient>,
     pub voters: VoterAddresses,
+    /// Where successful appends are recorded (DescribeQuorum's last fetch).
+    pub progress: Arc<ReplicaProgress>,
 }
 
 pub struct Connection {
     client: Arc<PeerClient>,
     target: NodeId,
     addr: String,
+    progress: Arc<ReplicaProgress>,
+    /// The last call was refused: retry slowly.
+    refused: bool,
 }
+
+/// Replication retries to an unreachable peer every half second (openraft's
+/// default); to a refusing one ever more slowly, up to this.
+const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
@@ -52,6 +68,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: Arc::clone(&self.client),
             target,
             addr,
+            progress: Arc::clone(&self.progress),
+            refused: false,
         }
     }
 }
@@ -61,7 +79,14 @@ fn rpc_error<E: std::error::Error>(e: CallError) -> RPCError<NodeId, BasicNode, 
         CallError::Timeout { .. } | CallError::Unreachable { .. } => {
             RPCError::Unreachable(Unreachable::new(&e))
         }
-        CallError::Refused { .. } | CallError::Protocol { .. } => {
+        // Refusals are logged where they arrive, once per problem; openraft
+        // logs every failed call, so it gets no more than a pointer.
+        CallError::Refused { addr, .. } => {
+            RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
+                "{addr} refuses this node (the reason is logged once as a warning)"
+            ))))
+        }
+        CallError::Protocol { .. } => {
             tracing::warn!(error = %e, "inter-node call failed");
             RPCError::Network(NetworkError::new(&e))
         }
@@ -75,16 +100,24 @@ fn unexpected<E: std::error::Error>(addr: &str) -> RPCError<NodeId, BasicNode, E
 }
 
 impl Connection {
-    async fn call(&self, lane: Lane, call: Call, option: &RPCOption) -> Result<Reply, CallError> {
+    async fn call(
+        &mut self,
+        lane: Lane,
+        call: Call,
+        option: &RPCOption,
+    ) -> Result<Reply, CallError> {
         if self.addr.is_empty() {
             return Err(CallError::Unreachable {
                 addr: format!("node {}", self.target),
                 reason: "no known address".into(),
             });
         }
-        self.client
+        let outcome = self
+            .client
             .call(&self.addr, lane, call, option.hard_ttl())
-            .await
+            .await;
+        self.refused = matches!(outcome, Err(CallError::Refused { .. }));
+        outcome
     }
 }
 
@@ -96,6 +129,9 @@ impl RaftNetwork<TypeConfig> for Connection {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         match self.call(Lane::Raft, Call::Append(rpc), &option).await {
             Ok(Reply::Append(r)) => {
+                if r.is_ok() {
+                    self.progress.contact(self.target, progress::now_ms());
+                }
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
             Ok(_) => Err(unexpected(&self.addr)),
@@ -125,12 +161,24 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let vote = rpc.vote;
         match self.call(Lane::Vote, Call::Vote(rpc), &option).await {
             Ok(Reply::Vote(r)) => {
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
             Ok(_) => Err(unexpected(&self.addr)),
+            // A peer that refuses this node grants it nothing.
+            Err(CallError::Refused { .. }) => Ok(VoteResponse::new(vote, None, false)),
             Err(e) => Err(rpc_error(e)),
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        if self.refused {
+            let steps = (0..).map(|i: u32| Duration::from_secs(1 << i.min(6)));
+            Backoff::new(steps.map(|d| d.min(REFUSED_BACKOFF_MAX)))
+        } else {
+            Backoff::new(std::iter::repeat(Duration::from_millis(500)))
         }
     }
 }

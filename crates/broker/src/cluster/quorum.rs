@@ -23,6 +23,7 @@ use veil_meta::MetaCommand;
 
 use super::client::{Lane, PeerClient};
 use super::network::{Network, VoterAddresses};
+use super::progress::{self, ReplicaProgress, UNKNOWN};
 use super::rpc::{Call, Proposed, Reply};
 use crate::error::{Error, Result};
 
@@ -36,6 +37,32 @@ pub struct Quorum {
     /// A leader whose last majority acknowledgement is older than this no
     /// longer counts as controller.
     lease: Duration,
+    /// Contacts and catching up of every replica, while this node leads.
+    progress: Arc<ReplicaProgress>,
+}
+
+/// One replica of the metadata log as the leader sees it (Kafka's
+/// DescribeQuorum `ReplicaState`); offsets and times are -1 when unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaState {
+    pub node: i32,
+    /// The offset after the last entry it holds (Kafka's log end offset).
+    pub log_end_offset: i64,
+    pub last_fetch_ms: i64,
+    pub last_caught_up_ms: i64,
+}
+
+/// The quorum as its leader describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumDescription {
+    pub leader: i32,
+    /// The Raft term (Kafka's leader epoch of the metadata log).
+    pub epoch: i32,
+    /// The offset after the last committed entry.
+    pub high_watermark: i64,
+    pub voters: Vec<ReplicaState>,
+    /// Members that receive the log but do not vote (broker-only nodes).
+    pub observers: Vec<ReplicaState>,
 }
 
 fn raft_id(node: i32) -> NodeId {
@@ -62,15 +89,20 @@ impl Quorum {
                 .map(|(id, a)| (raft_id(*id), a.clone()))
                 .collect(),
         );
+        let progress = Arc::new(ReplicaProgress::default());
         let network = Network {
             client: Arc::clone(&client),
             voters: Arc::clone(&addresses),
+            progress: Arc::clone(&progress),
         };
         let members: BTreeMap<NodeId, BasicNode> = addresses
             .iter()
             .map(|(id, a)| (*id, BasicNode::new(a)))
             .collect();
-        let lease = Duration::from_millis(settings.election_timeout_ms);
+        // Twice the election timeout: a busy machine may delay acks that
+        // long without the majority being gone; any longer and the others
+        // will have elected a new leader anyway.
+        let lease = Duration::from_millis(settings.election_timeout_ms * 2);
         let member = QuorumNode::start(
             raft_id(node_id),
             &raft_dir,
@@ -82,6 +114,10 @@ impl Quorum {
         )
         .await
         .map_err(Error::Meta)?;
+        tokio::spawn(progress::follow(
+            member.raft.metrics(),
+            Arc::clone(&progress),
+        ));
         Ok(Quorum {
             member,
             node_id,
@@ -89,6 +125,7 @@ impl Quorum {
             voters: addresses,
             request_timeout,
             lease,
+            progress,
         })
     }
 
@@ -102,6 +139,77 @@ impl Quorum {
 
     pub fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
         self.member.raft.metrics().borrow().clone()
+    }
+
+    /// The quorum as this node describes it while it is the controller
+    /// (DescribeQuorum), `None` on any other node: a leader that lost its
+    /// majority leads nothing (Kafka's leader resigns then too).
+    pub fn describe(&self) -> Option<QuorumDescription> {
+        if !self.is_controller() {
+            return None;
+        }
+        let m = self.metrics();
+        if m.state != ServerState::Leader || m.running_state.is_err() {
+            return None;
+        }
+        let end = m.last_log_index;
+        let now = progress::now_ms();
+        let offset = |index: Option<u64>| {
+            index.map_or(UNKNOWN, |i| {
+                i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1)
+            })
+        };
+        let replica = |id: u64| {
+            let node = i32::try_from(id).unwrap_or(-1);
+            if id == m.id {
+                return ReplicaState {
+                    node,
+                    log_end_offset: offset(end),
+                    last_fetch_ms: now,
+                    last_caught_up_ms: now,
+                };
+            }
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&id).copied().flatten())
+                .map(|l| l.index);
+            let caught_up_now = matched.is_some() && matched >= end;
+            let (last_fetch_ms, last_caught_up_ms) = self.progress.timestamps(id, caught_up_now);
+            ReplicaState {
+                node,
+                log_end_offset: offset(matched),
+                last_fetch_ms,
+                last_caught_up_ms,
+            }
+        };
+        let membership = m.membership_config.membership();
+        Some(QuorumDescription {
+            leader: i32::try_from(m.id).unwrap_or(-1),
+            epoch: i32::try_from(m.current_term).unwrap_or(i32::MAX),
+            high_watermark: offset(m.last_applied.map(|l| l.index)),
+            voters: membership.voter_ids().map(&replica).collect(),
+            observers: membership.learner_ids().map(&replica).collect(),
+        })
+    }
+
+    /// Why this node's quorum member no longer takes part, if it stopped:
+    /// its metadata log could not write or sync (it is poisoned, so it
+    /// neither votes nor acknowledges anything again), or Raft itself
+    /// stopped on an error.
+    pub fn stopped(&self) -> Option<String> {
+        if self.member.log.is_poisoned() {
+            return Some(
+                "the metadata log failed to write or sync (disk full or an I/O error) and is \
+                 poisoned: this node no longer votes or acknowledges metadata; free the disk or \
+                 replace it, then restart the node"
+                    .into(),
+            );
+        }
+        match &self.member.raft.metrics().borrow().running_state {
+            Err(e) => Some(format!("the metadata quorum member stopped: {e}")),
+            Ok(()) => None,
+        }
     }
 
     /// Notified on every change of Raft state (leader, terms, indexes).

@@ -1,7 +1,9 @@
 //! The broker side of the registry: heartbeats to the controller carrying
 //! this node's registration and metadata progress, every
 //! `heartbeat_interval_ms` (more often while not yet registered, fenced or
-//! shutting down).
+//! shutting down). A node whose quorum member stopped (its metadata log is
+//! poisoned) heartbeats no more: it can no longer follow metadata, so its
+//! lease runs out and the controller fences it and moves its leaderships.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -116,10 +118,58 @@ pub async fn beat(state: &BrokerState) -> Option<RegistrationStatus> {
     }
 }
 
-/// Heartbeats until shutdown.
+/// Whether every other node refuses connections: they are down, not cut
+/// off, and this node is all that is left to serve.
+async fn peers_all_down(state: &BrokerState) -> bool {
+    let me = state.node_id();
+    let peers: Vec<String> = state.with_meta(|s| {
+        s.brokers()
+            .filter(|b| b.node_id != me)
+            .filter_map(|b| {
+                b.internal
+                    .as_ref()
+                    .map(|e| format!("{}:{}", e.host, e.port))
+            })
+            .collect()
+    });
+    for addr in peers {
+        let refused = matches!(
+            tokio::time::timeout(
+                Duration::from_millis(300),
+                tokio::net::TcpStream::connect(&addr)
+            )
+            .await,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        );
+        if !refused {
+            return false;
+        }
+    }
+    true
+}
+
+/// Heartbeats until shutdown; steps off while cut off from the controller
+/// (see [`super::Cluster::set_stepped_off`]).
 pub async fn run(state: Arc<BrokerState>, shutdown: CancellationToken) {
+    let mut said = false;
     loop {
+        if let Some(why) = state.cluster.quorum.stopped() {
+            if !said {
+                tracing::error!(reason = %why, "no more heartbeats to the controller: this node will be fenced");
+                said = true;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(state.cluster.heartbeat_interval) => continue,
+            }
+        }
         let status = beat(&state).await;
+        if state.cluster.clustered {
+            let off = !state.cluster.in_contact()
+                && state.cluster.registration.borrow().epoch.is_some()
+                && !peers_all_down(&state).await;
+            state.cluster.set_stepped_off(off);
+        }
         let settled = status.is_some_and(|s| !s.fenced)
             && !state.cluster.shutting_down.load(Ordering::SeqCst);
         let pause = if settled {

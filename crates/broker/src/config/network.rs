@@ -89,21 +89,9 @@ impl NetworkConfig {
     /// `max_connections_per_ip_overrides` parsed: Kafka's `ip:count,ip:count`
     /// (IPv6 as `[::1]:count`; addresses only, not host names).
     pub fn per_ip_overrides(&self) -> Result<HashMap<IpAddr, usize>, String> {
-        let mut out = HashMap::new();
-        for entry in self
-            .max_connections_per_ip_overrides
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-        {
-            let bad =
-                || format!("network.max_connections_per_ip_overrides: '{entry}' is not ip:count");
-            let (ip, count) = entry.rsplit_once(':').ok_or_else(bad)?;
-            let ip: IpAddr = ip.trim_matches(['[', ']']).parse().map_err(|_| bad())?;
-            let count: usize = count.parse().map_err(|_| bad())?;
-            out.insert(ip.to_canonical(), count);
-        }
-        Ok(out)
+        veil_meta::broker_config::parse_ip_counts(&self.max_connections_per_ip_overrides).map_err(
+            |entry| format!("network.max_connections_per_ip_overrides: '{entry}' is not ip:count"),
+        )
     }
 }
 

@@ -1,9 +1,11 @@
 //! AlterConfigs (legacy): the given configs replace *all* of a topic's
-//! overrides; a config left out, or sent with a null value, reverts to its
-//! default (Kafka's semantics, which is why IncrementalAlterConfigs exists).
+//! overrides, or all of a broker resource's dynamic configs; a config left
+//! out reverts to its default (Kafka's semantics, which is why
+//! IncrementalAlterConfigs exists).
 //!
-//! Broker configs are static (the TOML file), so broker resources are
-//! refused. The resource checks shared with IncrementalAlterConfigs live here.
+//! A BROKER resource is "" (every node) or this node's id, as in Kafka; only
+//! dynamic configs may be set ([`crate::broker_configs`]). The resource
+//! checks shared with IncrementalAlterConfigs live here.
 
 use std::collections::{HashMap, HashSet};
 
@@ -35,9 +37,15 @@ pub(crate) fn duplicate_key<'a>(names: impl IntoIterator<Item = &'a str>) -> Opt
     names.into_iter().find(|n| !seen.insert(*n))
 }
 
-/// Checks that an alter request may touch this resource: a topic, named at
-/// most once in the request.
-pub(crate) fn check_resource(resource_type: i8, name: &str, repeated: bool) -> Result<(), Failure> {
+/// Checks that an alter request may touch this resource: a topic, or a
+/// broker resource naming every node ("") or this one, named at most once
+/// in the request.
+pub(crate) fn check_resource(
+    resource_type: i8,
+    name: &str,
+    repeated: bool,
+    node_id: i32,
+) -> Result<(), Failure> {
     if repeated {
         return Err((
             ResponseError::InvalidRequest,
@@ -46,16 +54,43 @@ pub(crate) fn check_resource(resource_type: i8, name: &str, repeated: bool) -> R
     }
     match resource_type {
         RESOURCE_TOPIC => Ok(()),
-        RESOURCE_BROKER => Err((
-            ResponseError::InvalidRequest,
-            format!(
-                "broker '{name}' configs are static; edit the broker's config file and restart it"
-            ),
-        )),
+        RESOURCE_BROKER if name.is_empty() => Ok(()),
+        RESOURCE_BROKER => match name.parse::<i32>() {
+            Ok(id) if id == node_id => Ok(()),
+            // Kafka's clients send a broker's own resource to that broker.
+            Ok(_) => Err((
+                ResponseError::InvalidRequest,
+                format!("Unexpected broker id, expected {node_id}, but received {name}"),
+            )),
+            Err(_) => Err((
+                ResponseError::InvalidRequest,
+                format!("Node id must be an integer, but it is: {name}"),
+            )),
+        },
         other => Err((
             ResponseError::InvalidRequest,
-            format!("resource type {other} cannot be altered; only TOPIC (2) configs can"),
+            format!(
+                "resource type {other} cannot be altered; only TOPIC (2) and BROKER (4) configs can"
+            ),
         )),
+    }
+}
+
+/// Keys sent without a value, refused as Kafka does for broker resources.
+pub(crate) fn null_values<'a>(
+    entries: impl IntoIterator<Item = (&'a str, bool)>,
+) -> Result<(), Failure> {
+    let nulls: Vec<&str> = entries
+        .into_iter()
+        .filter_map(|(name, has_value)| (!has_value).then_some(name))
+        .collect();
+    if nulls.is_empty() {
+        Ok(())
+    } else {
+        Err((
+            ResponseError::InvalidRequest,
+            format!("Null value not supported for : {}", nulls.join(", ")),
+        ))
     }
 }
 
@@ -123,6 +158,29 @@ fn replacement<'a>(entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>
         .collect()
 }
 
+/// The command replacing a broker resource's dynamic configs with `configs`.
+fn replace_broker_configs(
+    ctx: &RequestContext,
+    target: &str,
+    configs: &[(&str, Option<&str>)],
+) -> Result<MetaCommand, Failure> {
+    null_values(configs.iter().map(|(k, v)| (*k, v.is_some())))?;
+    crate::broker_configs::check_alterable(configs.iter().map(|(k, _)| *k))?;
+    let set = replacement(configs.iter().copied());
+    let remove = ctx
+        .broker
+        .with_meta(|s| s.broker_configs(target).cloned())
+        .unwrap_or_default()
+        .into_keys()
+        .filter(|k| !set.contains_key(k))
+        .collect();
+    Ok(MetaCommand::UpdateBrokerConfigs {
+        target: target.to_owned(),
+        set,
+        remove,
+    })
+}
+
 pub async fn handle(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let keys: Vec<(i8, &str)> = req
         .resources
@@ -135,28 +193,31 @@ pub async fn handle(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConf
         let name = resource.resource_name.as_str();
         let outcome = async {
             authorize_alter(ctx, resource.resource_type, name, repeated)?;
-            check_resource(resource.resource_type, name, repeated)?;
-            if !ctx.blind_visible(name) {
-                return Err((
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("topic '{name}' does not exist"),
-                ));
-            }
+            check_resource(resource.resource_type, name, repeated, ctx.broker.node_id())?;
             if let Some(key) = duplicate_key(resource.configs.iter().map(|c| c.name.as_str())) {
                 return Err((
                     ResponseError::InvalidRequest,
                     format!("config '{key}' appears more than once"),
                 ));
             }
-            let configs = replacement(
-                resource
-                    .configs
-                    .iter()
-                    .map(|c| (c.name.as_str(), c.value.as_deref())),
-            );
-            let cmd = MetaCommand::ReplaceTopicConfigs {
-                name: name.to_owned(),
-                configs,
+            let configs: Vec<(&str, Option<&str>)> = resource
+                .configs
+                .iter()
+                .map(|c| (c.name.as_str(), c.value.as_deref()))
+                .collect();
+            let cmd = if resource.resource_type == RESOURCE_BROKER {
+                replace_broker_configs(ctx, name, &configs)?
+            } else {
+                if !ctx.blind_visible(name) {
+                    return Err((
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("topic '{name}' does not exist"),
+                    ));
+                }
+                MetaCommand::ReplaceTopicConfigs {
+                    name: name.to_owned(),
+                    configs: replacement(configs),
+                }
             };
             apply(ctx, cmd, req.validate_only).await
         }
@@ -241,18 +302,135 @@ mod tests {
     }
 
     #[test]
-    fn only_topics_may_be_altered() {
-        check_resource(RESOURCE_TOPIC, "t", false).unwrap();
-        let (error, message) = check_resource(RESOURCE_BROKER, "0", false).unwrap_err();
+    fn topics_every_broker_and_this_broker_may_be_altered() {
+        check_resource(RESOURCE_TOPIC, "t", false, 3).unwrap();
+        check_resource(RESOURCE_BROKER, "", false, 3).unwrap();
+        check_resource(RESOURCE_BROKER, "3", false, 3).unwrap();
+        let (error, message) = check_resource(RESOURCE_BROKER, "0", false, 3).unwrap_err();
         assert_eq!(error, ResponseError::InvalidRequest);
-        assert!(message.contains("static"), "{message}");
+        assert_eq!(message, "Unexpected broker id, expected 3, but received 0");
+        let (_, message) = check_resource(RESOURCE_BROKER, "e", false, 3).unwrap_err();
+        assert_eq!(message, "Node id must be an integer, but it is: e");
         assert_eq!(
-            check_resource(8, "0", false).unwrap_err().0,
+            check_resource(8, "0", false, 3).unwrap_err().0,
             ResponseError::InvalidRequest
         );
         assert_eq!(
-            check_resource(RESOURCE_TOPIC, "t", true).unwrap_err().0,
+            check_resource(RESOURCE_TOPIC, "t", true, 3).unwrap_err().0,
             ResponseError::InvalidRequest
+        );
+    }
+
+    #[tokio::test]
+    async fn broker_resources_replace_every_dynamic_config() {
+        use kafka_protocol::messages::alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+
+        use crate::test_fixture as fixture;
+
+        let (_dir, ctx) = fixture::context(2).await;
+        let resource = |name: &'static str, pairs: &[(&'static str, Option<&'static str>)]| {
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_BROKER)
+                .with_resource_name(StrBytes::from_static_str(name))
+                .with_configs(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| {
+                            AlterableConfig::default()
+                                .with_name(StrBytes::from_static_str(k))
+                                .with_value(v.map(StrBytes::from_static_str))
+                        })
+                        .collect(),
+                )
+        };
+        let run = |resources: Vec<AlterConfigsResource>| {
+            let ctx = ctx.clone();
+            async move {
+                let resp = handle(
+                    &ctx,
+                    AlterConfigsRequest::default().with_resources(resources),
+                )
+                .await;
+                fixture::encodes(&resp, 0..=2);
+                resp.responses
+                    .into_iter()
+                    .map(|r| (r.error_code, r.error_message.map(|m| m.to_string())))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let stored = |target: &str| {
+            ctx.broker
+                .with_meta(|s| s.broker_configs(target).cloned())
+                .unwrap_or_default()
+        };
+        let out = run(vec![
+            resource(
+                "",
+                &[
+                    ("log.retention.ms", Some("5000")),
+                    ("max.connections", Some("50")),
+                ],
+            ),
+            resource("0", &[("max.connections", Some("40"))]),
+        ])
+        .await;
+        assert_eq!(out, vec![(0, None), (0, None)]);
+        assert_eq!(stored("").len(), 2);
+        assert_eq!(stored("0")["max.connections"], "40");
+        assert_eq!(
+            ctx.broker.connection_limits.limits().total,
+            40,
+            "this node's value wins"
+        );
+        // Replacing the default's set drops what is left out.
+        let out = run(vec![resource("", &[("max.connections", Some("60"))])]).await;
+        assert_eq!(out, vec![(0, None)]);
+        assert_eq!(
+            stored("").keys().collect::<Vec<_>>(),
+            vec!["max.connections"]
+        );
+        let refused = [
+            (
+                resource(
+                    "",
+                    &[("log.dirs", Some("/x")), ("max.connections", Some("1"))],
+                ),
+                42,
+                "Cannot update these configs dynamically: Set(log.dirs)",
+            ),
+            (
+                resource("0", &[("no.such.config", Some("1"))]),
+                40,
+                "no.such.config",
+            ),
+            (
+                resource("0", &[("max.connections", None)]),
+                42,
+                "Null value not supported for : max.connections",
+            ),
+            (
+                resource("", &[("max.connections", Some("0"))]),
+                40,
+                "max.connections",
+            ),
+            (
+                resource("9", &[("max.connections", Some("5"))]),
+                42,
+                "expected 0, but received 9",
+            ),
+        ];
+        for (res, code, text) in refused {
+            let out = run(vec![res]).await;
+            assert_eq!(out[0].0, code, "{out:?}");
+            let message = out[0].1.clone().unwrap_or_default();
+            assert!(message.contains(text), "{message}");
+        }
+        assert_eq!(
+            stored("")["max.connections"],
+            "60",
+            "nothing refused was applied"
         );
     }
 }

@@ -26,7 +26,7 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 use veil_meta::{MetaCommand, TopicConfigs};
 
-use super::describe_configs::topic_entries;
+use super::describe_configs::{topic_default_levels, topic_entries};
 use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 
@@ -249,7 +249,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
             results.push(result.with_topic_config_error_code(code).with_configs(None));
             continue;
         }
-        let configs = topic_entries(&spec.configs, &broker.topics.broker_defaults(), None)
+        let configs = topic_entries(&spec.configs, &topic_default_levels(broker), None)
             .into_iter()
             .map(|e| {
                 CreatableTopicConfigs::default()

@@ -7,6 +7,12 @@
 //! operations, when asked for, are 0 without DESCRIBE on the cluster and
 //! otherwise the CLUSTER operations the principal may perform (all of them
 //! while the authorizer is disabled).
+//!
+//! The controller adds to each broker a tagged field of its own,
+//! [`TAG_HEARTBEAT_AGE_MS`]: milliseconds since that broker's last
+//! heartbeat reached it (an 8-byte big-endian integer; absent when it has
+//! not heard from the broker since it became controller). Kafka's clients
+//! skip tagged fields they do not know; `veil cluster status` shows it.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -19,6 +25,27 @@ use crate::context::RequestContext;
 
 /// `endpoint_type` (v1+): brokers; 2 (controllers) is served by KRaft controllers only.
 const ENDPOINT_BROKERS: i8 = 1;
+
+/// The tag of the heartbeat age on each broker entry.
+pub const TAG_HEARTBEAT_AGE_MS: i32 = veil_blind::protocol::DESCRIBE_CLUSTER_HEARTBEAT_AGE_TAG;
+
+/// Adds the heartbeat age the controller knows, if it is the controller.
+fn with_heartbeat_age(ctx: &RequestContext, b: DescribeClusterBroker) -> DescribeClusterBroker {
+    let cluster = &ctx.broker.cluster;
+    if !cluster.quorum.is_controller() {
+        return b;
+    }
+    match cluster.controller.heartbeat_age(b.broker_id.0) {
+        Some(age) => {
+            let ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+            b.with_unknown_tagged_field(
+                TAG_HEARTBEAT_AGE_MS,
+                bytes::Bytes::copy_from_slice(&ms.to_be_bytes()),
+            )
+        }
+        None => b,
+    }
+}
 
 // Every handler is async so `dispatch` can await them alike.
 pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
@@ -68,6 +95,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
                 .with_rack(b.rack.map(StrBytes::from_string))
         })
         .chain(fenced)
+        .map(|b| with_heartbeat_age(ctx, b))
         .collect();
     brokers.sort_by_key(|b| b.broker_id.0);
     let operations = if !req.include_cluster_authorized_operations {
@@ -96,6 +124,12 @@ mod tests {
         assert_eq!(resp.cluster_id.as_str(), ctx.broker.cluster_id());
         assert_eq!(resp.controller_id, BrokerId(ctx.broker.node_id()));
         assert_eq!(resp.brokers.len(), 1);
+        let age = resp.brokers[0]
+            .unknown_tagged_fields
+            .get(&TAG_HEARTBEAT_AGE_MS)
+            .expect("the controller knows its own heartbeat");
+        let ms = i64::from_be_bytes(age[..].try_into().unwrap());
+        assert!((0..30_000).contains(&ms), "{ms}");
         assert_eq!(
             (resp.brokers[0].host.as_str(), resp.brokers[0].port),
             ("localhost", 9092)

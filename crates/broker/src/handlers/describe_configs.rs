@@ -1,5 +1,7 @@
 //! DescribeConfigs: a topic's effective configs with where each value came
-//! from, and the broker's static `log.*` defaults.
+//! from, and the broker's own configs (Kafka's BROKER resource: this node's
+//! id for every config with its source, "" for the cluster-wide dynamic
+//! defaults only), see [`crate::broker_configs`].
 //!
 //! [`topic_entries`] is the one place the describe-style list is built; the
 //! CreateTopics response (v5+) reuses it.
@@ -14,17 +16,12 @@ use veil_meta::topic_config::{self, ConfigDef, ConfigSource, KNOWN};
 use veil_meta::TopicConfigs;
 
 use crate::auth::{Operation, ResourceType};
-use crate::config::Config;
 use crate::context::RequestContext;
+use crate::state::BrokerState;
 
 /// Kafka's resource type codes (`org.apache.kafka.common.resource.ResourceType`).
 pub(crate) const RESOURCE_TOPIC: i8 = 2;
 pub(crate) const RESOURCE_BROKER: i8 = 4;
-
-/// Kafka's `config_type` codes used by the broker entries.
-const TYPE_BOOLEAN: i8 = 1;
-const TYPE_INT: i8 = 3;
-const TYPE_LONG: i8 = 5;
 
 /// One config as DescribeConfigs and CreateTopics report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,78 +50,43 @@ pub(crate) fn broker_synonym(topic_key: &str) -> &str {
     }
 }
 
+/// The broker-level topic defaults of this node as (topic key, value,
+/// source), most specific level first.
+pub(crate) fn topic_default_levels(broker: &BrokerState) -> Vec<(String, String, ConfigSource)> {
+    crate::broker_configs::topic_defaults(&broker.config, &broker.broker_config_layers())
+}
+
 /// The effective topic configs, restricted to `keys` when given (unknown
-/// keys are omitted, as Kafka does), in [`KNOWN`] order.
+/// keys are omitted, as Kafka does), in [`KNOWN`] order. `levels` are the
+/// broker-level defaults from [`topic_default_levels`].
 pub(crate) fn topic_entries(
     overrides: &TopicConfigs,
-    broker_defaults: &TopicConfigs,
+    levels: &[(String, String, ConfigSource)],
     keys: Option<&[String]>,
 ) -> Vec<ConfigEntry> {
     KNOWN
         .iter()
         .filter(|def| keys.is_none_or(|k| k.iter().any(|k| k == def.name)))
-        .filter_map(|def| {
-            let (value, source) = topic_config::effective(def.name, overrides, broker_defaults)?;
-            let mut synonyms = Vec::with_capacity(3);
+        .map(|def| {
+            let mut synonyms = Vec::with_capacity(4);
             if let Some(v) = overrides.get(def.name) {
                 synonyms.push((def.name.to_owned(), v.clone(), ConfigSource::Topic));
             }
             let broker_name = broker_synonym(def.name).to_owned();
-            if let Some(v) = broker_defaults.get(def.name) {
-                synonyms.push((broker_name.clone(), v.clone(), ConfigSource::Broker));
+            for (_, v, source) in levels.iter().filter(|(k, ..)| k == def.name) {
+                synonyms.push((broker_name.clone(), v.clone(), *source));
             }
             synonyms.push((broker_name, def.default.to_owned(), ConfigSource::Default));
-            Some(ConfigEntry {
+            let (_, value, source) = synonyms[0].clone();
+            ConfigEntry {
                 name: def.name,
-                value: value.to_owned(),
+                value,
                 source,
                 synonyms,
                 def,
-            })
+            }
         })
         .collect()
-}
-
-/// The broker's static settings: (name, value, config_type).
-fn broker_entries(config: &Config) -> [(&'static str, String, i8); 7] {
-    let (log, topics) = (&config.log, &config.topics);
-    [
-        ("log.retention.ms", log.retention_ms.to_string(), TYPE_LONG),
-        (
-            "log.retention.bytes",
-            log.retention_bytes.to_string(),
-            TYPE_LONG,
-        ),
-        ("log.segment.bytes", log.segment_bytes.to_string(), TYPE_INT),
-        ("log.roll.ms", log.segment_ms.to_string(), TYPE_LONG),
-        (
-            "message.max.bytes",
-            log.max_message_bytes.to_string(),
-            TYPE_INT,
-        ),
-        (
-            "num.partitions",
-            topics.default_partitions.to_string(),
-            TYPE_INT,
-        ),
-        (
-            "auto.create.topics.enable",
-            topics.auto_create.to_string(),
-            TYPE_BOOLEAN,
-        ),
-    ]
-}
-
-fn broker_doc(name: &str) -> String {
-    match name {
-        "num.partitions" => "Partitions of topics created without a count.".into(),
-        "auto.create.topics.enable" => "Create unknown topics when clients ask for them.".into(),
-        _ => KNOWN
-            .iter()
-            .find(|d| broker_synonym(d.name) == name)
-            .map(|d| format!("The default of topic config '{}'. {}", d.name, d.doc))
-            .unwrap_or_default(),
-    }
 }
 
 /// What a request asked to be included.
@@ -196,8 +158,8 @@ fn describe_topic(ctx: &RequestContext, name: &str, wanted: &Wanted) -> Outcome 
         let message = format!("topic '{name}' does not exist");
         return Err((ResponseError::UnknownTopicOrPartition, message));
     };
-    let defaults = ctx.broker.topics.broker_defaults();
-    Ok(topic_entries(&topic.configs, &defaults, wanted.keys)
+    let levels = topic_default_levels(&ctx.broker);
+    Ok(topic_entries(&topic.configs, &levels, wanted.keys)
         .into_iter()
         .map(|e| {
             let synonyms = e.synonyms.into_iter().filter(|_| wanted.synonyms);
@@ -219,24 +181,31 @@ fn describe_topic(ctx: &RequestContext, name: &str, wanted: &Wanted) -> Outcome 
 fn describe_broker(ctx: &RequestContext, name: &str, wanted: &Wanted) -> Outcome {
     let node_id = ctx.broker.node_id();
     if !name.is_empty() && name.parse::<i32>().ok() != Some(node_id) {
-        let message = format!("unexpected broker id '{name}': this is broker {node_id}");
+        let message = format!(
+            "Unexpected broker id, expected {node_id} or empty string, but received {name}"
+        );
         return Err((ResponseError::InvalidRequest, message));
     }
-    Ok(broker_entries(&ctx.broker.config)
+    let layers = ctx.broker.broker_config_layers();
+    let entries = crate::broker_configs::describe(&ctx.broker.config, &layers, !name.is_empty());
+    Ok(entries
         .into_iter()
-        .filter(|(n, ..)| wanted.keys.is_none_or(|k| k.iter().any(|k| k == n)))
-        .map(|(n, value, config_type)| {
-            let synonyms = wanted
+        .filter(|e| wanted.keys.is_none_or(|k| k.iter().any(|k| k == e.name)))
+        .map(|e| {
+            let synonyms = e
                 .synonyms
-                .then(|| synonym(n.to_owned(), value.clone(), ConfigSource::Broker));
+                .into_iter()
+                .filter(|_| wanted.synonyms)
+                .map(|(v, source)| synonym(e.name.to_owned(), v, source))
+                .collect();
             DescribeConfigsResourceResult::default()
-                .with_name(StrBytes::from_static_str(n))
-                .with_value(Some(StrBytes::from_string(value)))
-                .with_read_only(true)
-                .with_config_source(ConfigSource::Broker.code())
-                .with_synonyms(synonyms.into_iter().collect())
-                .with_config_type(config_type)
-                .with_documentation(wanted.docs.then(|| StrBytes::from_string(broker_doc(n))))
+                .with_name(StrBytes::from_static_str(e.name))
+                .with_value(Some(StrBytes::from_string(e.value)))
+                .with_read_only(e.read_only)
+                .with_config_source(e.source.code())
+                .with_synonyms(synonyms)
+                .with_config_type(e.type_code)
+                .with_documentation(wanted.docs.then(|| StrBytes::from_string(e.doc)))
         })
         .collect())
 }
@@ -259,10 +228,26 @@ mod tests {
             .collect()
     }
 
+    /// Static broker-level defaults.
+    fn levels(pairs: &[(&str, &str)]) -> Vec<(String, String, ConfigSource)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned(), ConfigSource::Broker))
+            .collect()
+    }
+
     #[test]
     fn synonyms_run_from_topic_to_broker_to_default() {
         let topic = configs(&[(topic_config::RETENTION_MS, "1000")]);
-        let broker = configs(&[(topic_config::RETENTION_MS, "5000")]);
+        let mut broker = levels(&[(topic_config::RETENTION_MS, "5000")]);
+        broker.insert(
+            0,
+            (
+                topic_config::RETENTION_MS.to_owned(),
+                "3000".to_owned(),
+                ConfigSource::DynamicDefault,
+            ),
+        );
         let keys = vec![topic_config::RETENTION_MS.to_owned()];
         let entries = topic_entries(&topic, &broker, Some(&keys));
         assert_eq!(entries.len(), 1);
@@ -277,6 +262,7 @@ mod tests {
             names,
             vec![
                 ("retention.ms", "1000", ConfigSource::Topic),
+                ("log.retention.ms", "3000", ConfigSource::DynamicDefault),
                 ("log.retention.ms", "5000", ConfigSource::Broker),
                 ("log.retention.ms", "604800000", ConfigSource::Default),
             ]
@@ -285,7 +271,7 @@ mod tests {
 
     #[test]
     fn without_overrides_the_source_is_the_broker_or_the_default() {
-        let broker = configs(&[(topic_config::SEGMENT_BYTES, "1048576")]);
+        let broker = levels(&[(topic_config::SEGMENT_BYTES, "1048576")]);
         let entries = topic_entries(&TopicConfigs::new(), &broker, None);
         assert_eq!(
             entries.len(),
@@ -318,7 +304,7 @@ mod tests {
             "no.such.config".to_owned(),
             topic_config::CLEANUP_POLICY.to_owned(),
         ];
-        let entries = topic_entries(&TopicConfigs::new(), &TopicConfigs::new(), Some(&keys));
+        let entries = topic_entries(&TopicConfigs::new(), &[], Some(&keys));
         let names: Vec<_> = entries.iter().map(|e| e.name).collect();
         assert_eq!(names, vec![topic_config::CLEANUP_POLICY]);
     }
@@ -369,23 +355,31 @@ mod tests {
             "topic, broker (log.retention_ms), default"
         );
         assert!(retention[0].documentation.is_some());
-        let broker = &resp.results[2].configs;
-        assert_eq!(broker.len(), 7, "an empty key list means every config");
-        assert!(broker.iter().all(|c| c.read_only && c.config_source == 4));
-    }
-
-    #[test]
-    fn broker_entries_reflect_the_config() {
-        let mut config = Config::default();
-        config.log.retention_ms = 42;
-        config.topics.default_partitions = 3;
-        let entries = broker_entries(&config);
-        let get = |n: &str| entries.iter().find(|e| e.0 == n).map(|e| e.1.clone());
-        assert_eq!(get("log.retention.ms").as_deref(), Some("42"));
-        assert_eq!(get("num.partitions").as_deref(), Some("3"));
-        assert_eq!(get("auto.create.topics.enable").as_deref(), Some("false"));
-        for (name, ..) in &entries {
-            assert!(!broker_doc(name).is_empty(), "{name} is documented");
-        }
+        assert!(
+            resp.results[2].configs.is_empty(),
+            "the cluster default shows only what is set there: nothing yet"
+        );
+        let message = resp.results[3].error_message.as_deref().unwrap_or("");
+        assert_eq!(
+            message,
+            "Unexpected broker id, expected 0 or empty string, but received 7"
+        );
+        let req = DescribeConfigsRequest::default()
+            .with_include_synonyms(true)
+            .with_resources(vec![resource(RESOURCE_BROKER, "0", None)]);
+        let resp = handle(&ctx, req).await;
+        let broker = &resp.results[0].configs;
+        assert!(broker.len() > 30, "every broker config: {}", broker.len());
+        let get = |n: &str| broker.iter().find(|c| c.name.as_str() == n).unwrap();
+        let listeners = get("listeners");
+        assert!(listeners.read_only);
+        assert_eq!(listeners.config_source, 5, "the built-in listener");
+        let dirs = get("log.dirs");
+        assert_eq!(
+            (dirs.read_only, dirs.config_source),
+            (true, 4),
+            "the fixture's own data dir"
+        );
+        assert!(!get("max.connections").read_only);
     }
 }

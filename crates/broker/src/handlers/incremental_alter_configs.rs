@@ -1,5 +1,7 @@
 //! IncrementalAlterConfigs (KIP-339): SET, DELETE, APPEND and SUBTRACT on
-//! single topic configs, leaving the others alone.
+//! single topic configs, leaving the others alone; SET and DELETE on the
+//! dynamic configs of a BROKER resource ("" for every node, or this node's
+//! id), which is what `kafka-configs --entity-type brokers` sends.
 //!
 //! APPEND and SUBTRACT apply to list-type configs only (here
 //! `cleanup.policy`); on other configs they are INVALID_CONFIG, with Kafka's
@@ -13,8 +15,10 @@ use veil_meta::topic_config;
 use veil_meta::{MetaCommand, TopicConfigs};
 
 use super::alter_configs::{
-    apply, authorize_alter, check_resource, duplicate_key, error_parts, repeated, Failure,
+    apply, authorize_alter, check_resource, duplicate_key, error_parts, null_values, repeated,
+    Failure,
 };
+use super::describe_configs::RESOURCE_BROKER;
 use crate::context::RequestContext;
 
 const SET: i8 = 0;
@@ -96,6 +100,47 @@ fn plan(
     Ok(change)
 }
 
+/// A broker resource's change: SET and DELETE of dynamic configs (none is
+/// a list, so APPEND and SUBTRACT are INVALID_CONFIG, as in Kafka).
+fn broker_change(target: &str, ops: &[(&str, i8, Option<&str>)]) -> Result<MetaCommand, Failure> {
+    if duplicate_key(ops.iter().map(|op| op.0)).is_some() {
+        return Err(invalid_request("Error due to duplicate config keys".into()));
+    }
+    null_values(
+        ops.iter()
+            .map(|&(k, op, v)| (k, op == DELETE || v.is_some())),
+    )?;
+    crate::broker_configs::check_alterable(ops.iter().map(|op| op.0))?;
+    let mut change = Change::default();
+    for &(name, op, value) in ops {
+        match (op, value) {
+            (SET, Some(v)) => {
+                change.set.insert(name.to_owned(), v.to_owned());
+            }
+            (DELETE, _) => change.remove.push(name.to_owned()),
+            (APPEND | SUBTRACT, _) => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!(
+                        "Can't {} to key {name} because its type is not LIST.",
+                        if op == APPEND { "APPEND" } else { "SUBTRACT" }
+                    ),
+                ))
+            }
+            _ => {
+                return Err(invalid_request(format!(
+                    "unknown config operation {op} for '{name}'"
+                )))
+            }
+        }
+    }
+    Ok(MetaCommand::UpdateBrokerConfigs {
+        target: target.to_owned(),
+        set: change.set,
+        remove: change.remove,
+    })
+}
+
 pub async fn handle(
     ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
@@ -111,7 +156,16 @@ pub async fn handle(
         let name = resource.resource_name.as_str();
         let outcome = async {
             authorize_alter(ctx, resource.resource_type, name, repeated)?;
-            check_resource(resource.resource_type, name, repeated)?;
+            check_resource(resource.resource_type, name, repeated, ctx.broker.node_id())?;
+            let ops: Vec<(&str, i8, Option<&str>)> = resource
+                .configs
+                .iter()
+                .map(|c| (c.name.as_str(), c.config_operation, c.value.as_deref()))
+                .collect();
+            if resource.resource_type == RESOURCE_BROKER {
+                let cmd = broker_change(name, &ops)?;
+                return apply(ctx, cmd, req.validate_only).await;
+            }
             let current = ctx
                 .broker
                 .with_meta(|s| s.topic(name).map(|t| t.configs.clone()))
@@ -122,11 +176,6 @@ pub async fn handle(
                         format!("topic '{name}' does not exist"),
                     )
                 })?;
-            let ops: Vec<(&str, i8, Option<&str>)> = resource
-                .configs
-                .iter()
-                .map(|c| (c.name.as_str(), c.config_operation, c.value.as_deref()))
-                .collect();
             let change = plan(&ops, &current, &ctx.broker.topics.broker_defaults())?;
             let cmd = MetaCommand::UpdateTopicConfigs {
                 name: name.to_owned(),
@@ -214,7 +263,11 @@ mod tests {
             ],
             false,
         );
-        assert_eq!(codes.await, vec![0, 42]);
+        assert_eq!(
+            codes.await,
+            vec![0, 40],
+            "topic configs are unknown broker configs"
+        );
         let expected: TopicConfigs = [("segment.ms".to_owned(), "1000".to_owned())].into();
         assert_eq!(overrides(), expected);
         let codes = run(vec![resource(2, "t", &[(RETENTION, SET, Some("7"))])], true).await;
@@ -242,6 +295,148 @@ mod tests {
         )
         .await;
         assert_eq!((codes, overrides()), (vec![40], expected));
+    }
+
+    #[tokio::test]
+    async fn broker_defaults_and_overrides_take_effect_and_describe_with_their_source() {
+        use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::DescribeConfigsRequest;
+        use kafka_protocol::protocol::StrBytes;
+
+        use crate::test_fixture as fixture;
+
+        let (_dir, ctx) = fixture::context(1).await;
+        fixture::create_topic(&ctx, "t", 1).await;
+        let alter = |name: &'static str, ops: Vec<(&'static str, i8, Option<&'static str>)>| {
+            let configs = ops
+                .into_iter()
+                .map(|(k, op, v)| {
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str(k))
+                        .with_config_operation(op)
+                        .with_value(v.map(StrBytes::from_static_str))
+                })
+                .collect();
+            let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(StrBytes::from_static_str(name))
+                    .with_configs(configs),
+            ]);
+            let ctx = ctx.clone();
+            async move {
+                let r = handle(&ctx, req).await.responses.remove(0);
+                (r.error_code, r.error_message.map(|m| m.to_string()))
+            }
+        };
+        let describe = |kind: i8, name: &'static str, key: &'static str| {
+            let req = DescribeConfigsRequest::default()
+                .with_include_synonyms(true)
+                .with_resources(vec![DescribeConfigsResource::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(StrBytes::from_static_str(name))
+                    .with_configuration_keys(Some(vec![StrBytes::from_static_str(key)]))]);
+            let ctx = ctx.clone();
+            async move {
+                let mut r = super::super::describe_configs::handle(&ctx, req).await;
+                let result = r.results.remove(0);
+                result
+                    .configs
+                    .into_iter()
+                    .next()
+                    .map(|c| (c.value.map(|v| v.to_string()), c.config_source, c.read_only))
+            }
+        };
+        // kafka-configs --entity-type brokers --entity-default --alter --add-config
+        let set = vec![
+            ("log.retention.ms", SET, Some("5000")),
+            ("max.connections", SET, Some("77")),
+            ("max.connections.per.ip", SET, Some("5")),
+            ("connections.max.reauth.ms", SET, Some("60000")),
+            ("log.flush.interval.ms", SET, Some("250")),
+        ];
+        assert_eq!(alter("", set).await, (0, None));
+        let b = &ctx.broker;
+        assert_eq!(b.connection_limits.limits().total, 77);
+        assert_eq!(b.connection_limits.limits().per_ip, 5);
+        assert_eq!(
+            b.sasl.max_reauth(),
+            Some(std::time::Duration::from_secs(60))
+        );
+        assert_eq!(*b.flush_interval().borrow(), 250);
+        assert_eq!(b.topics.broker_defaults()["retention.ms"], "5000");
+        assert_eq!(
+            describe(4, "", "max.connections").await,
+            Some((Some("77".into()), 3, false))
+        );
+        assert_eq!(
+            describe(2, "t", "retention.ms").await,
+            Some((Some("5000".into()), 3, false)),
+            "a topic without an override shows the dynamic default"
+        );
+        // This node's own value wins over the cluster's.
+        assert_eq!(
+            alter("0", vec![("max.connections", SET, Some("66"))]).await,
+            (0, None)
+        );
+        assert_eq!(b.connection_limits.limits().total, 66);
+        assert_eq!(
+            describe(4, "0", "max.connections").await,
+            Some((Some("66".into()), 2, false))
+        );
+        // Deleting both falls back to the config file.
+        assert_eq!(
+            alter("0", vec![("max.connections", DELETE, None)]).await,
+            (0, None)
+        );
+        assert_eq!(
+            alter("", vec![("max.connections", DELETE, None)]).await,
+            (0, None)
+        );
+        assert_eq!(
+            b.connection_limits.limits().total,
+            b.config.network.max_connections
+        );
+        assert_eq!(describe(4, "", "max.connections").await, None);
+        assert_eq!(
+            describe(4, "0", "max.connections").await.map(|d| d.1),
+            Some(5)
+        );
+        // Static keys, unknown keys, lists and nulls.
+        let (code, message) = alter("", vec![("num.partitions", SET, Some("3"))]).await;
+        assert_eq!(
+            (code, message.as_deref()),
+            (
+                42,
+                Some("Cannot update these configs dynamically: Set(num.partitions)")
+            )
+        );
+        assert_eq!(
+            alter("", vec![("retention.ms", SET, Some("1"))]).await.0,
+            40
+        );
+        assert_eq!(
+            alter("", vec![("max.connections", APPEND, Some("1"))])
+                .await
+                .0,
+            40
+        );
+        assert_eq!(alter("", vec![("max.connections", SET, None)]).await.0, 42);
+        assert_eq!(
+            alter("", vec![("max.connections", SET, Some("-3"))])
+                .await
+                .0,
+            40
+        );
+        assert_eq!(
+            alter("1", vec![("max.connections", SET, Some("3"))])
+                .await
+                .0,
+            42
+        );
     }
 
     #[test]

@@ -166,6 +166,7 @@ async fn by_name(
 
 fn describe(ctx: &RequestContext, topic: &Topic, ops: bool) -> MetadataResponseTopic {
     let available = ctx.broker.available_brokers();
+    let in_contact = ctx.broker.cluster.in_contact();
     let ids = |nodes: &[i32]| nodes.iter().map(|n| BrokerId(*n)).collect::<Vec<_>>();
     let partitions = topic
         .records
@@ -178,7 +179,10 @@ fn describe(ctx: &RequestContext, topic: &Topic, ops: bool) -> MetadataResponseT
             let offline_here = topic.offline_here(i as i32);
             let offline: Vec<i32> =
                 p.offline_replicas(|r| available.contains(&r) && !(offline_here && r == node));
-            let leader = if offline_here && p.leader == node {
+            // Nor does a leader cut off from the controller for a session:
+            // it has been fenced, clients must ask the others.
+            let cut_off = p.leader == node && !in_contact;
+            let leader = if (offline_here && p.leader == node) || cut_off {
                 veil_meta::cluster::NO_LEADER
             } else {
                 p.leader

@@ -27,6 +27,7 @@ pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_quorum;
 pub mod describe_user_scram_credentials;
 pub mod fetch;
 pub mod find_coordinator;

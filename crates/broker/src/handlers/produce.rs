@@ -71,17 +71,28 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
                         let min_insync = topic
                             .as_ref()
                             .map_or(1, |t| ctx.broker.topics.min_insync(t, data.index));
-                        if acks == -1 && partition.replica().isr.len() < min_insync {
+                        let live = partition.live_isr_len(
+                            std::time::Instant::now(),
+                            ctx.broker.cluster.session_timeout,
+                        );
+                        if acks == -1 && live < min_insync {
                             let e = Error::NotEnoughReplicas {
                                 after_append: false,
                             };
                             Err((
                                 e.code(),
                                 Some(StrBytes::from_string(format!(
-                                    "{} in-sync replica(s), min.insync.replicas is {min_insync}",
-                                    partition.replica().isr.len()
+                                    "{live} live in-sync replica(s), min.insync.replicas is {min_insync}"
                                 ))),
                             ))
+                        } else if !ctx.broker.cluster.in_contact() {
+                            // Cut off from the controller for a whole session:
+                            // it has fenced this node and moved its leaderships.
+                            let e = Error::NotLeader {
+                                leader: -1,
+                                leader_epoch: -1,
+                            };
+                            Err((e.code(), None))
                         } else {
                             append(ctx, partition, data.records, now).map(|(resp, end)| {
                                 if acks == -1 {
@@ -162,7 +173,11 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
     Handled::Deferred(Box::pin(async move {
         let mut response = response;
         for (ti, pi, partition, end, min_insync) in to_wait {
-            if let Err(e) = partition.wait_replicated(end, min_insync, deadline).await {
+            let live_window = ctx.broker.cluster.session_timeout;
+            if let Err(e) = partition
+                .wait_replicated(end, min_insync, live_window, deadline)
+                .await
+            {
                 let code = ctx.code(&e);
                 let p = &mut response.responses[ti].partition_responses[pi];
                 p.error_code = code;

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use super::{Partition, Role};
 use crate::error::{Error, Result};
 
+/// How often an acks=all wait re-checks the ISR without a wake-up.
+const RECHECK: Duration = Duration::from_millis(250);
+
 /// What the leader knows of one follower.
 #[derive(Debug, Clone, Copy)]
 pub struct FollowerProgress {
@@ -123,6 +126,27 @@ impl Partition {
         (old != new).then_some(isr)
     }
 
+    /// ISR members that can still be counted on: this replica and every
+    /// in-sync follower that fetched within `window`. When the controller
+    /// cannot shrink the ISR (no quorum), this still tells acks=all that the
+    /// dead are gone.
+    pub fn live_isr_len(&self, now: Instant, window: Duration) -> usize {
+        let isr = self.replica.read().isr.clone();
+        let state = self.state.lock();
+        isr.iter()
+            .filter(|r| {
+                **r == self.node_id
+                    || state.followers.get(r).is_some_and(|f| {
+                        f.last_fetch
+                            .map_or(now.duration_since(f.last_caught_up), |t| {
+                                now.duration_since(t)
+                            })
+                            <= window
+                    })
+            })
+            .count()
+    }
+
     /// Each follower's progress, for metrics and the ISR manager.
     pub fn follower_progress(&self) -> Vec<(i32, FollowerProgress)> {
         let state = self.state.lock();
@@ -138,6 +162,7 @@ impl Partition {
         self: &Arc<Self>,
         end_offset: i64,
         min_insync: usize,
+        live_window: Duration,
         deadline: tokio::time::Instant,
     ) -> Result<()> {
         if self.durability == super::Durability::SyncData {
@@ -161,12 +186,17 @@ impl Partition {
             if self.high_watermark() >= end_offset {
                 return Ok(());
             }
-            if replica.isr.len() < min_insync {
+            if replica.isr.len() < min_insync
+                || self.live_isr_len(Instant::now(), live_window) < min_insync
+            {
                 return Err(Error::NotEnoughReplicas { after_append: true });
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            if tokio::time::Instant::now() >= deadline {
                 return Err(Error::ProduceTimeout);
             }
+            // Followers can die without any event here: look again soon.
+            let recheck = (tokio::time::Instant::now() + RECHECK).min(deadline);
+            let _ = tokio::time::timeout_at(recheck, changed).await;
         }
     }
 }

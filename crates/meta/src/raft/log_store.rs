@@ -11,7 +11,8 @@
 //!   snapshot), replaced atomically.
 //! * `committed` — a hint of the committed log id so a restarted node
 //!   re-applies what it knows is committed without waiting for a leader; not
-//!   fsynced (losing it only delays applying).
+//!   fsynced (losing it only delays applying), and failing to write it is
+//!   logged, not fatal.
 //!
 //! Appends are written and fdatasynced before openraft is told they are
 //! durable, so a voter never acknowledges an entry a crash could take away.
@@ -86,6 +87,8 @@ struct Inner {
     committed: Option<LogId>,
     /// A write or fsync failed: the file's tail is unknown.
     poisoned: bool,
+    /// The last write of the `committed` hint failed (said once).
+    hint_failed: bool,
 }
 
 /// The Raft log store; clones share the same log (the reader is a clone).
@@ -203,6 +206,7 @@ impl LogStore {
                 vote,
                 committed,
                 poisoned: false,
+                hint_failed: false,
             })),
         })
     }
@@ -353,10 +357,22 @@ impl Inner {
     fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
         self.check()?;
         self.committed = committed;
-        // A hint: written whole via rename, but not fsynced.
+        // A hint: written whole via rename, but not fsynced. Failing to
+        // write it (a full disk) only delays applying after a restart, so
+        // it is no reason to stop; the log's own writes decide that.
         let tmp = self.dir.join(format!("{COMMITTED_FILE}.tmp"));
-        fs::write(&tmp, framed(&committed)?)?;
-        fs::rename(&tmp, self.dir.join(COMMITTED_FILE))
+        let written = framed(&committed)
+            .and_then(|bytes| fs::write(&tmp, bytes))
+            .and_then(|()| fs::rename(&tmp, self.dir.join(COMMITTED_FILE)));
+        match written {
+            Ok(()) => self.hint_failed = false,
+            Err(e) if !self.hint_failed => {
+                self.hint_failed = true;
+                tracing::warn!(error = %e, "cannot write the committed-index hint of the metadata log");
+            }
+            Err(_) => {}
+        }
+        Ok(())
     }
 
     fn range(&self, range: impl RangeBounds<u64>) -> Vec<Entry> {

@@ -1,0 +1,129 @@
+"""Three real `veil` nodes on 127.0.0.1/.2/.3 (every one a voter and a
+broker) seen by real clients: confluent-kafka's AdminClient and `kcat -L`
+list three brokers and a controller, and a topic with replication factor 3
+has its three replicas on the three nodes."""
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import Broker
+
+
+def free_port(host):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def ready(node):
+    try:
+        with urllib.request.urlopen(f"http://{node.admin}/healthz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def cluster():
+    hosts = [f"127.0.0.{i}" for i in (1, 2, 3)]
+    voters = ",".join(f'"{i}@{h}:{free_port(h)}"' for i, h in enumerate(hosts, 1))
+    nodes = []
+    try:
+        for i, host in enumerate(hosts, 1):
+            nodes.append(Broker(extra_args=[
+                "--set", f"node_id={i}",
+                "--set", f"cluster.voters=[{voters}]",
+                "--set", "topics.default_replication_factor=3",
+            ], host=host))
+        deadline = time.monotonic() + 60
+        while not all(ready(n) for n in nodes):
+            assert time.monotonic() < deadline, "nodes not ready:\n" + "\n".join(n.log() for n in nodes)
+            time.sleep(0.2)
+        yield nodes
+    finally:
+        for n in nodes:
+            n.close()
+
+
+def test_admin_client_sees_three_brokers_a_controller_and_three_replicas(cluster):
+    admin = AdminClient({"bootstrap.servers": cluster[1].bootstrap})
+    described = admin.describe_cluster(request_timeout=15).result(timeout=30)
+    assert sorted(n.id for n in described.nodes) == [1, 2, 3]
+    assert described.controller is not None and described.controller.id in (1, 2, 3)
+    listed = admin.list_topics(timeout=15)
+    assert sorted(listed.brokers) == [1, 2, 3]
+    assert listed.controller_id in (1, 2, 3)
+
+    futures = admin.create_topics([NewTopic("replicated", num_partitions=3, replication_factor=3)])
+    futures["replicated"].result(timeout=30)
+    topic = admin.list_topics(topic="replicated", timeout=15).topics["replicated"]
+    assert len(topic.partitions) == 3
+    leaders = set()
+    for p in topic.partitions.values():
+        assert sorted(p.replicas) == [1, 2, 3], p
+        assert sorted(p.isrs) == [1, 2, 3], p
+        leaders.add(p.leader)
+    assert leaders == {1, 2, 3}, "leadership is spread over the nodes"
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed")
+def test_kcat_lists_three_brokers_and_a_controller(cluster):
+    admin = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    admin.create_topics([NewTopic("seen-by-kcat", num_partitions=1, replication_factor=3)])[
+        "seen-by-kcat"].result(timeout=30)
+    for node in cluster:
+        out = subprocess.run(["kcat", "-b", node.bootstrap, "-L"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert " 3 brokers:" in out.stdout, out.stdout
+        assert out.stdout.count("(controller)") == 1, out.stdout
+        for other in cluster:
+            assert f"at {other.bootstrap}" in out.stdout, out.stdout
+        out = subprocess.run(["kcat", "-b", node.bootstrap, "-L", "-J", "-t", "seen-by-kcat"],
+                             capture_output=True, text=True, timeout=60)
+        meta = json.loads(out.stdout)
+        (topic,) = [t for t in meta["topics"] if t["topic"] == "seen-by-kcat"]
+        replicas = sorted(r["id"] for r in topic["partitions"][0]["replicas"])
+        assert replicas == [1, 2, 3], topic
+
+
+def test_a_cluster_wide_broker_default_reaches_every_node(cluster):
+    """kafka-configs --entity-type brokers --entity-default --alter, with
+    kafka-python (librdkafka refuses the empty resource name locally), then
+    each broker described with confluent-kafka."""
+    from confluent_kafka.admin import ConfigResource, ConfigSource, ResourceType
+    from kafka.admin import ConfigResource as KConfigResource
+    from kafka.admin import ConfigResourceType, KafkaAdminClient
+
+    legacy = KafkaAdminClient(bootstrap_servers=cluster[2].bootstrap)
+    try:
+        def alter(configs):
+            resource = KConfigResource(ConfigResourceType.BROKER, "", configs=configs)
+            (code, message, *_), = legacy.alter_configs([resource]).resources
+            return code, message
+
+        assert alter({"log.retention.ms": "86400000"}) == (0, None)
+        code, message = alter({"num.partitions": "3"})
+        assert code == 42 and "Cannot update these configs dynamically" in message, message
+    finally:
+        legacy.close()
+    admin = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    for node_id in (1, 2, 3):
+        deadline = time.monotonic() + 10
+        while True:
+            resource = ConfigResource(ResourceType.BROKER, str(node_id))
+            configs = admin.describe_configs([resource])[resource].result(timeout=30)
+            entry = configs["log.retention.ms"]
+            if entry.value == "86400000":
+                break
+            assert time.monotonic() < deadline, f"node {node_id}: {entry}"
+            time.sleep(0.2)
+        assert entry.source == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value, entry
+        assert not entry.is_read_only
+        assert configs["num.partitions"].is_read_only
