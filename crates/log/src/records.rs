@@ -77,9 +77,12 @@ pub fn encode_raw(fields: BatchFields, records_count: i32, payload: &[u8]) -> Ve
     b
 }
 
+/// One record to encode: key, value (either may be null) and timestamp.
+pub type PlainRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
+
 /// Encodes `(key, value, timestamp)` records without headers as the
 /// payload of a batch; returns it with the base and max timestamps.
-pub fn encode_payload(records: &[(Option<&[u8]>, Option<&[u8]>, i64)]) -> (Vec<u8>, i64, i64) {
+pub fn encode_payload(records: &[PlainRecord<'_>]) -> (Vec<u8>, i64, i64) {
     let base_timestamp = records.first().map_or(-1, |r| r.2);
     let max_timestamp = records.iter().map(|r| r.2).max().unwrap_or(-1);
     let mut payload = Vec::new();
