@@ -124,6 +124,8 @@ const SETTINGS: &[Setting] = &[
     Setting { name: "group.max.session.timeout.ms", type_code: INT, doc: "groups.max_session_timeout_ms.", value: |c| c.groups.max_session_timeout_ms.to_string() },
     Setting { name: "offsets.retention.minutes", type_code: INT, doc: "groups.offsets_retention_minutes.", value: |c| c.groups.offsets_retention_minutes.to_string() },
     Setting { name: "offset.metadata.max.bytes", type_code: INT, doc: "groups.offset_metadata_max_bytes.", value: |c| c.groups.offset_metadata_max_bytes.to_string() },
+    Setting { name: "offsets.topic.num.partitions", type_code: INT, doc: "groups.offsets_topic_partitions.", value: |c| c.groups.offsets_topic_partitions.to_string() },
+    Setting { name: "offsets.topic.replication.factor", type_code: INT, doc: "groups.offsets_topic_replication_factor.", value: |c| c.groups.offsets_topic_replication_factor.to_string() },
 ];
 
 fn setting(name: &str) -> Option<&'static Setting> {

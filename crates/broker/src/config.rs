@@ -331,6 +331,12 @@ pub struct GroupsConfig {
     /// `offset.metadata.max.bytes`: longer committed metadata is answered
     /// OFFSET_METADATA_TOO_LARGE.
     pub offset_metadata_max_bytes: usize,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`,
+    /// fixed when the topic is created (groups are spread over them).
+    pub offsets_topic_partitions: i32,
+    /// `offsets.topic.replication.factor`: replicas of each of them, capped
+    /// at the number of voters.
+    pub offsets_topic_replication_factor: i16,
 }
 
 impl Default for GroupsConfig {
@@ -341,6 +347,8 @@ impl Default for GroupsConfig {
             min_session_timeout_ms: 6000,
             max_session_timeout_ms: 1_800_000,
             offset_metadata_max_bytes: crate::group::limits::DEFAULT_OFFSET_METADATA_MAX_BYTES,
+            offsets_topic_partitions: 50,
+            offsets_topic_replication_factor: 3,
         }
     }
 }
@@ -357,6 +365,12 @@ impl GroupsConfig {
             || self.min_session_timeout_ms > self.max_session_timeout_ms
         {
             return Err("groups.min_session_timeout_ms must be at least 1 and not above groups.max_session_timeout_ms".into());
+        }
+        if !(1..=1000).contains(&self.offsets_topic_partitions) {
+            return Err("groups.offsets_topic_partitions must be between 1 and 1000".into());
+        }
+        if self.offsets_topic_replication_factor < 1 {
+            return Err("groups.offsets_topic_replication_factor must be at least 1".into());
         }
         let max = crate::group::limits::MAX_OFFSET_METADATA_BYTES;
         if self.offset_metadata_max_bytes > max {

@@ -173,6 +173,24 @@ impl BrokerState {
             self.local_cluster_id.clone(),
             self.background.clone(),
         ));
+        if self.groups.has_legacy() {
+            // Groups of an older store move into __consumer_offsets as soon
+            // as it exists, not at the first client request.
+            let state = Arc::clone(self);
+            let stop = self.background.clone();
+            tokio::spawn(async move {
+                for _ in 0..120 {
+                    if crate::group::offsets_topic::ensure(&state).await.is_ok() {
+                        return;
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+                tracing::warn!("could not create __consumer_offsets for the older group store");
+            });
+        }
     }
 
     /// Waits (at most `limit`) until this node is registered, unfenced and
@@ -458,7 +476,11 @@ fn open_groups(config: &Config, clock: Arc<dyn Clock>) -> Result<GroupCoordinato
         max_session_timeout_ms: g.max_session_timeout_ms,
         offsets_retention_ms: g.offsets_retention_minutes.saturating_mul(60_000),
     };
-    GroupCoordinator::open(&config.data_dir.join("groups"), settings, clock)
+    let timing = crate::group::service::Timing {
+        live_window: std::time::Duration::from_millis(config.cluster.session_timeout_ms),
+        request_timeout: std::time::Duration::from_millis(config.cluster.request_timeout_ms),
+    };
+    GroupCoordinator::open(&config.data_dir.join("groups"), settings, clock, timing)
         .map_err(|e| Error::Io(std::io::Error::other(e)))
 }
 

@@ -50,6 +50,8 @@ pub(crate) async fn context_with(
         data_dir: dir.path().to_path_buf(),
         ..Config::default()
     };
+    // Few partitions of __consumer_offsets keep group tests quick.
+    config.groups.offsets_topic_partitions = 3;
     tweak(&mut config);
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let state = state(config, clock).await;

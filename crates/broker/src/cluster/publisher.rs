@@ -54,6 +54,7 @@ pub fn publish(state: &Arc<BrokerState>) {
                 tracing::error!(error = %e, "some partition replicas could not be opened");
             }
             crate::replication::Replication::sync_fetchers(state);
+            state.groups.set_leadership(state);
         }
         if changes.configs {
             state.apply_dynamic_configs();

@@ -561,6 +561,28 @@ impl Coordinator {
         }
     }
 
+    /// Forgets every group whose id matches (their partition is led
+    /// elsewhere now); the replies owed to their waiting members go to `out`
+    /// for the caller to answer.
+    pub fn unload(
+        &mut self,
+        mut matches: impl FnMut(&str) -> bool,
+        now: i64,
+        out: &mut Vec<Reply>,
+    ) {
+        let ids: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|id| matches(id))
+            .cloned()
+            .collect();
+        for id in ids {
+            if let Some(mut e) = self.groups.remove(&id) {
+                e.group.mark_dead(now, out);
+            }
+        }
+    }
+
     /// The whole durable state as records, for a snapshot.
     pub fn snapshot(&self) -> Vec<Record> {
         let mut out = Vec::new();

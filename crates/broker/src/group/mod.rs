@@ -6,9 +6,12 @@
 //! static membership, KIP-394 member ids, session and rebalance timeouts).
 //! [`coordinator::Coordinator`] holds every group and its offsets and turns
 //! operations into replies and [`record::Record`]s; [`codec`] encodes those
-//! as bounded binary entries and [`store`] keeps the entries in
-//! `<data_dir>/groups/`; [`service::GroupCoordinator`] is the only async part
-//! (locking, fsync, waking waiting JoinGroup/SyncGroup requests, the timer).
+//! as bounded binary entries, written as records of the replicated internal
+//! topic [`offsets_topic`] (`__consumer_offsets`); [`store`] reads the
+//! `<data_dir>/groups/` store of older versions, which moves into that
+//! topic. [`service::GroupCoordinator`] is the only async part (locking,
+//! partition leadership and loading, waiting for replication, waking
+//! waiting JoinGroup/SyncGroup requests, the timer).
 //! [`limits`] holds the caps requests are checked against before anything
 //! reaches a record.
 
@@ -18,6 +21,7 @@ pub mod coordinator;
 pub mod limits;
 pub mod member;
 pub mod metrics;
+pub mod offsets_topic;
 #[cfg(test)]
 mod proptests;
 pub mod record;

@@ -150,6 +150,14 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
             results.push(fail(ctx, result, failure));
             continue;
         }
+        if crate::group::offsets_topic::is_internal(&topic.name) {
+            let message = format!(
+                "'{}' is internal: the group coordinator creates it",
+                &*topic.name
+            );
+            results.push(fail(ctx, result, (ResponseError::InvalidRequest, message)));
+            continue;
+        }
         if topic.name.starts_with(veil_blind::PHYSICAL_PREFIX) {
             // Blind topics are created only by BlindCreateTopic, which
             // derives the name; a squatted name would pass as blind later.

@@ -15,26 +15,32 @@ pub async fn handle(ctx: &RequestContext, req: DeleteGroupsRequest) -> DeleteGro
         .iter()
         .map(|id| ctx.authorize(Operation::Delete, ResourceType::Group, id))
         .collect();
+    // Each group is deleted by its own coordinator.
+    let mut hosted = Vec::with_capacity(ids.len());
+    for (id, &allowed) in ids.iter().zip(&allowed) {
+        hosted.push(if allowed {
+            crate::group::offsets_topic::ready(&ctx.broker, id).await
+        } else {
+            Err(ResponseError::GroupAuthorizationFailed)
+        });
+    }
     let (errors, durable) = ctx.broker.groups.run(|core, now, out| {
         ids.iter()
-            .zip(&allowed)
-            .map(|(id, &allowed)| {
-                if allowed {
-                    core.delete_group(id, now, out)
-                } else {
-                    Some(ResponseError::GroupAuthorizationFailed)
-                }
+            .zip(&hosted)
+            .map(|(id, hosted)| match hosted {
+                Ok(()) => core.delete_group(id, now, out),
+                Err(e) => Some(*e),
             })
             .collect::<Vec<_>>()
     });
-    let durable_ok = durable.wait().await;
+    let failed = durable.wait().await;
     let results = req
         .groups_names
         .into_iter()
         .zip(errors)
         .map(|(id, e)| {
             let e = match e {
-                None if !durable_ok => Some(ResponseError::CoordinatorNotAvailable),
+                None if failed.is_some() => failed,
                 other => other,
             };
             let code = e.map_or(0, |e| e.code());

@@ -85,6 +85,15 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
                     }
                 }),
         };
+        let resolved = resolved.and_then(|(name, id)| {
+            if crate::group::offsets_topic::is_internal(&name) {
+                Err(Error::InvalidRequest(format!(
+                    "'{name}' is internal and holds every group's committed offsets"
+                )))
+            } else {
+                Ok((name, id))
+            }
+        });
         let outcome = match resolved {
             Ok((name, id)) => ctx
                 .broker

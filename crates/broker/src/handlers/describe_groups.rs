@@ -16,16 +16,28 @@ use crate::context::RequestContext;
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
 pub async fn handle(ctx: &RequestContext, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let mut hosted = Vec::with_capacity(req.groups.len());
+    for id in &req.groups {
+        hosted.push(crate::group::offsets_topic::ready(&ctx.broker, id).await);
+    }
     let groups = req
         .groups
         .into_iter()
-        .map(|id| {
+        .zip(hosted)
+        .map(|(id, hosted)| {
             if !ctx.authorize(Operation::Describe, ResourceType::Group, &id) {
                 let code = ResponseError::GroupAuthorizationFailed.code();
                 ctx.count(code);
                 return DescribedGroup::default()
                     .with_group_id(id)
                     .with_error_code(code)
+                    .with_authorized_operations(OPERATIONS_NOT_REQUESTED);
+            }
+            if let Err(e) = hosted {
+                ctx.count(e.code());
+                return DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(e.code())
                     .with_authorized_operations(OPERATIONS_NOT_REQUESTED);
             }
             let summary = ctx.broker.groups.read(|c| c.describe(&id));

@@ -1,6 +1,9 @@
-//! FindCoordinator: this broker coordinates every group.
+//! FindCoordinator: a group's coordinator is the leader of its partition of
+//! `__consumer_offsets` (created by the first lookup).
 //!
-//! Key type 0 (group) answers this node's advertised address; key type 1
+//! Key type 0 (group) answers that broker's address on the listener the
+//! request came in on (COORDINATOR_NOT_AVAILABLE, retriable, while the
+//! partition has no leader or the topic cannot be created yet); key type 1
 //! (transaction) is COORDINATOR_NOT_AVAILABLE because Veil runs no
 //! transaction coordinator; any other type is INVALID_REQUEST, as Kafka
 //! answers an unknown type. v4+ batches keys in `coordinator_keys`.
@@ -21,7 +24,7 @@ const GROUP: i8 = 0;
 const TRANSACTION: i8 = 1;
 
 /// (error, node id, host, port) for one key.
-fn locate(
+async fn locate(
     ctx: &RequestContext,
     key_type: i8,
     key: &str,
@@ -38,26 +41,44 @@ fn locate(
         TRANSACTION => Some(ResponseError::CoordinatorNotAvailable),
         _ => Some(ResponseError::InvalidRequest),
     };
-    match (error, ctx.broker.advertised_for(&ctx.listener)) {
-        (None, Some(a)) => (None, ctx.broker.node_id(), a.host, a.port),
-        (None, None) => (
-            Some(ResponseError::CoordinatorNotAvailable),
-            -1,
-            String::new(),
-            -1,
-        ),
-        (Some(e), _) => (Some(e), -1, String::new(), -1),
+    if let Some(e) = error {
+        return (Some(e), -1, String::new(), -1);
+    }
+    let unavailable = |e| (Some(e), -1, String::new(), -1);
+    let node = match crate::group::offsets_topic::coordinator_of(&ctx.broker, key).await {
+        Ok(node) => node,
+        Err(e) => return unavailable(e),
+    };
+    if node == ctx.broker.node_id() {
+        return match ctx.broker.advertised_for(&ctx.listener) {
+            Some(a) => (None, node, a.host, a.port),
+            None => unavailable(ResponseError::CoordinatorNotAvailable),
+        };
+    }
+    match ctx
+        .broker
+        .broker_endpoints(&ctx.listener)
+        .into_iter()
+        .find(|b| b.node_id == node)
+    {
+        Some(b) => (None, node, b.host, b.port),
+        // Fenced or unknown: its partitions move soon.
+        None => unavailable(ResponseError::CoordinatorNotAvailable),
     }
 }
 
 pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let resp = FindCoordinatorResponse::default();
     if ctx.api_version >= 4 {
+        let mut located = Vec::with_capacity(req.coordinator_keys.len());
+        for key in &req.coordinator_keys {
+            located.push(locate(ctx, req.key_type, key).await);
+        }
         let coordinators = req
             .coordinator_keys
             .into_iter()
-            .map(|key| {
-                let (error, node, host, port) = locate(ctx, req.key_type, &key);
+            .zip(located)
+            .map(|(key, (error, node, host, port))| {
                 let code = error.map_or(0, |e| e.code());
                 ctx.count(code);
                 Coordinator::default()
@@ -71,7 +92,7 @@ pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCo
             .collect();
         return resp.with_coordinators(coordinators);
     }
-    let (error, node, host, port) = locate(ctx, req.key_type, &req.key);
+    let (error, node, host, port) = locate(ctx, req.key_type, &req.key).await;
     let code = error.map_or(0, |e| e.code());
     ctx.count(code);
     resp.with_error_code(code)

@@ -14,6 +14,10 @@ pub async fn handle(ctx: &RequestContext, req: HeartbeatRequest) -> HeartbeatRes
         return HeartbeatResponse::default().with_error_code(code);
     }
     let group_id = req.group_id.0.to_string();
+    if let Err(e) = crate::group::offsets_topic::ready(&ctx.broker, &group_id).await {
+        ctx.count(e.code());
+        return HeartbeatResponse::default().with_error_code(e.code());
+    }
     let (error, durable) = ctx.broker.groups.run(|core, now, out| {
         core.heartbeat(
             &group_id,

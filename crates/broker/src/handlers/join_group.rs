@@ -48,6 +48,10 @@ pub async fn handle(ctx: &RequestContext, req: JoinGroupRequest) -> Handled {
     let client_id = ctx.client_id.clone().unwrap_or_default();
     let instance_id = req.group_instance_id.as_ref().map(ToString::to_string);
     let prefix = instance_id.clone().unwrap_or_else(|| client_id.clone());
+    if let Err(e) = crate::group::offsets_topic::ready(&ctx.broker, &req.group_id).await {
+        let moved = JoinResult::error(&req.member_id, e);
+        return Handled::Ready(Response::JoinGroup(response(ctx, moved, version)));
+    }
     let groups = &ctx.broker.groups;
     let (waiter, rx) = groups.waiter();
     let join = JoinRequest {

@@ -31,11 +31,16 @@ pub async fn handle(ctx: &RequestContext, req: LeaveGroupRequest) -> LeaveGroupR
         vec![(req.member_id.to_string(), None)]
     };
     let group_id = req.group_id.0.to_string();
+    if let Err(e) = crate::group::offsets_topic::ready(&ctx.broker, &group_id).await {
+        ctx.count(e.code());
+        return LeaveGroupResponse::default().with_error_code(e.code());
+    }
     let ((top, errors), durable) = ctx
         .broker
         .groups
         .run(|core, now, out| core.leave(&group_id, &leaving, now, out));
-    durable.wait().await;
+    let failed = durable.wait().await;
+    let top = top.or(failed);
     let code = |e: Option<ResponseError>| e.map_or(0, |e| e.code());
     if !batched {
         // Before v3 the one member's error is the response's error.

@@ -211,7 +211,7 @@ fn describe(ctx: &RequestContext, topic: &Topic, ops: bool) -> MetadataResponseT
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.id)
-        .with_is_internal(false)
+        .with_is_internal(crate::group::offsets_topic::is_internal(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(if ops {
             ctx.authorized_operations(ResourceType::Topic, &topic.name)

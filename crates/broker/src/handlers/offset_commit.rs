@@ -82,18 +82,23 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
     let member_id = req.member_id.to_string();
     let instance = req.group_instance_id.as_ref().map(ToString::to_string);
     let generation = req.generation_id_or_member_epoch;
-    let (checked, durable) = ctx.broker.groups.run(|core, now, out| {
-        let checked = core.check_commit(&group_id, &member_id, instance.as_deref(), generation);
-        if checked.is_ok() && !to_store.is_empty() {
-            core.commit(&group_id, &member_id, to_store, now, out);
+    // A commit is acknowledged only once it is replicated (and on disk).
+    let group_error = if let Err(e) =
+        crate::group::offsets_topic::ready(&ctx.broker, &group_id).await
+    {
+        Some(e)
+    } else {
+        let (checked, durable) = ctx.broker.groups.run(|core, now, out| {
+            let checked = core.check_commit(&group_id, &member_id, instance.as_deref(), generation);
+            if checked.is_ok() && !to_store.is_empty() {
+                core.commit(&group_id, &member_id, to_store, now, out);
+            }
+            checked
+        });
+        match checked {
+            Err(e) => Some(e),
+            Ok(()) => durable.wait().await,
         }
-        checked
-    });
-    // A commit is acknowledged only once it is on disk.
-    let group_error = match checked {
-        Err(e) => Some(e),
-        Ok(()) if !durable.wait().await => Some(ResponseError::CoordinatorNotAvailable),
-        Ok(()) => None,
     };
     let topics = req
         .topics

@@ -62,18 +62,22 @@ pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDel
         }
     }
     let group_id = req.group_id.0.to_string();
+    if let Err(e) = crate::group::offsets_topic::ready(&ctx.broker, &group_id).await {
+        ctx.count(e.code());
+        return OffsetDeleteResponse::default().with_error_code(e.code());
+    }
     let (result, durable) = ctx
         .broker
         .groups
         .run(|core, _now, out| core.delete_offsets(&group_id, &known, subscribed, out));
-    let durable_ok = durable.wait().await;
+    let failed = durable.wait().await;
     let errors = match result {
         Err(e) => {
             ctx.count(e.code());
             return OffsetDeleteResponse::default().with_error_code(e.code());
         }
-        Ok(_) if !durable_ok => {
-            let e = ResponseError::CoordinatorNotAvailable;
+        Ok(_) if failed.is_some() => {
+            let e = failed.unwrap_or(ResponseError::CoordinatorNotAvailable);
             ctx.count(e.code());
             return OffsetDeleteResponse::default().with_error_code(e.code());
         }

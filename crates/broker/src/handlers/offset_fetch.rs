@@ -68,10 +68,15 @@ fn offsets(
     ctx: &RequestContext,
     group: &str,
     requested: Requested<'_>,
+    hosted: Result<(), ResponseError>,
 ) -> Result<Vec<TopicOffsets>, ResponseError> {
     if !ctx.authorize(Operation::Describe, ResourceType::Group, group) {
         ctx.count(ResponseError::GroupAuthorizationFailed.code());
         return Err(ResponseError::GroupAuthorizationFailed);
+    }
+    if let Err(e) = hosted {
+        ctx.count(e.code());
+        return Err(e);
     }
     let may_describe = |topic: &str| ctx.authorize(Operation::Describe, ResourceType::Topic, topic);
     let Some(requested) = requested else {
@@ -114,16 +119,21 @@ fn offsets(
 
 pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchResponse {
     if ctx.api_version >= 8 {
+        let mut hosted = Vec::with_capacity(req.groups.len());
+        for g in &req.groups {
+            hosted.push(crate::group::offsets_topic::ready(&ctx.broker, &g.group_id).await);
+        }
         let groups = req
             .groups
             .into_iter()
-            .map(|g| {
+            .zip(hosted)
+            .map(|(g, hosted)| {
                 let requested = g.topics.as_ref().map(|ts| {
                     ts.iter()
                         .map(|t| (t.name.as_str(), t.partition_indexes.as_slice()))
                         .collect()
                 });
-                let answer = offsets(ctx, &g.group_id, requested);
+                let answer = offsets(ctx, &g.group_id, requested, hosted);
                 let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id);
                 let topics = match answer {
                     Ok(topics) => topics,
@@ -160,7 +170,8 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
             .map(|t| (t.name.as_str(), t.partition_indexes.as_slice()))
             .collect()
     });
-    let topics = match offsets(ctx, &req.group_id, requested) {
+    let hosted = crate::group::offsets_topic::ready(&ctx.broker, &req.group_id).await;
+    let topics = match offsets(ctx, &req.group_id, requested, hosted) {
         Ok(topics) => topics,
         Err(e) if ctx.api_version >= 2 => {
             return OffsetFetchResponse::default().with_error_code(e.code())

@@ -47,6 +47,9 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
             Some(ResponseError::TransactionalIdAuthorizationFailed)
         } else if !ctx.authorize(Operation::Write, ResourceType::Topic, &topic_data.name) {
             Some(ResponseError::TopicAuthorizationFailed)
+        } else if crate::group::offsets_topic::is_internal(&topic_data.name) {
+            // Only the group coordinator writes there, as in Kafka.
+            Some(ResponseError::InvalidTopicException)
         } else {
             None
         };

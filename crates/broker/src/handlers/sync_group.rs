@@ -28,6 +28,9 @@ pub async fn handle(ctx: &RequestContext, req: SyncGroupRequest) -> Handled {
         let refused = SyncResult::error(ResponseError::InvalidRequest);
         return Handled::Ready(Response::SyncGroup(response(ctx, refused)));
     }
+    if let Err(e) = crate::group::offsets_topic::ready(&ctx.broker, &req.group_id).await {
+        return Handled::Ready(Response::SyncGroup(response(ctx, SyncResult::error(e))));
+    }
     let groups = &ctx.broker.groups;
     let (waiter, rx) = groups.waiter();
     let assignments = req
