@@ -807,7 +807,7 @@ mod tests {
         assert_eq!(offsets_topic::ready(&state, "g").await, Ok(()));
         // Enough commits, of one group and a few partitions, for several snapshots.
         for i in 0..150i64 {
-            let (_, durable) = state.groups.run(|core, now, out| {
+            let ((), durable) = state.groups.run(|core, now, out| {
                 let offsets = vec![("t".to_owned(), (i % 4) as i32, offset(i))];
                 core.commit("g", "", offsets, now, out);
             });
