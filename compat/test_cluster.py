@@ -127,3 +127,82 @@ def test_a_cluster_wide_broker_default_reaches_every_node(cluster):
         assert entry.source == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value, entry
         assert not entry.is_read_only
         assert configs["num.partitions"].is_read_only
+
+
+def test_a_consumer_group_keeps_its_committed_offsets_when_its_coordinator_is_killed(cluster):
+    """Two confluent-kafka consumers of one group commit synchronously while
+    the coordinator of the group (the leader of its __consumer_offsets
+    partition) is killed with SIGKILL: the group moves to another node,
+    every commit acknowledged before the kill is still there, consuming
+    goes on, and a fresh member of the group resumes at the committed end."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+    bootstrap = ",".join(n.bootstrap for n in cluster)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("work", num_partitions=4, replication_factor=3)])["work"].result(30)
+    total = 400
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    for i in range(total):
+        producer.produce("work", key=str(i % 4).encode(), value=str(i).encode(), partition=i % 4)
+    assert producer.flush(60) == 0
+
+    def consumer():
+        return Consumer({
+            "bootstrap.servers": bootstrap, "group.id": "g", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 1000,
+        })
+
+    consumers = [consumer(), consumer()]
+    for c in consumers:
+        c.subscribe(["work"])
+    seen = set()
+    acked = {}  # partition -> highest next-offset whose commit was acknowledged
+    killed = None
+
+    def commit(c, msg):
+        tp = TopicPartition("work", msg.partition(), msg.offset() + 1)
+        for _ in range(30):
+            try:
+                c.commit(offsets=[tp], asynchronous=False)
+                acked[msg.partition()] = max(acked.get(msg.partition(), 0), msg.offset() + 1)
+                return
+            except KafkaException as e:
+                # A rebalance took the partition away: its new owner reads
+                # from the last acknowledged commit. Anything else is
+                # retriable while the group moves to another coordinator.
+                if e.args[0].code() in (KafkaError.REBALANCE_IN_PROGRESS,
+                                        KafkaError.ILLEGAL_GENERATION,
+                                        KafkaError.UNKNOWN_MEMBER_ID):
+                    return
+                time.sleep(0.5)
+        raise AssertionError(f"commit of {tp} never acknowledged")
+
+    deadline = time.monotonic() + 180
+    while len(seen) < total:
+        assert time.monotonic() < deadline, f"consumed {len(seen)} of {total}; acked {acked}"
+        for c in consumers:
+            msg = c.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            seen.add(int(msg.value()))
+            commit(c, msg)
+        if killed is None and len(seen) >= total // 3:
+            described = admin.describe_consumer_groups(["g"])["g"].result(timeout=30)
+            killed = described.coordinator.id
+            before = dict(acked)
+            cluster[killed - 1].kill()
+    for c in consumers:
+        c.close()
+    assert killed is not None and before, "the coordinator was killed before any commit"
+
+    # A new member of the group starts where the acknowledged commits left it.
+    fresh = Consumer({"bootstrap.servers": bootstrap, "group.id": "g", "enable.auto.commit": False})
+    committed = fresh.committed([TopicPartition("work", p) for p in range(4)], timeout=60)
+    by_partition = {tp.partition: tp.offset for tp in committed}
+    for p, offset in before.items():
+        assert by_partition[p] >= offset, (p, by_partition, before)
+    assert by_partition == {p: total // 4 for p in range(4)}, (by_partition, acked)
+    fresh.close()
+    described = admin.describe_consumer_groups(["g"])["g"].result(timeout=30)
+    assert described.coordinator.id != killed
