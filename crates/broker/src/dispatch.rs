@@ -15,15 +15,16 @@ use kafka_protocol::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    DescribeQuorumRequest, DescribeQuorumResponse, FetchRequest, FetchResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest,
-    InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
-    OffsetFetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader, SyncGroupRequest, SyncGroupResponse,
+    DescribeQuorumRequest, DescribeQuorumResponse, ElectLeadersRequest, ElectLeadersResponse,
+    FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest,
+    HeartbeatResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
@@ -157,6 +158,7 @@ served_apis! {
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse => incremental_alter_configs, 0..=1;
     DescribeCluster: DescribeClusterRequest, DescribeClusterResponse => describe_cluster, 0..=2;
     DescribeQuorum: DescribeQuorumRequest, DescribeQuorumResponse => describe_quorum, 0..=2;
+    ElectLeaders: ElectLeadersRequest, ElectLeadersResponse => elect_leaders, 0..=2;
     DescribeAcls: DescribeAclsRequest, DescribeAclsResponse => describe_acls, 1..=3;
     CreateAcls: CreateAclsRequest, CreateAclsResponse => create_acls, 1..=3;
     DeleteAcls: DeleteAclsRequest, DeleteAclsResponse => delete_acls, 1..=3;
@@ -337,6 +339,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
         IncrementalAlterConfigs => "incremental_alter_configs",
         DescribeAcls => "describe_acls", CreateAcls => "create_acls", DeleteAcls => "delete_acls",
         DescribeCluster => "describe_cluster", DescribeQuorum => "describe_quorum",
+        ElectLeaders => "elect_leaders",
         InitProducerId => "init_producer_id",
         SaslHandshake => "sasl_handshake", SaslAuthenticate => "sasl_authenticate",
         AlterUserScramCredentials => "alter_user_scram_credentials",

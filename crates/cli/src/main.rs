@@ -11,6 +11,7 @@ mod health;
 mod kms;
 mod kms_bench;
 mod logging;
+mod partitions;
 mod produce;
 mod secure;
 mod topics;
@@ -59,6 +60,8 @@ enum Command {
     Certs(certs::Args),
     /// The metadata quorum and each node's state (`veil cluster status`).
     Cluster(cluster::Args),
+    /// Partition leadership: preferred or unclean leader elections.
+    Partitions(partitions::Args),
     /// Manage SCRAM users (and hash PLAIN users-file entries).
     User(user::Args),
     /// Blind-topic key management: key epochs, user keys, revocation, ACLs.
@@ -118,6 +121,7 @@ fn main() -> std::process::ExitCode {
             Command::Groups(args) => groups::run(args).await,
             Command::Certs(args) => certs::run(args),
             Command::Cluster(args) => cluster::run(args).await,
+            Command::Partitions(args) => partitions::run(args).await,
             Command::User(args) => user::run(args).await,
             Command::Kms(args) => kms::run(args).await,
             Command::Produce(args) => produce::run(args).await,

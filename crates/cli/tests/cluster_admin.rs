@@ -182,11 +182,13 @@ async fn broker_configs(
 
 fn rejected(cluster: &TestCluster, id: usize) -> u64 {
     let (_, metrics) = cluster.node(id).http_get("/metrics");
+    // One series per listener: the sum over them.
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix("veil_connections_rejected_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+        .filter(|l| l.starts_with("veil_connections_rejected_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
 }
 
 #[test]

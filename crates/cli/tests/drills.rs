@@ -257,3 +257,88 @@ fn two_nodes_down_refuses_acks_all_and_loses_nothing() {
     let report = workload.finish(&cluster.bootstrap());
     assert_clean("two-down", &report);
 }
+
+/// A batch of `values` from producer `pid` (epoch 0) starting at `seq`.
+fn idempotent_batch(values: &[&str], pid: i64, seq: i32) -> Vec<u8> {
+    let records: Vec<veil_log::testing::TestRecord> = values
+        .iter()
+        .map(|v| (None, Some(v.as_bytes()), 1_700_000_000_000))
+        .collect();
+    veil_log::testing::build_batch_with_producer(&records, pid, 0, seq)
+}
+
+/// (error code, base offset) of an acks=all produce to partition 0.
+async fn send(conn: &mut veil_client::Connection, topic: &str, batch: Vec<u8>) -> (i16, i64) {
+    let resp = common::produce(conn, topic, 0, -1, batch).await;
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[test]
+fn a_retry_sent_to_the_new_leader_is_still_a_duplicate() {
+    use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
+    let mut cluster = TestCluster::start_with(common::BIN, 3, &options());
+    create_topic(&cluster, "dedup", 1);
+    let leader = leader_of(&cluster, &[1, 2, 3], "dedup", 0).expect("a leader");
+    let pid = rt().block_on(async {
+        let mut conn = veil_client::Connection::connect(&cluster.node(leader).bootstrap(), "idem")
+            .await
+            .unwrap();
+        let init = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let pid = conn.send(&init).await.unwrap().producer_id.0;
+        assert!(pid >= 0);
+        for i in 0..4 {
+            let values = [format!("v{}", 2 * i), format!("v{}", 2 * i + 1)];
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            let sent = send(&mut conn, "dedup", idempotent_batch(&values, pid, 2 * i)).await;
+            assert_eq!(sent, (0, i64::from(2 * i)));
+        }
+        pid
+    });
+    // The leader dies before the producer sees the last answer; the
+    // producer sends the batch again, to whichever node leads now.
+    cluster.kill(leader);
+    let live: Vec<usize> = (1..=3).filter(|n| *n != leader).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let next = loop {
+        if let Some(l) = leader_of(&cluster, &live, "dedup", 0).filter(|l| *l != leader) {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader after killing {leader}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("dedup: leader {leader} killed, node {next} leads");
+    rt().block_on(async {
+        let mut conn = veil_client::Connection::connect(&cluster.node(next).bootstrap(), "retry")
+            .await
+            .unwrap();
+        // The new leader may still be settling: NOT_LEADER is retriable.
+        let mut last = (-1, -1);
+        for _ in 0..100 {
+            last = send(&mut conn, "dedup", idempotent_batch(&["v6", "v7"], pid, 6)).await;
+            if last.0 == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(last, (0, 6), "the retry was not recognised as the original");
+        assert_eq!(
+            send(&mut conn, "dedup", idempotent_batch(&["v2", "v3"], pid, 2)).await,
+            (0, 2)
+        );
+        assert_eq!(
+            send(&mut conn, "dedup", idempotent_batch(&["v8"], pid, 8)).await,
+            (0, 8)
+        );
+        let hw = common::fetch(&mut conn, "dedup", 0, 0, 0).await.responses[0].partitions[0]
+            .high_watermark;
+        assert_eq!(hw, 9, "a duplicate was appended again");
+    });
+}

@@ -244,3 +244,57 @@ impl Admin {
         Ok(())
     }
 }
+
+/// One partition's answer to ElectLeaders: 0, or Kafka's error code
+/// (84 ELECTION_NOT_NEEDED, 80 PREFERRED_LEADER_NOT_AVAILABLE,
+/// 83 ELIGIBLE_LEADERS_NOT_AVAILABLE, 3 UNKNOWN_TOPIC_OR_PARTITION).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionResult {
+    pub topic: String,
+    pub partition: i32,
+    pub error_code: i16,
+    pub message: Option<String>,
+}
+
+impl Admin {
+    /// ElectLeaders: preferred leaders (or, `unclean`, any live replica for
+    /// partitions without a leader) for `partitions`, or every partition.
+    pub async fn elect_leaders(
+        &mut self,
+        unclean: bool,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<ElectionResult>> {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        use kafka_protocol::messages::ElectLeadersRequest;
+        let topics = partitions.map(|list| {
+            list.into_iter()
+                .map(|(t, ps)| {
+                    TopicPartitions::default()
+                        .with_topic(TopicName(StrBytes::from_string(t)))
+                        .with_partitions(ps)
+                })
+                .collect()
+        });
+        let req = ElectLeadersRequest::default()
+            .with_election_type(i8::from(unclean))
+            .with_topic_partitions(topics)
+            .with_timeout_ms(30_000);
+        let resp = self.connection().send(&req).await?;
+        if resp.error_code != 0 {
+            return Err(Error::kafka("ElectLeaders", resp.error_code, None));
+        }
+        let mut out = Vec::new();
+        for t in resp.replica_election_results {
+            for p in t.partition_result {
+                out.push(ElectionResult {
+                    topic: t.topic.to_string(),
+                    partition: p.partition_id,
+                    error_code: p.error_code,
+                    message: message(p.error_message.as_ref()),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Ok(out)
+    }
+}

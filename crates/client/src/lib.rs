@@ -21,7 +21,9 @@ pub use acl::{Acl, AclFilter};
 pub use admin::{Admin, TopicDescription, TopicSpec};
 pub use blind::{load_user_key, BlindClient, BlindError, Connector, Resolved};
 pub use blind_data::{BlindConsumer, BlindProducer, KafkaProps, Record};
-pub use cluster::{BrokerConfig, BrokerInfo, ClusterDescription, QuorumDescription, QuorumReplica};
+pub use cluster::{
+    BrokerConfig, BrokerInfo, ClusterDescription, ElectionResult, QuorumDescription, QuorumReplica,
+};
 pub use connection::Connection;
 pub use error::{Error, Result};
 pub use groups::{GroupDescription, GroupListing, MemberDescription, OffsetSpec};

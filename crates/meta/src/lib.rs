@@ -19,6 +19,7 @@ pub mod blind;
 pub mod broker_config;
 pub mod cluster;
 pub mod command;
+pub mod elections;
 pub mod error;
 pub mod framing;
 pub mod raft;

@@ -59,6 +59,16 @@ pub struct ClusterConfig {
     pub request_timeout_ms: u64,
     /// Snapshot the metadata after this many changes.
     pub snapshot_every: u64,
+    /// Kafka's `auto.leader.rebalance.enable`: the controller moves
+    /// leaderships back to preferred replicas that are live and in sync
+    /// (after a node returns), checking every
+    /// `leader_imbalance_check_interval_ms` (Kafka's
+    /// `leader.imbalance.check.interval.seconds`, 300 s there) and only for
+    /// brokers whose share of preferred partitions led elsewhere exceeds
+    /// `leader_imbalance_per_broker_percentage` (Kafka: 10).
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_ms: u64,
+    pub leader_imbalance_per_broker_percentage: u32,
 }
 
 impl Default for ClusterConfig {
@@ -75,6 +85,9 @@ impl Default for ClusterConfig {
             election_timeout_ms: 600,
             request_timeout_ms: 10_000,
             snapshot_every: 1000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 60_000,
+            leader_imbalance_per_broker_percentage: 10,
         }
     }
 }
@@ -214,6 +227,14 @@ impl ClusterConfig {
         if self.raft_heartbeat_ms == 0 || self.election_timeout_ms < 3 * self.raft_heartbeat_ms {
             return Err(
                 "cluster.election_timeout_ms must be at least three times cluster.raft_heartbeat_ms (> 0)"
+                    .into(),
+            );
+        }
+        if self.leader_imbalance_check_interval_ms < 1000
+            || self.leader_imbalance_per_broker_percentage > 100
+        {
+            return Err(
+                "cluster.leader_imbalance_check_interval_ms must be at least 1000 and cluster.leader_imbalance_per_broker_percentage at most 100"
                     .into(),
             );
         }

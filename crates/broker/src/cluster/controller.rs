@@ -50,6 +50,9 @@ pub struct Controller {
     /// Brokers with a registration change in flight, so concurrent
     /// heartbeats do not propose it twice.
     in_flight: Mutex<HashSet<i32>>,
+    /// Automatic preferred-leader rebalance: how often, and above which
+    /// imbalance ratio per broker (`None`: off).
+    rebalance: Option<(Duration, f64)>,
 }
 
 impl Controller {
@@ -65,6 +68,36 @@ impl Controller {
             last_seen: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
+            rebalance: None,
+        }
+    }
+
+    /// Turns the automatic preferred-leader rebalance on.
+    pub fn with_rebalance(mut self, every: Duration, imbalance_ratio: f64) -> Controller {
+        self.rebalance = Some((every, imbalance_ratio));
+        self
+    }
+
+    /// Moves leaderships back to preferred replicas where a broker's share
+    /// of them led elsewhere is too large.
+    async fn rebalance_leaders(&self, quorum: &Quorum, ratio: f64) {
+        let moves = quorum
+            .view()
+            .read(|s| veil_meta::elections::preferred_leader_moves(s, ratio));
+        for (topic, partition, leader) in moves {
+            let cmd = MetaCommand::ElectLeader {
+                topic: topic.clone(),
+                partition,
+                leader,
+            };
+            match quorum.propose(cmd).await {
+                Ok(_) => {
+                    tracing::info!(%topic, partition, leader, "leadership back to the preferred replica");
+                }
+                Err(e) => {
+                    tracing::debug!(%topic, partition, error = %e, "preferred-leader election failed");
+                }
+            }
         }
     }
 
@@ -209,6 +242,7 @@ impl Controller {
         // of its majority lease within the same term is not a new
         // controller and must not restart every broker's session.
         let mut took_over_in: Option<u64> = None;
+        let mut next_rebalance = Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -229,6 +263,8 @@ impl Controller {
                     seen.insert(id, now);
                 }
                 self.heard.lock().clear();
+                // Brokers get a full interval to come back before leaderships move.
+                next_rebalance = now + self.rebalance.map_or(Duration::ZERO, |(every, _)| every);
                 tracing::info!(node = self.node_id, term, "this node is now the controller");
             }
             if !controller {
@@ -257,6 +293,12 @@ impl Controller {
                     .await
                 {
                     tracing::warn!(node = node_id, error = %e, "fencing failed");
+                }
+            }
+            if let Some((every, ratio)) = self.rebalance {
+                if Instant::now() >= next_rebalance {
+                    next_rebalance = Instant::now() + every;
+                    self.rebalance_leaders(&quorum, ratio).await;
                 }
             }
         }

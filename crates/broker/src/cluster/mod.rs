@@ -183,11 +183,21 @@ impl Cluster {
             node_id,
             incarnation: veil_meta::cluster::new_incarnation(),
             quorum: Arc::new(quorum),
-            controller: Arc::new(controller::Controller::new(
-                node_id,
-                Duration::from_millis(c.session_timeout_ms),
-                Duration::from_millis(c.heartbeat_interval_ms),
-            )),
+            controller: Arc::new({
+                let controller = controller::Controller::new(
+                    node_id,
+                    Duration::from_millis(c.session_timeout_ms),
+                    Duration::from_millis(c.heartbeat_interval_ms),
+                );
+                if c.auto_leader_rebalance_enable {
+                    controller.with_rebalance(
+                        Duration::from_millis(c.leader_imbalance_check_interval_ms),
+                        f64::from(c.leader_imbalance_per_broker_percentage) / 100.0,
+                    )
+                } else {
+                    controller
+                }
+            }),
             client,
             registration: watch::Sender::new(RegistrationStatus::default()),
             shutting_down: AtomicBool::new(false),
