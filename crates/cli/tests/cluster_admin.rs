@@ -404,3 +404,136 @@ fn a_voter_whose_metadata_disk_fills_stops_voting_and_the_others_carry_on() {
     println!("{}", status(&cluster.node(1).bootstrap()).1);
     drop(cluster);
 }
+
+/// Partition 0 of `topic` as node `id` describes it.
+fn partition_0(
+    cluster: &TestCluster,
+    id: usize,
+    topic: &str,
+) -> Result<veil_client::admin::PartitionDescription, String> {
+    rt().block_on(async {
+        let mut admin = Admin::connect(&cluster.node(id).bootstrap())
+            .await
+            .map_err(|e| e.to_string())?;
+        let t = admin
+            .describe_topic(topic)
+            .await
+            .map_err(|e| e.to_string())?;
+        t.partitions
+            .into_iter()
+            .find(|p| p.partition == 0)
+            .ok_or_else(|| "no partition 0".to_owned())
+    })
+}
+
+/// Kills the preferred leader of `topic`-0, waits for another leader,
+/// restarts it and waits until it is in sync again; returns its id and a
+/// node that stayed up.
+fn bounce_preferred_leader(cluster: &mut TestCluster, topic: &str) -> (usize, usize) {
+    let p = partition_0(cluster, 1, topic).unwrap();
+    let preferred = usize::try_from(p.replicas[0]).unwrap();
+    assert_eq!(
+        p.leader, p.replicas[0],
+        "a new topic is led by its first replica"
+    );
+    let other = if preferred == 1 { 2 } else { 1 };
+    cluster.kill(preferred);
+    eventually(Duration::from_secs(30), "a new leader", || {
+        let p = partition_0(cluster, other, topic)?;
+        (p.leader > 0 && p.leader != p.replicas[0])
+            .then_some(())
+            .ok_or(format!("{p:?}"))
+    });
+    cluster.start_node(preferred);
+    cluster.wait_ready(&[preferred], Duration::from_secs(60));
+    eventually(
+        Duration::from_secs(60),
+        "the restarted node back in the ISR",
+        || {
+            let p = partition_0(cluster, other, topic)?;
+            p.isr
+                .contains(&p.replicas[0])
+                .then_some(())
+                .ok_or(format!("{p:?}"))
+        },
+    );
+    (preferred, other)
+}
+
+#[test]
+fn elect_leaders_moves_leadership_back_to_the_preferred_replica() {
+    let options = ClusterOptions {
+        cluster: "request_timeout_ms = 3000\nsession_timeout_ms = 3000\nauto_leader_rebalance_enable = false\n".into(),
+        ..ClusterOptions::default()
+    };
+    let mut cluster = TestCluster::start_with(BIN, 3, &options);
+    rt().block_on(create(&cluster.node(1).bootstrap(), "preferred", 3))
+        .unwrap();
+    let (preferred, other) = bounce_preferred_leader(&mut cluster, "preferred");
+    let elect = |args: &[&str]| {
+        let bootstrap = cluster.node(other).bootstrap();
+        let out = Command::new(BIN)
+            .args(["partitions", "elect-leaders", "-b", &bootstrap])
+            .args(args)
+            .env("VEIL_LOG", "warn")
+            .output()
+            .expect("run veil partitions elect-leaders");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // Off: nothing moves it back on its own.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(
+        partition_0(&cluster, other, "preferred").unwrap().leader,
+        i32::try_from(preferred).unwrap()
+    );
+    let (ok, out) = elect(&["--topic", "preferred"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "preferred-0\telected");
+    eventually(
+        Duration::from_secs(10),
+        "the preferred replica leads",
+        || {
+            let p = partition_0(&cluster, other, "preferred")?;
+            (p.leader == p.replicas[0])
+                .then_some(())
+                .ok_or(format!("{p:?}"))
+        },
+    );
+    let (ok, out) = elect(&[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("preferred-0\tnot needed"), "{out}");
+    // An unclean election is refused while the leader is alive.
+    let (ok, out) = elect(&["--topic", "preferred", "--unclean"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "preferred-0\tnot needed");
+}
+
+#[test]
+fn the_controller_rebalances_leadership_back_on_its_own() {
+    let options = ClusterOptions {
+        cluster: "request_timeout_ms = 3000\nsession_timeout_ms = 3000\nleader_imbalance_check_interval_ms = 1000\n".into(),
+        ..ClusterOptions::default()
+    };
+    let mut cluster = TestCluster::start_with(BIN, 3, &options);
+    rt().block_on(create(&cluster.node(1).bootstrap(), "rebalanced", 3))
+        .unwrap();
+    let started = Instant::now();
+    let (_, other) = bounce_preferred_leader(&mut cluster, "rebalanced");
+    eventually(
+        Duration::from_secs(30),
+        "the preferred replica leads again",
+        || {
+            let p = partition_0(&cluster, other, "rebalanced")?;
+            (p.leader == p.replicas[0])
+                .then_some(())
+                .ok_or(format!("{p:?}"))
+        },
+    );
+    println!(
+        "rebalance: preferred leader back {:?} after the kill",
+        started.elapsed()
+    );
+}
