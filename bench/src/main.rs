@@ -36,6 +36,11 @@ enum Mode {
         compression: String,
         #[arg(long, default_value_t = 5)]
         linger_ms: u64,
+        /// Send one record at a time, each after the previous one is
+        /// acknowledged: p50/p99 are then the latency of a lone request,
+        /// not of a queue.
+        #[arg(long)]
+        one_at_a_time: bool,
         /// Extra librdkafka properties, key=value.
         #[arg(long = "set")]
         set: Vec<String>,
@@ -61,7 +66,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn main() {
     let cli = Cli::parse();
     match cli.mode {
-        Mode::Produce { records, size, acks, compression, linger_ms, set } => {
+        Mode::Produce { records, size, acks, compression, linger_ms, one_at_a_time, set } => {
             let mut cfg = ClientConfig::new();
             cfg.set("bootstrap.servers", &cli.bootstrap)
                 .set("acks", &acks)
@@ -78,16 +83,20 @@ async fn main() {
             let payload = vec![b'x'; size];
             let started = Instant::now();
             let mut pending = Vec::with_capacity(records);
+            let mut latencies = Vec::with_capacity(records);
             for i in 0..records {
                 let key = format!("k{}", i % 64);
                 let sent = Instant::now();
                 let fut = producer.send_result(FutureRecord::to(&cli.topic).key(&key).payload(&payload));
                 match fut {
+                    Ok(f) if one_at_a_time => {
+                        f.await.expect("delivery future").expect("delivered");
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    }
                     Ok(f) => pending.push((sent, f)),
                     Err((e, _)) => panic!("enqueue failed: {e}"),
                 }
             }
-            let mut latencies = Vec::with_capacity(records);
             for (sent, f) in pending {
                 f.await.expect("delivery future").expect("delivered");
                 latencies.push(sent.elapsed().as_secs_f64() * 1000.0);

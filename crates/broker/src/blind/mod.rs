@@ -68,7 +68,19 @@ impl BlindRuntime {
     pub fn new(config: &Config, meta: &MetaState) -> Self {
         let b = &config.blind;
         BlindRuntime {
-            sealer: sealing::ShareSealer::new(b.share_key_path(&config.data_dir)),
+            sealer: {
+                let sealer = sealing::ShareSealer::new(b.share_key_path(&config.data_dir));
+                // Every node opens every share: one key, given to all of them.
+                if config.cluster.is_clustered() && b.share_key_file.is_none() {
+                    sealer.never_create(
+                        "in a cluster every node needs the same share key: create one 32-byte \
+                         file (e.g. `head -c 32 /dev/urandom`), copy it to every node and set \
+                         blind.share_key_file",
+                    )
+                } else {
+                    sealer
+                }
+            },
             limiter: Mutex::new(limiter::RateLimiter::new(b.transforms_per_second, b.burst)),
             cache: Mutex::new(cache::TokenCache::new(b.cache_entries)),
             visibility: RwLock::new(Visibility::from_meta(meta)),
@@ -159,7 +171,12 @@ pub fn share_of(ctx: &RequestContext, kid_hex: &str) -> Result<Arc<ServerShare>,
     {
         Ok(share) => Ok(Arc::new(share)),
         Err(reason) => {
-            tracing::error!(principal = %ctx.principal, reason, "a stored share cannot be used");
+            tracing::error!(
+                principal = %ctx.principal,
+                reason,
+                "a stored share cannot be used (in a cluster, every node must read the same \
+                 blind.share_key_file)"
+            );
             Err(Refusal::code(ctx, error_code::NO_SHARE))
         }
     }

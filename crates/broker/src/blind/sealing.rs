@@ -31,6 +31,9 @@ pub enum SealError {
 pub struct ShareSealer {
     path: PathBuf,
     key: Mutex<Option<LessSafeKey>>,
+    /// Why a missing key file must not be created here (a cluster node
+    /// whose key would differ from the others').
+    no_create: Option<&'static str>,
 }
 
 impl std::fmt::Debug for ShareSealer {
@@ -55,7 +58,14 @@ impl ShareSealer {
         ShareSealer {
             path,
             key: Mutex::new(None),
+            no_create: None,
         }
+    }
+
+    /// A missing key file is an error saying `why`, never created.
+    pub fn never_create(mut self, why: &'static str) -> Self {
+        self.no_create = Some(why);
+        self
     }
 
     /// Seal a share file (`ServerShare::to_bytes`) for (principal, kid).
@@ -64,7 +74,15 @@ impl ShareSealer {
         let mut guard = self.key.lock();
         let key = match guard.take() {
             Some(k) => k,
-            None => load_or_create(&self.path, true)?,
+            None => match (
+                load_or_create(&self.path, self.no_create.is_none()),
+                self.no_create,
+            ) {
+                (Err(_), Some(why)) if !self.path.exists() => {
+                    return Err(key_error(&self.path, why))
+                }
+                (result, _) => result?,
+            },
         };
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
@@ -183,5 +201,20 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_node_that_must_not_create_the_key_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("share.key");
+        let s = ShareSealer::new(path.clone()).never_create("copy the cluster's key here");
+        let err = s.seal("User:a", "6b", b"share").unwrap_err().to_string();
+        assert!(err.contains("copy the cluster's key here"), "{err}");
+        assert!(!path.exists(), "no key was created");
+        // Given the key, it seals and another node with the same file opens.
+        std::fs::write(&path, [7u8; 32]).unwrap();
+        let sealed = s.seal("User:a", "6b", b"share").unwrap();
+        let other = ShareSealer::new(path).never_create("unused");
+        assert_eq!(&*other.open("User:a", "6b", &sealed).unwrap(), b"share");
     }
 }

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# What replication costs (issue "Replication", benchmark): the same
+# librdkafka load generator (bench/, veil-bench) against one node with a
+# replication-factor-1 topic and against three nodes (127.0.0.1/.2/.3, all
+# voters, plaintext loopback) with a replication-factor-3 topic and
+# min.insync.replicas=2. Both use `log.flush = "sync"`: on three nodes an
+# acks=all answer waits for the leader's fsync and for the fsync of every
+# in-sync follower.
+#   [N100=300000] [N1K=100000] [NLAT=2000] [REPS=3] bench/replication.sh [VEIL_BIN]
+# Scenarios, REPS times each on a fresh topic, medians printed as JSON lines:
+#   produce 100 B and 1 KB, acks=all, linger.ms=5 (throughput);
+#   produce 100 B acks=all, linger.ms=0, one record at a time (latency of a
+#   lone request: p50/p99).
+# Build first: cargo build --release -p veil-cli && (cd bench && cargo build --release)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+VEIL="${1:-$here/../target/release/veil}"
+GEN="$here/target/release/veil-bench"
+REPS="${REPS:-3}"
+work="$(mktemp -d)"
+declare -A pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+export VEIL_LOG=warn
+
+KAFKA=19092 ADMIN=19644 INTERNAL=19292
+voters='["1@127.0.0.1:19292","2@127.0.0.2:19292","3@127.0.0.3:19292"]'
+
+start() { # id clustered(0|1)
+  local id="$1" ip="127.0.0.$1"
+  local args=(broker --data-dir "$work/node$id" --listen "$ip:$KAFKA" --admin-listen "$ip:$ADMIN"
+    --set "node_id=$id" --set log.flush=sync)
+  if [ "$2" = 1 ]; then args+=(--set "cluster.voters=$voters"); fi
+  "$VEIL" "${args[@]}" > "$work/node$id.out" 2>> "$work/node$id.log" &
+  pids[$id]=$!
+}
+
+ready() { # ids...: wait (60 s at most) for /healthz 200 on each
+  for id in "$@"; do
+    for _ in $(seq 1 600); do
+      curl -sf "http://127.0.0.$id:$ADMIN/healthz" >/dev/null 2>&1 && continue 2
+      sleep 0.1
+    done
+    echo "node $id not ready" >&2; tail -20 "$work/node$id.log" >&2; exit 1
+  done
+}
+
+stop_all() {
+  for id in "${!pids[@]}"; do kill "${pids[$id]}" 2>/dev/null || true; wait "${pids[$id]}" 2>/dev/null || true; done
+  pids=()
+  rm -rf "$work"/node*
+}
+
+median() {
+  python3 -c 'import json,sys,statistics
+rows=[json.loads(l) for l in sys.stdin if l.strip()]
+out=dict(rows[0])
+for k in ("secs","records_per_sec","mb_per_sec","p50_ms","p99_ms"):
+    if k in out: out[k]=round(statistics.median(r[k] for r in rows),2)
+out["runs"]=len(rows); print(json.dumps(out))'
+}
+
+scenario() { # label rf generator-args...
+  local label="$1" rf="$2"; shift 2
+  for i in $(seq 1 "$REPS"); do
+    local topic="t$RANDOM$i"
+    "$VEIL" topics --bootstrap "127.0.0.1:$KAFKA" create "$topic" -p 1 -r "$rf" >/dev/null
+    "$GEN" --bootstrap "127.0.0.1:$KAFKA" --topic "$topic" "$@"
+  done | median | sed "s/^{/{\"scenario\":\"$label\",/"
+}
+
+run_all() { # prefix rf
+  scenario "$1 produce 100B acks=all" "$2" produce --records "${N100:-300000}" --size 100 --acks all
+  scenario "$1 produce 1KB acks=all" "$2" produce --records "${N1K:-100000}" --size 1024 --acks all
+  scenario "$1 latency 100B acks=all linger=0 one at a time" "$2" produce --records "${NLAT:-2000}" \
+    --size 100 --acks all --linger-ms 0 --one-at-a-time
+}
+
+start 1 0
+ready 1
+run_all "one node RF1:" 1
+stop_all
+for id in 1 2 3; do start "$id" 1; done
+ready 1 2 3
+run_all "three nodes RF3:" 3
