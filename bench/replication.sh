@@ -6,11 +6,17 @@
 # min.insync.replicas=2. Both use `log.flush = "sync"`: on three nodes an
 # acks=all answer waits for the leader's fsync and for the fsync of every
 # in-sync follower.
-#   [N100=300000] [N1K=100000] [NLAT=2000] [REPS=3] bench/replication.sh [VEIL_BIN]
+#   [N100=300000] [N1K=100000] [NLAT=2000] [REPS=3] [KILLS=10] bench/replication.sh [VEIL_BIN]
 # Scenarios, REPS times each on a fresh topic, medians printed as JSON lines:
 #   produce 100 B and 1 KB, acks=all, linger.ms=5 (throughput);
 #   produce 100 B acks=all, linger.ms=0, one record at a time (latency of a
 #   lone request: p50/p99).
+# Then KILLS times (default 10) on three nodes with default timeouts: a
+# producer sends one acks=all record at a time (idempotent) while the
+# partition leader is killed with SIGKILL; the longest wait for one
+# acknowledgement is the unavailability window (kill to the first
+# acknowledgement by the new leader, plus at most one request). The killed
+# node is restarted and back in the ISR before the next round.
 # Build first: cargo build --release -p veil-cli && (cd bench && cargo build --release)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -87,3 +93,27 @@ stop_all
 for id in 1 2 3; do start "$id" 1; done
 ready 1 2 3
 run_all "three nodes RF3:" 3
+
+# Failover: kill -9 the leader under a one-at-a-time acks=all producer.
+"$VEIL" topics --bootstrap "127.0.0.1:$KAFKA" create failover -p 1 -r 3 >/dev/null
+for k in $(seq 1 "${KILLS:-10}"); do
+  "$GEN" --bootstrap "127.0.0.1:$KAFKA,127.0.0.2:$KAFKA,127.0.0.3:$KAFKA" --topic failover produce \
+    --records 6000 --size 100 --acks all --linger-ms 0 --one-at-a-time --set enable.idempotence=true \
+    > "$work/failover-$k.json" &
+  gen=$!
+  sleep 3
+  victim="$(python3 "$here/leader.py" "127.0.0.1:$KAFKA,127.0.0.2:$KAFKA,127.0.0.3:$KAFKA" failover)"
+  kill -9 "${pids[$victim]}"
+  wait "$gen"
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"round":int(sys.argv[2]),"killed":int(sys.argv[3]),"unavailable_ms":r["max_ms"]}))' \
+    "$work/failover-$k.json" "$k" "$victim" | tee -a "$work/failover.json"
+  start "$victim" 1
+  ready "$victim"
+  for _ in $(seq 1 600); do
+    python3 "$here/leader.py" "127.0.0.1:$KAFKA,127.0.0.2:$KAFKA,127.0.0.3:$KAFKA" failover --in-sync "$victim" && break
+    sleep 0.1
+  done
+done
+python3 -c 'import json,statistics,sys
+v=[json.loads(l)["unavailable_ms"] for l in open(sys.argv[1]) if l.strip()]
+print(json.dumps({"scenario":"three nodes RF3: leader kill -9 to next acks=all ack","median_ms":round(statistics.median(v),1),"min_ms":min(v),"max_ms":max(v),"runs":len(v)}))' "$work/failover.json"

@@ -104,11 +104,12 @@ async fn main() {
             let secs = started.elapsed().as_secs_f64();
             latencies.sort_by(f64::total_cmp);
             println!(
-                "{{\"mode\":\"produce\",\"records\":{records},\"size\":{size},\"acks\":\"{acks}\",\"secs\":{secs:.3},\"records_per_sec\":{:.0},\"mb_per_sec\":{:.2},\"p50_ms\":{:.2},\"p99_ms\":{:.2}}}",
+                "{{\"mode\":\"produce\",\"records\":{records},\"size\":{size},\"acks\":\"{acks}\",\"secs\":{secs:.3},\"records_per_sec\":{:.0},\"mb_per_sec\":{:.2},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2}}}",
                 records as f64 / secs,
                 (records * size) as f64 / secs / 1e6,
                 percentile(&latencies, 0.50),
                 percentile(&latencies, 0.99),
+                percentile(&latencies, 1.0),
             );
         }
         Mode::Consume { records, partitions } => {

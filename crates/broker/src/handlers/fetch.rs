@@ -169,10 +169,13 @@ fn resolve(
     let mut shells = Vec::with_capacity(req.topics.len());
     let mut wanted = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
-        let topic = if by_id {
-            ctx.visible_topic_by_id(t.topic_id)
-        } else {
-            ctx.visible_topic(t.topic.0.as_str())
+        // A replica replicates every topic it holds, blind ones included:
+        // blind visibility is about principals, and a node is not one.
+        let topic = match (by_id, replica.is_some()) {
+            (true, true) => ctx.broker.topics.get_by_id(t.topic_id),
+            (false, true) => ctx.broker.topics.get(t.topic.0.as_str()),
+            (true, false) => ctx.visible_topic_by_id(t.topic_id),
+            (false, false) => ctx.visible_topic(t.topic.0.as_str()),
         };
         let missing = if by_id {
             ResponseError::UnknownTopicId.code()

@@ -22,12 +22,20 @@ pub async fn handle(
     // Kafka: a follower (replica id >= 0) needs CLUSTER_ACTION or every
     // partition fails; a consumer needs DESCRIBE on each topic, checked
     // before existence.
-    let follower_denied = req.replica_id.0 >= 0 && !ctx.authorize_cluster(Operation::ClusterAction);
+    // Nodes on the inter-node listener are trusted (mTLS there names them)
+    // and see every topic they replicate, blind ones included.
+    let node = req.replica_id.0 >= 0 && ctx.listener == crate::server::INTERNAL_LISTENER;
+    let follower_denied =
+        req.replica_id.0 >= 0 && !node && !ctx.authorize_cluster(Operation::ClusterAction);
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
-            let topic = ctx.visible_topic(&t.topic);
+            let topic = if node {
+                ctx.broker.topics.get(&t.topic)
+            } else {
+                ctx.visible_topic(&t.topic)
+            };
             let denied = if follower_denied {
                 Some(ResponseError::ClusterAuthorizationFailed)
             } else if req.replica_id.0 < 0
