@@ -89,7 +89,11 @@ fn a_blind_topic_works_through_every_node_and_revocation_reaches_all() {
 
     // alice writes through node 2 (resolving and creating the topic there).
     let alice_key = key("alice");
-    let lines: String = (0..200).map(|i| format!("reading-{i}\n")).collect();
+    let lines = (0..200)
+        .map(|i| format!("reading-{i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
     let mut producer = veil(
         &sasl[1],
         &kms,
