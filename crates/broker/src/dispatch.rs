@@ -10,7 +10,8 @@ use std::pin::Pin;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    AlterConfigsRequest, AlterConfigsResponse, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
+    AlterConfigsRequest, AlterConfigsResponse, AlterPartitionReassignmentsRequest,
+    AlterPartitionReassignmentsResponse, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteGroupsRequest, DeleteGroupsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
@@ -20,11 +21,11 @@ use kafka_protocol::messages::{
     HeartbeatResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
     InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse,
     LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
-    OffsetFetchRequest, OffsetFetchResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
-    SyncGroupRequest, SyncGroupResponse,
+    ListOffsetsRequest, ListOffsetsResponse, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
@@ -159,6 +160,8 @@ served_apis! {
     DescribeCluster: DescribeClusterRequest, DescribeClusterResponse => describe_cluster, 0..=2;
     DescribeQuorum: DescribeQuorumRequest, DescribeQuorumResponse => describe_quorum, 0..=2;
     ElectLeaders: ElectLeadersRequest, ElectLeadersResponse => elect_leaders, 0..=2;
+    AlterPartitionReassignments: AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse => alter_partition_reassignments, 0..=1;
+    ListPartitionReassignments: ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse => list_partition_reassignments, 0..=0;
     DescribeAcls: DescribeAclsRequest, DescribeAclsResponse => describe_acls, 1..=3;
     CreateAcls: CreateAclsRequest, CreateAclsResponse => create_acls, 1..=3;
     DeleteAcls: DeleteAclsRequest, DeleteAclsResponse => delete_acls, 1..=3;
@@ -340,6 +343,8 @@ pub fn api_name(key: ApiKey) -> &'static str {
         DescribeAcls => "describe_acls", CreateAcls => "create_acls", DeleteAcls => "delete_acls",
         DescribeCluster => "describe_cluster", DescribeQuorum => "describe_quorum",
         ElectLeaders => "elect_leaders",
+        AlterPartitionReassignments => "alter_partition_reassignments",
+        ListPartitionReassignments => "list_partition_reassignments",
         InitProducerId => "init_producer_id",
         SaslHandshake => "sasl_handshake", SaslAuthenticate => "sasl_authenticate",
         AlterUserScramCredentials => "alter_user_scram_credentials",

@@ -77,6 +77,7 @@ impl Error {
                     ResponseError::InvalidRequest
                 }
                 M::StaleEpoch(_) => ResponseError::FencedLeaderEpoch,
+                M::NoReassignment(_) => ResponseError::NoReassignmentInProgress,
                 M::DuplicateTopicId
                 | M::InvalidProducerIdBlock(_)
                 | M::Io(_)

@@ -8,6 +8,7 @@ mod common;
 mod raw;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -536,4 +537,116 @@ fn the_controller_rebalances_leadership_back_on_its_own() {
         "rebalance: preferred leader back {:?} after the kill",
         started.elapsed()
     );
+}
+
+/// `veil ARGS -b bootstrap` with `input` on stdin: (success, stdout, stderr).
+fn veil_cli(bootstrap: &str, args: &[&str], input: &str) -> (bool, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["-b", bootstrap])
+        .env("VEIL_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run veil");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_partition_moves_to_other_nodes_while_it_is_written() {
+    let mut cluster = TestCluster::start_with(BIN, 3, &quick());
+    rt().block_on(create(&cluster.node(1).bootstrap(), "moving", 1))
+        .unwrap();
+    let from = partition_0(&cluster, 1, "moving").unwrap().replicas;
+    let old = usize::try_from(from[0]).unwrap();
+    let target: Vec<i32> = (1..=3).filter(|n| *n != from[0]).collect();
+    let lines = |range: std::ops::Range<usize>| {
+        range.fold(String::new(), |mut out, i| {
+            let _ = writeln!(out, "record-{i}");
+            out
+        })
+    };
+    let boot = cluster.bootstrap();
+    let (ok, _, err) = veil_cli(&boot, &["produce", "--topic", "moving"], &lines(0..500));
+    assert!(ok, "{err}");
+    let target_arg = target
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let reassign = [
+        "partitions",
+        "reassign",
+        "--topic",
+        "moving",
+        "--partition",
+        "0",
+        "--replicas",
+        &target_arg,
+    ];
+    let (ok, out, err) = veil_cli(&cluster.node(2).bootstrap(), &reassign, "");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("moving-0\tmoving to {target_arg}"));
+    // Written while the move is under way.
+    let (ok, _, err) = veil_cli(&boot, &["produce", "--topic", "moving"], &lines(500..1000));
+    assert!(ok, "{err}");
+    eventually(Duration::from_secs(60), "the move completes", || {
+        let p = partition_0(&cluster, 2, "moving")?;
+        (p.replicas == target && target.contains(&p.leader))
+            .then_some(())
+            .ok_or(format!("{p:?}"))
+    });
+    let (ok, out, _) = veil_cli(
+        &cluster.node(3).bootstrap(),
+        &["partitions", "reassignments"],
+        "",
+    );
+    assert!(ok);
+    assert_eq!(out.trim(), "no reassignment in progress");
+    // The old node lets its copy go, and a consumer reads all 1000 in order.
+    eventually(Duration::from_secs(30), "the old replica deleted", || {
+        let left: Vec<_> = std::fs::read_dir(cluster.data_dir(old))
+            .map_err(|e| e.to_string())?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy() == "moving-0")
+            .collect();
+        left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+    });
+    cluster.kill(old);
+    let (ok, out, err) = veil_cli(
+        &cluster.bootstrap_of(&[2, 3].map(|n| if n == old { 1 } else { n })),
+        &[
+            "consume",
+            "--topic",
+            "moving",
+            "--from-beginning",
+            "--max-messages",
+            "1000",
+            "--timeout-ms",
+            "30000",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, lines(0..1000));
+    // Cancelling when nothing moves is Kafka's NO_REASSIGNMENT_IN_PROGRESS.
+    let cancel = [
+        "partitions",
+        "reassign",
+        "--topic",
+        "moving",
+        "--partition",
+        "0",
+        "--cancel",
+    ];
+    let (ok, _, err) = veil_cli(&cluster.node(target[0] as usize).bootstrap(), &cancel, "");
+    assert!(!ok);
+    assert!(err.contains("not being reassigned"), "{err}");
 }

@@ -298,3 +298,88 @@ impl Admin {
         Ok(out)
     }
 }
+
+/// A partition move under way (ListPartitionReassignments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OngoingReassignment {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+impl Admin {
+    /// AlterPartitionReassignments for one partition: move it to
+    /// `replicas`, or cancel its move (`None`). Kafka's per-partition error
+    /// comes back as an error.
+    pub async fn reassign_partition(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        replicas: Option<Vec<i32>>,
+    ) -> Result<()> {
+        use kafka_protocol::messages::alter_partition_reassignments_request::{
+            ReassignablePartition, ReassignableTopic,
+        };
+        use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId};
+        let req = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_allow_replication_factor_change(true)
+            .with_topics(vec![ReassignableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(vec![ReassignablePartition::default()
+                    .with_partition_index(partition)
+                    .with_replicas(
+                        replicas.map(|r| r.into_iter().map(BrokerId).collect()),
+                    )])]);
+        let resp = self.connection().send(&req).await?;
+        if resp.error_code != 0 {
+            return Err(Error::kafka(
+                "AlterPartitionReassignments",
+                resp.error_code,
+                message(resp.error_message.as_ref()),
+            ));
+        }
+        for p in resp.responses.into_iter().flat_map(|t| t.partitions) {
+            if p.error_code != 0 {
+                return Err(Error::kafka(
+                    "AlterPartitionReassignments",
+                    p.error_code,
+                    message(p.error_message.as_ref()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// ListPartitionReassignments of every partition.
+    pub async fn list_reassignments(&mut self) -> Result<Vec<OngoingReassignment>> {
+        use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+        let req = ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(None);
+        let resp = self.connection().send(&req).await?;
+        if resp.error_code != 0 {
+            return Err(Error::kafka(
+                "ListPartitionReassignments",
+                resp.error_code,
+                message(resp.error_message.as_ref()),
+            ));
+        }
+        let ids = |v: Vec<kafka_protocol::messages::BrokerId>| v.into_iter().map(|b| b.0).collect();
+        let mut out = Vec::new();
+        for t in resp.topics {
+            for p in t.partitions {
+                out.push(OngoingReassignment {
+                    topic: t.name.to_string(),
+                    partition: p.partition_index,
+                    replicas: ids(p.replicas),
+                    adding: ids(p.adding_replicas),
+                    removing: ids(p.removing_replicas),
+                });
+            }
+        }
+        Ok(out)
+    }
+}

@@ -22,7 +22,8 @@ pub use admin::{Admin, TopicDescription, TopicSpec};
 pub use blind::{load_user_key, BlindClient, BlindError, Connector, Resolved};
 pub use blind_data::{BlindConsumer, BlindProducer, KafkaProps, Record};
 pub use cluster::{
-    BrokerConfig, BrokerInfo, ClusterDescription, ElectionResult, QuorumDescription, QuorumReplica,
+    BrokerConfig, BrokerInfo, ClusterDescription, ElectionResult, OngoingReassignment,
+    QuorumDescription, QuorumReplica,
 };
 pub use connection::Connection;
 pub use error::{Error, Result};

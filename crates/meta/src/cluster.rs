@@ -58,6 +58,40 @@ pub struct PartitionRecord {
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// A reassignment in progress (AlterPartitionReassignments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassignment: Option<Reassignment>,
+}
+
+/// Where a partition's replicas move (Kafka's adding/removing replicas).
+/// Meanwhile `replicas` holds the target followed by the original replicas
+/// that are not in it, so every one of them replicates; the controller
+/// completes the move once every target replica is in sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    pub target: Vec<i32>,
+    /// The replicas before it started (what a cancellation returns to).
+    pub original: Vec<i32>,
+}
+
+impl Reassignment {
+    /// Target replicas not among the original ones.
+    pub fn adding(&self) -> Vec<i32> {
+        self.target
+            .iter()
+            .copied()
+            .filter(|r| !self.original.contains(r))
+            .collect()
+    }
+
+    /// Original replicas not in the target.
+    pub fn removing(&self) -> Vec<i32> {
+        self.original
+            .iter()
+            .copied()
+            .filter(|r| !self.target.contains(r))
+            .collect()
+    }
 }
 
 impl PartitionRecord {
@@ -69,7 +103,54 @@ impl PartitionRecord {
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            reassignment: None,
         }
+    }
+
+    /// Starts (or retargets) a move to `target`: every target replica joins
+    /// `replicas` and replicates; the ISR is unchanged until they catch up.
+    /// A target equal to the current replicas ends any move instead.
+    pub fn start_reassignment(&mut self, target: Vec<i32>) {
+        let original = self
+            .reassignment
+            .take()
+            .map_or_else(|| self.replicas.clone(), |r| r.original);
+        if target == original {
+            self.replicas = original;
+            self.isr.retain(|r| self.replicas.contains(r));
+        } else {
+            let mut replicas = target.clone();
+            replicas.extend(original.iter().copied().filter(|r| !target.contains(r)));
+            self.replicas = replicas;
+            self.reassignment = Some(Reassignment { target, original });
+        }
+        self.partition_epoch += 1;
+    }
+
+    /// Whether a move can complete: every target replica is in sync.
+    pub fn reassignment_done(&self) -> bool {
+        self.reassignment
+            .as_ref()
+            .is_some_and(|r| r.target.iter().all(|t| self.isr.contains(t)))
+    }
+
+    /// Ends a move on `to` (its target when completing, its original
+    /// replicas when cancelling): replicas become `to`, the ISR keeps only
+    /// them, and a leader outside them hands over to the first of them in
+    /// sync. Refused (false, nothing changed) if none of them is in sync.
+    pub fn finish_reassignment(&mut self, to: Vec<i32>) -> bool {
+        let Some(next_leader) = to.iter().copied().find(|r| self.isr.contains(r)) else {
+            return false;
+        };
+        if !to.contains(&self.leader) {
+            self.leader = next_leader;
+            self.leader_epoch += 1;
+        }
+        self.isr.retain(|r| to.contains(r));
+        self.replicas = to;
+        self.reassignment = None;
+        self.partition_epoch += 1;
+        true
     }
 
     /// Replicas that are not in the ISR or not available.

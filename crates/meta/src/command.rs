@@ -100,6 +100,15 @@ pub enum MetaCommand {
         partition_epoch: i32,
         isr: Vec<i32>,
     },
+    /// AlterPartitionReassignments: move a partition's replicas to `target`,
+    /// or cancel its move (`None`).
+    ReassignPartition {
+        topic: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
+    /// The controller ends a move whose target replicas are all in sync.
+    CompleteReassignment { topic: String, partition: i32 },
     /// Moves a partition's leadership to `leader` (preferred-leader or
     /// unclean election; the controller decides eligibility).
     ElectLeader {
@@ -139,6 +148,8 @@ impl MetaCommand {
             MetaCommand::UnregisterBroker { .. } => "unregister_broker",
             MetaCommand::AlterPartition { .. } => "alter_partition",
             MetaCommand::ElectLeader { .. } => "elect_leader",
+            MetaCommand::ReassignPartition { .. } => "reassign_partition",
+            MetaCommand::CompleteReassignment { .. } => "complete_reassignment",
             MetaCommand::UpdateBrokerConfigs { .. } => "update_broker_configs",
         }
     }
@@ -152,7 +163,9 @@ impl MetaCommand {
             | MetaCommand::ReplaceTopicConfigs { .. }
             | MetaCommand::UpdateTopicConfigs { .. }
             | MetaCommand::AlterPartition { .. }
-            | MetaCommand::ElectLeader { .. } => c.topics = true,
+            | MetaCommand::ElectLeader { .. }
+            | MetaCommand::ReassignPartition { .. }
+            | MetaCommand::CompleteReassignment { .. } => c.topics = true,
             MetaCommand::DeleteTopic { .. } => {
                 c.topics = true;
                 c.blind = true;

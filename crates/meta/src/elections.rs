@@ -239,4 +239,49 @@ mod tests {
             Err(ElectionRefused::NoEligibleLeader)
         );
     }
+
+    #[test]
+    fn a_reassignment_adds_replicas_then_completes_or_cancels() {
+        let mut c = Cluster::of(4);
+        let reassign = |target: Option<Vec<i32>>| MetaCommand::ReassignPartition {
+            topic: "t".into(),
+            partition: 0,
+            target,
+        };
+        let complete = MetaCommand::CompleteReassignment {
+            topic: "t".into(),
+            partition: 0,
+        };
+        // [1, 2, 3] → [4, 2]: 4 joins and replicates; nothing completes yet.
+        c.apply(reassign(Some(vec![4, 2])));
+        let p = c.partition();
+        assert_eq!(p.replicas, vec![4, 2, 1, 3]);
+        let r = p.reassignment.clone().unwrap();
+        assert_eq!((r.adding(), r.removing()), (vec![4], vec![1, 3]));
+        assert!(!p.reassignment_done());
+        assert!(c.s.check(&complete).is_err());
+        // 4 caught up: the move completes, 1 hands leadership to 4.
+        c.set_isr(vec![1, 2, 3, 4]);
+        assert!(c.partition().reassignment_done());
+        c.apply(complete.clone());
+        let p = c.partition();
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![4, 2], vec![2, 4], 4)
+        );
+        assert!(p.reassignment.is_none());
+        // Cancelling a move returns to the replicas before it.
+        c.apply(reassign(Some(vec![1])));
+        assert_eq!(c.partition().replicas, vec![1, 4, 2]);
+        c.apply(reassign(None));
+        let p = c.partition();
+        assert_eq!((p.replicas, p.leader), (vec![4, 2], 4));
+        assert!(matches!(
+            c.s.check(&reassign(None)),
+            Err(crate::error::Error::NoReassignment(_))
+        ));
+        // Unknown brokers and repeated ones are refused.
+        assert!(c.s.check(&reassign(Some(vec![9]))).is_err());
+        assert!(c.s.check(&reassign(Some(vec![2, 2]))).is_err());
+    }
 }

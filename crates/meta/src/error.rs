@@ -43,4 +43,7 @@ pub enum Error {
     /// A partition or broker change made against an epoch that has moved on.
     #[error("stale epoch: {0}")]
     StaleEpoch(String),
+    /// Cancelling or completing a partition move that is not under way.
+    #[error("no reassignment: {0}")]
+    NoReassignment(String),
 }

@@ -387,6 +387,52 @@ impl MetaState {
                 }
                 Ok(())
             }
+            MetaCommand::ReassignPartition {
+                topic,
+                partition,
+                target,
+            } => {
+                let p = self.partition_record(topic, *partition)?;
+                match target {
+                    Some(target) => {
+                        let mut distinct = target.clone();
+                        distinct.sort_unstable();
+                        distinct.dedup();
+                        if target.is_empty() || distinct.len() != target.len() {
+                            return Err(Error::InvalidReplicationFactor(format!(
+                                "the new replicas of {topic}-{partition} must be distinct and not empty: {target:?}"
+                            )));
+                        }
+                        if let Some(r) = target.iter().find(|r| !self.brokers.contains_key(r)) {
+                            return Err(Error::InvalidBroker(format!(
+                                "broker {r} is not registered"
+                            )));
+                        }
+                        Ok(())
+                    }
+                    None => match &p.reassignment {
+                        None => Err(Error::NoReassignment(format!(
+                            "{topic}-{partition} is not being reassigned"
+                        ))),
+                        Some(r) if !r.original.iter().any(|o| p.isr.contains(o)) => {
+                            Err(Error::InvalidBroker(format!(
+                                "cannot cancel: no original replica of {topic}-{partition} is in sync"
+                            )))
+                        }
+                        Some(_) => Ok(()),
+                    },
+                }
+            }
+            MetaCommand::CompleteReassignment { topic, partition } => {
+                let p = self.partition_record(topic, *partition)?;
+                if p.reassignment_done() {
+                    Ok(())
+                } else {
+                    Err(Error::NoReassignment(format!(
+                        "{topic}-{partition} has no reassignment whose replicas are all in sync"
+                    )))
+                }
+            }
             MetaCommand::ElectLeader {
                 topic,
                 partition,
@@ -603,6 +649,25 @@ impl MetaState {
                 partition,
                 leader,
             } => self.partition_record_mut(&topic, partition)?.elect(leader),
+            MetaCommand::ReassignPartition {
+                topic,
+                partition,
+                target,
+            } => {
+                let p = self.partition_record_mut(&topic, partition)?;
+                if let Some(target) = target {
+                    p.start_reassignment(target);
+                } else if let Some(original) = p.reassignment.as_ref().map(|r| r.original.clone()) {
+                    p.finish_reassignment(original);
+                }
+            }
+            MetaCommand::CompleteReassignment { topic, partition } => {
+                let p = self.partition_record_mut(&topic, partition)?;
+                let target = p.reassignment.as_ref().map(|r| r.target.clone());
+                if let Some(target) = target {
+                    p.finish_reassignment(target);
+                }
+            }
             MetaCommand::UpdateBrokerConfigs {
                 target,
                 set,

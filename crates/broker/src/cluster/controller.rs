@@ -78,6 +78,34 @@ impl Controller {
         self
     }
 
+    /// Ends partition moves whose target replicas have all caught up.
+    async fn complete_reassignments(&self, quorum: &Quorum) {
+        let done: Vec<(String, i32)> = quorum.view().read(|s| {
+            s.topics()
+                .flat_map(|t| {
+                    t.assignments
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| p.reassignment_done())
+                        .map(|(i, _)| (t.name.clone(), i as i32))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        });
+        for (topic, partition) in done {
+            let cmd = MetaCommand::CompleteReassignment {
+                topic: topic.clone(),
+                partition,
+            };
+            match quorum.propose(cmd).await {
+                Ok(_) => tracing::info!(%topic, partition, "reassignment complete"),
+                Err(e) => {
+                    tracing::debug!(%topic, partition, error = %e, "completing a reassignment failed");
+                }
+            }
+        }
+    }
+
     /// Moves leaderships back to preferred replicas where a broker's share
     /// of them led elsewhere is too large.
     async fn rebalance_leaders(&self, quorum: &Quorum, ratio: f64) {
@@ -295,6 +323,7 @@ impl Controller {
                     tracing::warn!(node = node_id, error = %e, "fencing failed");
                 }
             }
+            self.complete_reassignments(&quorum).await;
             if let Some((every, ratio)) = self.rebalance {
                 if Instant::now() >= next_rebalance {
                     next_rebalance = Instant::now() + every;

@@ -79,6 +79,7 @@ pub enum Rejection {
     Blind(String),
     InvalidBroker(String),
     StaleEpoch(String),
+    NoReassignment(String),
     /// Anything else (never expected from `check`); the text is for logs.
     Other(String),
 }
@@ -98,6 +99,7 @@ impl From<Error> for Rejection {
             Error::Blind(s) => Rejection::Blind(s),
             Error::InvalidBroker(s) => Rejection::InvalidBroker(s),
             Error::StaleEpoch(s) => Rejection::StaleEpoch(s),
+            Error::NoReassignment(s) => Rejection::NoReassignment(s),
             other => Rejection::Other(other.to_string()),
         }
     }
@@ -118,6 +120,7 @@ impl From<Rejection> for Error {
             Rejection::Blind(s) => Error::Blind(s),
             Rejection::InvalidBroker(s) => Error::InvalidBroker(s),
             Rejection::StaleEpoch(s) => Error::StaleEpoch(s),
+            Rejection::NoReassignment(s) => Error::NoReassignment(s),
             Rejection::Other(s) => Error::Io(std::io::Error::other(s)),
         }
     }

@@ -1,0 +1,3 @@
+//! AlterPartitionReassignments: see [`super::partition_reassignments`].
+
+pub use super::partition_reassignments::alter as handle;

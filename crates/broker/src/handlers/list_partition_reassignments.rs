@@ -1,0 +1,3 @@
+//! ListPartitionReassignments: see [`super::partition_reassignments`].
+
+pub use super::partition_reassignments::list as handle;
