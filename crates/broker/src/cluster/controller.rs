@@ -132,7 +132,13 @@ impl Controller {
     /// Unfenced brokers past their lease, and those silent long enough to
     /// be checked (with their inter-node address).
     #[allow(clippy::type_complexity)]
-    fn silent_brokers(&self, quorum: &Quorum) -> (Vec<(i32, i64)>, Vec<(i32, i64, String)>) {
+    /// With `probe_all` (just took over, after the old controller died —
+    /// perhaps with other brokers), every unfenced broker is checked.
+    fn silent_brokers(
+        &self,
+        quorum: &Quorum,
+        probe_all: bool,
+    ) -> (Vec<(i32, i64)>, Vec<(i32, i64, String)>) {
         let seen = self.last_seen.lock();
         quorum.view().read(|s| {
             let mut expired = Vec::new();
@@ -144,7 +150,7 @@ impl Controller {
                 let silence = seen.get(&b.node_id).map_or(Duration::MAX, Instant::elapsed);
                 if silence > self.session_timeout {
                     expired.push((b.node_id, b.epoch));
-                } else if silence > self.suspect_after {
+                } else if probe_all || silence > self.suspect_after {
                     if let Some(e) = &b.internal {
                         suspects.push((b.node_id, b.epoch, format!("{}:{}", e.host, e.port)));
                     }
@@ -271,6 +277,7 @@ impl Controller {
         // controller and must not restart every broker's session.
         let mut took_over_in: Option<u64> = None;
         let mut next_rebalance = Instant::now();
+        let mut probe_all = false;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -291,6 +298,9 @@ impl Controller {
                     seen.insert(id, now);
                 }
                 self.heard.lock().clear();
+                // Brokers that died with the old controller are found now,
+                // not a lease later.
+                probe_all = true;
                 // Brokers get a full interval to come back before leaderships move.
                 next_rebalance = now + self.rebalance.map_or(Duration::ZERO, |(every, _)| every);
                 tracing::info!(node = self.node_id, term, "this node is now the controller");
@@ -306,7 +316,7 @@ impl Controller {
                     tracing::debug!(error = %e, "naming the cluster failed; retrying");
                 }
             }
-            let (expired, suspects) = self.silent_brokers(&quorum);
+            let (expired, suspects) = self.silent_brokers(&quorum, std::mem::take(&mut probe_all));
             let mut gone = Vec::new();
             for (node_id, epoch, addr) in suspects {
                 if process_gone(&addr).await {
