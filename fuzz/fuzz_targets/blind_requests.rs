@@ -8,6 +8,11 @@
 use libfuzzer_sys::fuzz_target;
 use veil_blind::protocol::{self, Message, Request, VeilApi};
 
+/// The broker's allocator, as in `request_decoder.rs`: Kafka array counts
+/// reserve address space only.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fuzz_target!(|data: &[u8]| {
     // As a whole frame (header v2 + body), the broker's entry point.
     let _ = protocol::decode_request_frame(data);
