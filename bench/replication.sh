@@ -11,7 +11,8 @@
 #   produce 100 B and 1 KB, acks=all, linger.ms=5 (throughput);
 #   produce 100 B acks=all, linger.ms=0, one record at a time (latency of a
 #   lone request: p50/p99).
-# Then KILLS times (default 10) on three nodes with default timeouts: a
+# Then KILLS times (default 10) on three nodes with default timeouts,
+# alternating a leader that is not the controller and one that is: a
 # producer sends one acks=all record at a time (idempotent) while the
 # partition leader is killed with SIGKILL; the longest wait for one
 # acknowledgement is the unavailability window (kill to the first
@@ -99,14 +100,34 @@ ready 1 2 3
 # Failover: kill -9 the leader under a one-at-a-time acks=all producer.
 "$VEIL" topics --bootstrap "127.0.0.1:$KAFKA" create failover -p 1 -r 3 >/dev/null
 for k in $(seq 1 "${KILLS:-10}"); do
+  all="127.0.0.1:$KAFKA,127.0.0.2:$KAFKA,127.0.0.3:$KAFKA"
+  controller=""
+  for _ in $(seq 1 100); do
+    for n in 1 2 3; do
+      c="$(curl -sf "http://127.0.0.$n:$ADMIN/metrics" 2>/dev/null | awk '$1=="veil_controller_id" {print int($2)}' || true)"
+      if [ -n "$c" ] && [ "$c" -gt 0 ]; then controller=$c; break 2; fi
+    done
+    sleep 0.1
+  done
+  [ -n "$controller" ] || { echo "no controller" >&2; exit 1; }
+  # Odd rounds kill a leader that is not the controller, even rounds the
+  # controller while it leads: the partition's preferred replica is set to
+  # that node and elected before the kill.
+  want=$controller
+  if (( k % 2 == 1 )); then want=$(( controller % 3 + 1 )); fi
+  others=$(for n in 1 2 3; do if [ "$n" != "$want" ]; then printf ',%s' "$n"; fi; done)
+  "$VEIL" partitions reassign -b "127.0.0.1:$KAFKA" --topic failover --partition 0 --replicas "$want$others" >/dev/null
+  for _ in $(seq 1 300); do
+    "$VEIL" partitions elect-leaders -b "127.0.0.1:$KAFKA" --topic failover >/dev/null 2>&1 || true
+    [ "$(python3 "$here/leader.py" "$all" failover)" = "$want" ] && break
+    sleep 0.2
+  done
   "$GEN" --bootstrap "127.0.0.1:$KAFKA,127.0.0.2:$KAFKA,127.0.0.3:$KAFKA" --topic failover produce \
     --records 6000 --size 100 --acks all --linger-ms 0 --one-at-a-time --set enable.idempotence=true \
     > "$work/failover-$k.json" &
   gen=$!
   sleep 3
-  all="127.0.0.1:$KAFKA,127.0.0.2:$KAFKA,127.0.0.3:$KAFKA"
   victim="$(python3 "$here/leader.py" "$all" failover)"
-  controller="$(curl -sf "http://127.0.0.$victim:$ADMIN/metrics" | awk '$1=="veil_controller_id" {print int($2)}')"
   killed_at=$(date +%s%N)
   kill -9 "${pids[$victim]}"
   # Broker side: until metadata names another leader.
@@ -128,6 +149,9 @@ for k in $(seq 1 "${KILLS:-10}"); do
 done
 python3 -c 'import json,statistics,sys
 rows=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-for key in ("unavailable_ms","new_leader_in_metadata_ms"):
-    v=[r[key] for r in rows]
-    print(json.dumps({"scenario":"three nodes RF3: leader kill -9, "+key,"median":round(statistics.median(v),1),"min":min(v),"max":max(v),"runs":len(v)}))' "$work/failover.json"
+for ctl in (False, True):
+    sel=[r for r in rows if r["was_controller"]==ctl]
+    if not sel: continue
+    for key in ("unavailable_ms","new_leader_in_metadata_ms"):
+        v=[r[key] for r in sel]
+        print(json.dumps({"scenario":"three nodes RF3: kill -9 of the leader"+(" (also the controller)" if ctl else " (not the controller)")+", "+key,"median":round(statistics.median(v),1),"min":min(v),"max":max(v),"runs":len(v)}))' "$work/failover.json"
