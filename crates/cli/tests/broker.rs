@@ -422,6 +422,16 @@ fn a_data_dir_from_before_replicated_metadata_is_migrated_once() {
     assert!(!data.join("meta/meta.log").exists());
     assert!(data.join("meta/raft").is_dir());
     assert!(broker.log().contains("migrated single-node metadata"));
+    // The group store moved into __consumer_offsets and was set aside.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !data.join("groups.migrated").is_dir() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group store was not retired"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!data.join("groups").exists());
     // The second start reads the Raft store; nothing is migrated again.
     assert!(broker.terminate().success());
     broker.restart();

@@ -224,13 +224,15 @@ impl TestCluster {
         }
     }
 
-    /// Waits until every node in `ids` answers `/healthz` with 200.
+    /// Waits until every node in `ids` answers `/healthz` with 200 and sees
+    /// at least as many live (registered, unfenced) brokers as `ids` names,
+    /// so a topic created right after has them all to place replicas on.
     pub fn wait_ready(&self, ids: &[usize], limit: Duration) {
         let deadline = Instant::now() + limit;
         for id in ids {
             loop {
                 let (status, body) = self.node(*id).http_get("/healthz");
-                if status == 200 {
+                if status == 200 && self.alive_seen_by(*id) >= ids.len() {
                     break;
                 }
                 assert!(
@@ -240,6 +242,24 @@ impl TestCluster {
                 );
                 std::thread::sleep(Duration::from_millis(100));
             }
+        }
+    }
+
+    /// Live brokers as node `id` sees them (`/metrics`: registered − fenced).
+    fn alive_seen_by(&self, id: usize) -> usize {
+        let (_, body) = self.node(id).http_get("/metrics");
+        let gauge = |name: &str| {
+            body.lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let alive = gauge("veil_brokers_registered") - gauge("veil_brokers_fenced");
+        if alive > 0.0 {
+            alive as usize
+        } else {
+            0
         }
     }
 
