@@ -227,6 +227,36 @@ impl GroupCoordinator {
         }
     }
 
+    /// Resolves once every group record appended to `group`'s partition so
+    /// far is replicated, so what a read finds next cannot be taken back by
+    /// a failover (OffsetFetch). Errors as [`Durable::wait`] does.
+    pub async fn settled(&self, group: &str) -> Result<(), ResponseError> {
+        let pending = {
+            let inner = self.inner.lock();
+            let p = partition_for(group, inner.partition_count.max(1));
+            inner
+                .slots
+                .get(&p)
+                .filter(|s| s.state == SlotState::Active)
+                .map(|s| (Arc::clone(&s.partition), s.min_insync))
+        };
+        let Some((partition, min_insync)) = pending else {
+            return Ok(());
+        };
+        let end = partition.log_end_offset();
+        if partition.high_watermark() >= end {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        partition
+            .wait_replicated(end, min_insync, self.live_window, deadline)
+            .await
+            .map_err(|e| match e {
+                Error::NotLeader { .. } => ResponseError::NotCoordinator,
+                _ => ResponseError::CoordinatorNotAvailable,
+            })
+    }
+
     /// Reads the coordinator state (the groups coordinated here).
     pub fn read<T>(&self, f: impl FnOnce(&Coordinator) -> T) -> T {
         f(&self.inner.lock().core)

@@ -1,6 +1,8 @@
 //! OffsetFetch: a group's committed offsets (all of them when `topics` is
 //! null); v8+ asks for several groups at once. Partitions without a commit
-//! answer offset -1 and empty metadata, as Kafka does.
+//! answer offset -1 and empty metadata, as Kafka does. Offsets are read
+//! once the group's records appended so far are replicated, so a consumer
+//! never resumes from a commit that a failover then takes back.
 //!
 //! Authorization, as in Kafka: DESCRIBE on the group first (refused, the
 //! group's error in v8+, the top-level error in v2-7, every requested
@@ -35,6 +37,14 @@ fn fetch(ctx: &RequestContext, group: &str, wanted: Option<Vec<TopicPartition>>)
     ctx.broker
         .groups
         .read(|c| c.fetch(group, wanted.as_deref()))
+}
+
+/// Whether this node coordinates `group` and every commit it acknowledged
+/// or is still replicating for it is replicated: an offset read here is
+/// one a failover keeps.
+async fn settled(ctx: &RequestContext, group: &str) -> Result<(), ResponseError> {
+    crate::group::offsets_topic::ready(&ctx.broker, group).await?;
+    ctx.broker.groups.settled(group).await
 }
 
 /// Groups consecutive results by topic, keeping the order.
@@ -121,7 +131,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
     if ctx.api_version >= 8 {
         let mut hosted = Vec::with_capacity(req.groups.len());
         for g in &req.groups {
-            hosted.push(crate::group::offsets_topic::ready(&ctx.broker, &g.group_id).await);
+            hosted.push(settled(ctx, &g.group_id).await);
         }
         let groups = req
             .groups
@@ -170,7 +180,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
             .map(|t| (t.name.as_str(), t.partition_indexes.as_slice()))
             .collect()
     });
-    let hosted = crate::group::offsets_topic::ready(&ctx.broker, &req.group_id).await;
+    let hosted = settled(ctx, &req.group_id).await;
     let topics = match offsets(ctx, &req.group_id, requested, hosted) {
         Ok(topics) => topics,
         Err(e) if ctx.api_version >= 2 => {
