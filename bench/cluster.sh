@@ -20,42 +20,11 @@ N="${N:-2000}"
 CONC="${CONC:-8}"
 REPS="${REPS:-3}"
 KILLS="${KILLS:-10}"
-work="$(mktemp -d)"
-declare -A pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-export VEIL_LOG=warn
-
-KAFKA=19092 ADMIN=19644 INTERNAL=19292
-voters='["1@127.0.0.1:19292","2@127.0.0.2:19292","3@127.0.0.3:19292"]'
-
-start() { # id clustered(0|1)
-  local id="$1" ip="127.0.0.$1"
-  local args=(broker --data-dir "$work/node$id" --listen "$ip:$KAFKA" --admin-listen "$ip:$ADMIN"
-    --set "node_id=$id" --set authorizer.enabled=true
-    --set 'authorizer.super_users=["User:ANONYMOUS"]')
-  if [ "$2" = 1 ]; then args+=(--set "cluster.voters=$voters"); fi
-  "$VEIL" "${args[@]}" > "$work/node$id.out" 2>> "$work/node$id.log" &
-  pids[$id]=$!
-}
-
-ready() { # ids...: wait (30 s at most) for /healthz 200 on each
-  for id in "$@"; do
-    for _ in $(seq 1 300); do
-      curl -sf "http://127.0.0.$id:$ADMIN/healthz" >/dev/null 2>&1 && continue 2
-      sleep 0.1
-    done
-    echo "node $id not ready" >&2; tail -20 "$work/node$id.log" >&2; exit 1
-  done
-}
-
-stop_all() {
-  for id in "${!pids[@]}"; do kill "${pids[$id]}" 2>/dev/null || true; wait "${pids[$id]}" 2>/dev/null || true; done
-  pids=()
+# shellcheck source=bench/nodes.sh
+. "$here/nodes.sh"
+# The authorizer on, ANONYMOUS a super user (so CreateAcls is allowed).
+start_authz() {
+  start "$1" "$2" --set authorizer.enabled=true --set 'authorizer.super_users=["User:ANONYMOUS"]'
 }
 
 controller() { # the controller as node $1 reports it in /metrics
@@ -73,7 +42,7 @@ throughput() { # label nodes...
   for op in topics acls; do
     for rep in $(seq 1 "$REPS"); do
       stop_all; rm -rf "$work"/node*
-      for id in "$@"; do start "$id" "$([ $# -gt 1 ] && echo 1 || echo 0)"; done
+      for id in "$@"; do start_authz "$id" "$([ $# -gt 1 ] && echo 1 || echo 0)"; done
       ready "$@"
       python3 "$here/cluster.py" "$op" --bootstrap "127.0.0.1:$KAFKA" --count "$N" \
         --concurrency "$CONC" --prefix "r$rep" | tee -a "$work/$label-$op.json"
@@ -87,7 +56,7 @@ throughput three-nodes 1 2 3
 
 # Failover: kill -9 the controller, time the next acknowledged write.
 stop_all; rm -rf "$work"/node*
-for id in 1 2 3; do start "$id" 1; done
+for id in 1 2 3; do start_authz "$id" 1; done
 ready 1 2 3
 for k in $(seq 1 "$KILLS"); do
   c=""
@@ -99,7 +68,7 @@ for k in $(seq 1 "$KILLS"); do
   wait "${pids[$c]}" 2>/dev/null || true
   python3 "$here/cluster.py" until-written --bootstrap "${survivors#,}" --since-ns "$since" \
     --name "failover-$k" | tee -a "$work/failover.json"
-  start "$c" 1
+  start_authz "$c" 1
   ready 1 2 3
   sleep 2
 done

@@ -24,43 +24,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 VEIL="${1:-$here/../target/release/veil}"
 GEN="$here/target/release/veil-bench"
 REPS="${REPS:-3}"
-work="$(mktemp -d)"
-declare -A pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-export VEIL_LOG=warn
-
-KAFKA=19092 ADMIN=19644 INTERNAL=19292
-voters='["1@127.0.0.1:19292","2@127.0.0.2:19292","3@127.0.0.3:19292"]'
-
-start() { # id clustered(0|1)
-  local id="$1" ip="127.0.0.$1"
-  local args=(broker --data-dir "$work/node$id" --listen "$ip:$KAFKA" --admin-listen "$ip:$ADMIN"
-    --set "node_id=$id" --set log.flush=sync)
-  if [ "$2" = 1 ]; then args+=(--set "cluster.voters=$voters"); fi
-  "$VEIL" "${args[@]}" > "$work/node$id.out" 2>> "$work/node$id.log" &
-  pids[$id]=$!
-}
-
-ready() { # ids...: wait (60 s at most) for /healthz 200 on each
-  for id in "$@"; do
-    for _ in $(seq 1 600); do
-      curl -sf "http://127.0.0.$id:$ADMIN/healthz" >/dev/null 2>&1 && continue 2
-      sleep 0.1
-    done
-    echo "node $id not ready" >&2; tail -20 "$work/node$id.log" >&2; exit 1
-  done
-}
-
-stop_all() {
-  for id in "${!pids[@]}"; do kill "${pids[$id]}" 2>/dev/null || true; wait "${pids[$id]}" 2>/dev/null || true; done
-  pids=()
-  rm -rf "$work"/node*
-}
+# shellcheck source=bench/nodes.sh
+. "$here/nodes.sh"
+start_sync() { start "$1" "$2" --set log.flush=sync; }
 
 median() {
   python3 -c 'import json,sys,statistics
@@ -88,12 +54,12 @@ run_all() { # prefix rf
 }
 
 if [ -z "${FAILOVER_ONLY:-}" ]; then
-  start 1 0
+  start_sync 1 0
   ready 1
   run_all "one node RF1:" 1
   stop_all
 fi
-for id in 1 2 3; do start "$id" 1; done
+for id in 1 2 3; do start_sync "$id" 1; done
 ready 1 2 3
 [ -n "${FAILOVER_ONLY:-}" ] || run_all "three nodes RF3:" 3
 
@@ -140,7 +106,7 @@ for k in $(seq 1 "${KILLS:-10}"); do
   wait "$gen"
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"round":int(sys.argv[2]),"killed":int(sys.argv[3]),"was_controller":sys.argv[3]==sys.argv[5],"new_leader_in_metadata_ms":int(sys.argv[4]),"unavailable_ms":r["max_ms"]}))' \
     "$work/failover-$k.json" "$k" "$victim" "$elected_ms" "$controller" | tee -a "$work/failover.json"
-  start "$victim" 1
+  start_sync "$victim" 1
   ready "$victim"
   for _ in $(seq 1 600); do
     python3 "$here/leader.py" "127.0.0.1:$KAFKA,127.0.0.2:$KAFKA,127.0.0.3:$KAFKA" failover --in-sync "$victim" && break
