@@ -9,10 +9,9 @@ mod blind_env;
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{fetch, rt, BIN};
@@ -21,29 +20,10 @@ use sha2::{Digest, Sha256};
 use veil_client::{Admin, Connection};
 use veil_testkit::TestBroker;
 
-use blind_env::{all_files, config, ok, scram, setup_users, Env, PASSPHRASE, TOPIC};
+use blind_env::{all_files, config, ok, scram, setup_users, spawn_lines, Env, PASSPHRASE, TOPIC};
 
 const RECORDS: usize = 10_000;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-/// Spawns a consumer whose stdout lines arrive on the returned channel.
-fn spawn_lines(mut cmd: Command) -> (Child, mpsc::Receiver<String>) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
 /// SHA-256 of every file of the physical topic's partition directories.
 fn segment_hashes(data: &Path, physical: &str) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();

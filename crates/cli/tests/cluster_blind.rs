@@ -8,12 +8,10 @@
 mod blind_env;
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use blind_env::{ok, setup_users, PASSPHRASE, TOPIC};
+use blind_env::{ok, setup_users, spawn_lines, PASSPHRASE, TOPIC};
 use common::{rt, BIN};
 use veil_testkit::{ClusterOptions, TestCluster};
 
@@ -113,7 +111,7 @@ fn a_blind_topic_works_through_every_node_and_revocation_reaches_all() {
 
     // bob reads everything through node 3 and keeps following.
     let bob_key = key("bob");
-    let mut bob = veil(
+    let (mut bob, rx) = spawn_lines(veil(
         &sasl[2],
         &kms,
         "bob",
@@ -127,20 +125,7 @@ fn a_blind_topic_works_through_every_node_and_revocation_reaches_all() {
             "bob-group",
             "--from-beginning",
         ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let stdout = bob.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    ));
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut got = Vec::new();
     while got.len() < 200 {

@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 use std::io::Write;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 
 use veil_broker::auth::scram::{Mechanism, ScramClient};
 use veil_client::{Acl, Admin, Connection, ScramUpsert};
@@ -183,4 +185,23 @@ pub fn all_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
             out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
         }
     }
+}
+
+/// Spawns a consumer whose stdout lines arrive on the returned channel.
+pub fn spawn_lines(mut cmd: Command) -> (Child, mpsc::Receiver<String>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
 }
