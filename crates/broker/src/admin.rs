@@ -35,6 +35,17 @@ pub async fn serve(listener: TcpListener, state: Arc<BrokerState>, shutdown: Can
     }
 }
 
+/// Free and total space of the file system holding the data directory.
+fn update_disk_gauges(state: &BrokerState) {
+    let Ok(fs) = rustix::fs::statvfs(&state.config.data_dir) else {
+        return;
+    };
+    let bytes = |blocks: u64| i64::try_from(blocks.saturating_mul(fs.f_frsize)).unwrap_or(i64::MAX);
+    let m = &state.metrics;
+    m.data_dir_available_bytes.set(bytes(fs.f_bavail));
+    m.data_dir_capacity_bytes.set(bytes(fs.f_blocks));
+}
+
 async fn respond(
     state: Arc<BrokerState>,
     req: Request<Incoming>,
@@ -46,6 +57,7 @@ async fn respond(
                 st.topics.update_gauges();
                 crate::cluster::update_gauges(&st);
                 crate::group::metrics::update_lag(&st);
+                update_disk_gauges(&st);
                 st.metrics.render()
             })
             .await

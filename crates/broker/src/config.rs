@@ -44,6 +44,18 @@ pub struct Config {
     pub cluster: crate::cluster::ClusterConfig,
     /// Followers fetching from leaders, ISR upkeep (Kafka's `replica.*`).
     pub replication: crate::replication::ReplicationConfig,
+    /// `text` for people, `json` for log collectors: one JSON object per
+    /// line (read by `veil broker` before it logs anything).
+    pub log_format: LogFormat,
+}
+
+/// How log events are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -259,6 +271,7 @@ impl Default for Config {
             blind: crate::blind::BlindConfig::default(),
             cluster: crate::cluster::ClusterConfig::default(),
             replication: crate::replication::ReplicationConfig::default(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -587,7 +600,12 @@ fn parse_scalar(raw: &str) -> toml::Value {
 }
 
 /// Top-level keys that hold a value, and those that hold a table.
-const ENV_SCALARS: &[&str] = &["node_id", "data_dir", "allow_plaintext_on_network"];
+const ENV_SCALARS: &[&str] = &[
+    "node_id",
+    "data_dir",
+    "allow_plaintext_on_network",
+    "log_format",
+];
 const ENV_TABLES: &[&str] = &[
     "listeners",
     "admin",
@@ -663,6 +681,7 @@ mod tests {
                 ("OTHER".to_owned(), "1".to_owned()),
                 ("VEIL_LOG".to_owned(), "debug".to_owned()),
                 ("VEIL_BIN".to_owned(), "/usr/bin/veil".to_owned()),
+                ("VEIL_LOG_FORMAT".to_owned(), "json".to_owned()),
             ]
             .into_iter(),
         );
@@ -671,6 +690,7 @@ mod tests {
                 .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.log.flush, Flush::None);
+        assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.log.segment_ms, 5);
         assert_eq!(c.listeners[0].bind.port(), 0);
         assert_eq!(

@@ -32,6 +32,7 @@ use crate::dispatch::{self, api_name, Decoded, Request};
 use crate::fetch_limits::FetchLimits;
 use crate::frame::{FrameError, FrameReader, HeaderPrefix};
 use crate::handlers::api_versions;
+use crate::metrics::{ConnectionGauge, PrincipalClass};
 use crate::response_writer::{write_responses, Pending};
 use crate::state::BrokerState;
 
@@ -66,8 +67,21 @@ pub async fn serve_authenticated<S>(
     // Boxed, so the queue's slots cost a pointer each while idle.
     let (tx, rx) = mpsc::channel::<Box<Pending>>(in_flight);
     let writer = tokio::spawn(write_responses(wr, rx, Arc::clone(&broker)));
+    let class = if listener == crate::server::INTERNAL_LISTENER {
+        PrincipalClass::Node
+    } else if tls_principal.is_some() {
+        PrincipalClass::Certificate
+    } else {
+        PrincipalClass::Anonymous
+    };
     let session = Session::new(&broker, &listener, tls_principal);
+    let class = if session.requires_authentication() {
+        PrincipalClass::Unauthenticated
+    } else {
+        class
+    };
     let mut conn = Reader {
+        gauge: ConnectionGauge::open(&broker.metrics, &listener, class),
         tx,
         broker: &broker,
         listener: &listener,
@@ -93,6 +107,8 @@ struct Reader<'a> {
     listener: &'a str,
     peer: SocketAddr,
     session: Session,
+    /// This connection in `veil_connections`.
+    gauge: ConnectionGauge,
     /// Bytes of record data this connection's queued responses may hold.
     budget: Arc<Semaphore>,
 }
@@ -212,9 +228,13 @@ impl Reader<'_> {
                     if self.session.intercepts(ApiKey::SaslAuthenticate) =>
                 {
                     let peer = self.peer.ip();
-                    Box::pin(self.session.authenticate(&ctx, r, peer))
+                    let outcome = Box::pin(self.session.authenticate(&ctx, r, peer))
                         .instrument(span)
-                        .await
+                        .await;
+                    if self.session.is_authenticated() {
+                        self.gauge.set_class(PrincipalClass::Sasl);
+                    }
+                    outcome
                 }
                 request => (
                     Box::pin(dispatch::dispatch(&ctx, request))

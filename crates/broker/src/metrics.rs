@@ -1,5 +1,11 @@
-//! Prometheus metrics. Labels carry API names, error codes and physical
-//! topic names only; never payloads, principals' secrets or client ids.
+//! Prometheus metrics. Labels carry API names, error codes, listener
+//! names, principal classes and physical topic names only; never payloads,
+//! principals, secrets or client ids.
+//!
+//! Names follow Prometheus conventions: the `veil_` prefix, base units in
+//! the name (`_seconds`, `_bytes`), `_total` on counters only. The families
+//! alerts and dashboards rely on are listed in `deploy/metrics.txt`, which a
+//! test checks against a live broker's `/metrics`.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -14,13 +20,24 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
-    pub connections: IntGauge,
-    pub connections_rejected: IntCounter,
+    /// Record bytes appended, by topic.
+    pub topic_bytes_in: IntCounterVec,
+    /// Record bytes sent in Fetch responses, by topic.
+    pub topic_bytes_out: IntCounterVec,
+    /// Open connections by listener and principal class (see [`ConnectionGauge`]).
+    pub connections: IntGaugeVec,
+    pub connections_rejected: IntCounterVec,
     pub fsync_seconds: Histogram,
+    /// Offsets made durable by one group-commit fsync.
+    pub group_commit_records: Histogram,
     pub fsync_failures: IntCounter,
     pub log_end_offset: IntGaugeVec,
     pub log_start_offset: IntGaugeVec,
     pub log_size_bytes: IntGaugeVec,
+    pub log_segments: IntGaugeVec,
+    /// Free and total space of the file system holding `data_dir`.
+    pub data_dir_available_bytes: IntGauge,
+    pub data_dir_capacity_bytes: IntGauge,
     /// Partitions whose log could not be opened (Kafka's OfflinePartitionsCount).
     pub offline_partitions: IntGauge,
     /// Consumer lag: high watermark minus committed offset, per group and partition.
@@ -32,6 +49,13 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounterVec,
     /// Access checks by outcome; no principal label, to bound cardinality.
     pub authorization: IntCounterVec,
+    /// BlindResolve answers: resolved, unknown (no such topic for the
+    /// token's key epoch) or refused (no share, revoked, rate limited...).
+    pub blind_resolves: IntCounterVec,
+    /// Server shares revoked through BlindShareRevoke.
+    pub blind_revocations: IntCounter,
+    /// 1, labelled with the running version.
+    pub build_info: IntGaugeVec,
     /// The controller this node knows (-1: none).
     pub controller_id: IntGauge,
     /// 1 on the controller (Kafka's ActiveControllerCount).
@@ -93,10 +117,34 @@ impl Metrics {
                 "network_bytes_out_total",
                 "Response bytes written",
             )),
-            connections: must(IntGauge::new("connections", "Open client connections")),
-            connections_rejected: must(IntCounter::new(
-                "connections_rejected_total",
-                "Connections refused because the connection limit was reached",
+            topic_bytes_in: must(IntCounterVec::new(
+                Opts::new(
+                    "topic_bytes_in_total",
+                    "Record bytes appended to the topic's partitions",
+                ),
+                &["topic"],
+            )),
+            topic_bytes_out: must(IntCounterVec::new(
+                Opts::new(
+                    "topic_bytes_out_total",
+                    "Record bytes of the topic sent in Fetch responses",
+                ),
+                &["topic"],
+            )),
+            connections: must(IntGaugeVec::new(
+                Opts::new(
+                    "connections",
+                    "Open connections, by listener and principal class (anonymous, \
+                     unauthenticated, sasl, certificate, node)",
+                ),
+                &["listener", "principal_class"],
+            )),
+            connections_rejected: must(IntCounterVec::new(
+                Opts::new(
+                    "connections_rejected_total",
+                    "Connections refused because a connection limit was reached, by listener",
+                ),
+                &["listener"],
             )),
             fsync_seconds: must(Histogram::with_opts(
                 HistogramOpts::new(
@@ -104,6 +152,16 @@ impl Metrics {
                     "fdatasync latency of partition logs",
                 )
                 .buckets(latency_buckets),
+            )),
+            group_commit_records: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "group_commit_batch_records",
+                    "Offsets made durable by one group-commit fdatasync",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0, 10000.0,
+                    100_000.0,
+                ]),
             )),
             fsync_failures: must(IntCounter::new(
                 "fsync_failures_total",
@@ -126,10 +184,22 @@ impl Metrics {
             )),
             log_size_bytes: must(IntGaugeVec::new(
                 Opts::new(
-                    "partition_size_bytes",
+                    "partition_log_size_bytes",
                     "Bytes on disk in the partition's segments",
                 ),
                 &["topic", "partition"],
+            )),
+            log_segments: must(IntGaugeVec::new(
+                Opts::new("partition_log_segments", "Segments of the partition's log"),
+                &["topic", "partition"],
+            )),
+            data_dir_available_bytes: must(IntGauge::new(
+                "data_dir_available_bytes",
+                "Bytes available to the broker on the file system holding data_dir",
+            )),
+            data_dir_capacity_bytes: must(IntGauge::new(
+                "data_dir_capacity_bytes",
+                "Size in bytes of the file system holding data_dir",
             )),
             offline_partitions: must(IntGauge::new(
                 "offline_partitions",
@@ -144,10 +214,25 @@ impl Metrics {
             )),
             authorization: must(IntCounterVec::new(
                 Opts::new(
-                    "authorization_total",
-                    "ACL decisions, by decision, operation and resource type",
+                    "authorization_decisions_total",
+                    "ACL decisions, by decision (allow, deny), operation and resource type",
                 ),
                 &["decision", "operation", "resource_type"],
+            )),
+            blind_resolves: must(IntCounterVec::new(
+                Opts::new(
+                    "blind_resolves_total",
+                    "BlindResolve requests, by result (resolved, unknown, refused)",
+                ),
+                &["result"],
+            )),
+            blind_revocations: must(IntCounter::new(
+                "blind_revocations_total",
+                "Blind server shares revoked",
+            )),
+            build_info: must(IntGaugeVec::new(
+                Opts::new("build_info", "Always 1; the version label names the build"),
+                &["version"],
             )),
             controller_id: must(IntGauge::new(
                 "controller_id",
@@ -213,16 +298,23 @@ impl Metrics {
         must(m.registry.register(Box::new(m.errors.clone())));
         must(m.registry.register(Box::new(m.bytes_in.clone())));
         must(m.registry.register(Box::new(m.bytes_out.clone())));
+        must(m.registry.register(Box::new(m.topic_bytes_in.clone())));
+        must(m.registry.register(Box::new(m.topic_bytes_out.clone())));
         must(m.registry.register(Box::new(m.connections.clone())));
         must(
             m.registry
                 .register(Box::new(m.connections_rejected.clone())),
         );
         must(m.registry.register(Box::new(m.fsync_seconds.clone())));
+        must(
+            m.registry
+                .register(Box::new(m.group_commit_records.clone())),
+        );
         must(m.registry.register(Box::new(m.fsync_failures.clone())));
         must(m.registry.register(Box::new(m.log_end_offset.clone())));
         must(m.registry.register(Box::new(m.log_start_offset.clone())));
         must(m.registry.register(Box::new(m.log_size_bytes.clone())));
+        must(m.registry.register(Box::new(m.log_segments.clone())));
         must(m.registry.register(Box::new(m.offline_partitions.clone())));
         must(m.registry.register(Box::new(m.group_lag.clone())));
         must(m.registry.register(Box::new(m.produced_records.clone())));
@@ -238,6 +330,15 @@ impl Metrics {
         must(m.registry.register(Box::new(m.isr_shrinks.clone())));
         must(m.registry.register(Box::new(m.isr_expands.clone())));
         must(m.registry.register(Box::new(m.replica_lag.clone())));
+        must(m.registry.register(Box::new(m.blind_resolves.clone())));
+        must(m.registry.register(Box::new(m.blind_revocations.clone())));
+        must(m.registry.register(Box::new(m.build_info.clone())));
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for result in ["resolved", "unknown", "refused"] {
+            m.blind_resolves.with_label_values(&[result]);
+        }
         for g in [
             &m.under_replicated_partitions,
             &m.under_min_isr_partitions,
@@ -246,10 +347,29 @@ impl Metrics {
             &m.metadata_applied_index,
             &m.brokers_registered,
             &m.brokers_fenced,
+            &m.data_dir_available_bytes,
+            &m.data_dir_capacity_bytes,
         ] {
             must(m.registry.register(Box::new(g.clone())));
         }
         m
+    }
+
+    /// Creates the series alerts rely on before their first event, so a
+    /// rate over them exists from the start: logins per offered mechanism.
+    pub fn init_series(&self, config: &crate::config::Config) {
+        for l in config.listeners.iter().filter(|l| l.protocol.uses_sasl()) {
+            for mechanism in l.mechanisms() {
+                for result in ["success", "failure"] {
+                    self.sasl_authentications
+                        .with_label_values(&[&mechanism, result]);
+                }
+            }
+        }
+        for l in &config.listeners {
+            self.tls_handshake_failures.with_label_values(&[&l.name]);
+            self.connections_rejected.with_label_values(&[&l.name]);
+        }
     }
 
     /// Counts a non-zero error code in a response.
@@ -271,6 +391,76 @@ impl Metrics {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Who holds a connection, as far as `veil_connections` tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalClass {
+    /// A listener without authentication (PLAINTEXT, or SSL without a
+    /// client certificate).
+    Anonymous,
+    /// A SASL listener's client that has not logged in (yet).
+    Unauthenticated,
+    /// Logged in with SASL.
+    Sasl,
+    /// Identified by its TLS client certificate.
+    Certificate,
+    /// Another node, on the inter-node listener.
+    Node,
+}
+
+impl PrincipalClass {
+    pub fn label(self) -> &'static str {
+        match self {
+            PrincipalClass::Anonymous => "anonymous",
+            PrincipalClass::Unauthenticated => "unauthenticated",
+            PrincipalClass::Sasl => "sasl",
+            PrincipalClass::Certificate => "certificate",
+            PrincipalClass::Node => "node",
+        }
+    }
+}
+
+/// One open connection counted in `veil_connections{listener,
+/// principal_class}`: it moves to another class when the connection
+/// authenticates and leaves the gauge when dropped.
+#[derive(Debug)]
+pub struct ConnectionGauge {
+    gauge: IntGaugeVec,
+    listener: String,
+    class: PrincipalClass,
+}
+
+impl ConnectionGauge {
+    pub fn open(metrics: &Metrics, listener: &str, class: PrincipalClass) -> ConnectionGauge {
+        let gauge = metrics.connections.clone();
+        gauge.with_label_values(&[listener, class.label()]).inc();
+        ConnectionGauge {
+            gauge,
+            listener: listener.to_owned(),
+            class,
+        }
+    }
+
+    pub fn set_class(&mut self, class: PrincipalClass) {
+        if class != self.class {
+            self.gauge
+                .with_label_values(&[&self.listener, self.class.label()])
+                .dec();
+            self.gauge
+                .with_label_values(&[&self.listener, class.label()])
+                .inc();
+            self.class = class;
+        }
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.gauge
+            .with_label_values(&[&self.listener, self.class.label()])
+            .dec();
     }
 }
 

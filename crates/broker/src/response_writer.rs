@@ -104,6 +104,33 @@ impl<W: AsyncWrite + Unpin> Out<W> {
     }
 }
 
+/// Adds a Fetch response's record bytes to `veil_topic_bytes_out_total`
+/// (from v13 the response names topics by id only).
+fn count_fetched(broker: &BrokerState, fetch: &kafka_protocol::messages::FetchResponse) {
+    for topic in &fetch.responses {
+        let bytes: usize = topic
+            .partitions
+            .iter()
+            .filter_map(|p| p.records.as_ref().map(Bytes::len))
+            .sum();
+        if bytes == 0 {
+            continue;
+        }
+        let counter = if topic.topic.0.is_empty() {
+            match broker.topics.get_by_id(topic.topic_id) {
+                Some(t) => broker.metrics.topic_bytes_out.with_label_values(&[&t.name]),
+                None => continue,
+            }
+        } else {
+            broker
+                .metrics
+                .topic_bytes_out
+                .with_label_values(&[topic.topic.0.as_str()])
+        };
+        counter.inc_by(bytes as u64);
+    }
+}
+
 pub async fn write_responses<W: AsyncWrite + Unpin>(
     wr: W,
     mut rx: mpsc::Receiver<Box<Pending>>,
@@ -149,6 +176,9 @@ pub async fn write_responses<W: AsyncWrite + Unpin>(
             .with_label_values(&[api])
             .observe(started.elapsed().as_secs_f64());
         if let Some(response) = response {
+            if let Response::Fetch(fetch) = &response {
+                count_fetched(&broker, fetch);
+            }
             let frame = match response_frame::encode(response, version, correlation_id) {
                 Ok(f) => f,
                 Err(e) => {

@@ -40,6 +40,7 @@ impl Broker {
     pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Broker> {
         config.validate().map_err(Error::Config)?;
         let metrics = Metrics::new();
+        metrics.init_series(&config);
         let state = BrokerState::open(config, clock, metrics).await?;
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -253,7 +254,11 @@ async fn accept_loop(
         let slot = match limits.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(refused) => {
-                state.metrics.connections_rejected.inc();
+                state
+                    .metrics
+                    .connections_rejected
+                    .with_label_values(&[&name])
+                    .inc();
                 match refused {
                     Refused::Broker => {
                         tracing::warn!(%peer, "connection limit reached; refusing");
@@ -282,9 +287,7 @@ async fn accept_loop(
         let tls = tls.clone();
         connections.spawn(async move {
             let _slot = slot;
-            state.metrics.connections.inc();
             serve_tcp(stream, peer, Arc::clone(&state), name, tls, shutdown).await;
-            state.metrics.connections.dec();
         });
     }
 }

@@ -383,6 +383,7 @@ impl TopicRegistry {
         let _ = self.metrics.log_end_offset.remove_label_values(&labels);
         let _ = self.metrics.log_start_offset.remove_label_values(&labels);
         let _ = self.metrics.log_size_bytes.remove_label_values(&labels);
+        let _ = self.metrics.log_segments.remove_label_values(&labels);
         // Before the rename: the path may soon belong to a new topic.
         if let Replica::Online(p) = replica {
             p.with_log_mut(PartitionLog::detach);
@@ -406,8 +407,18 @@ impl TopicRegistry {
             for p in topic.local_partitions() {
                 let index = p.index.to_string();
                 let labels = [topic.name.as_str(), index.as_str()];
-                let (start, end, size) =
-                    p.with_log(|l| (l.log_start_offset(), l.log_end_offset(), l.size_bytes()));
+                let (start, end, size, segments) = p.with_log(|l| {
+                    (
+                        l.log_start_offset(),
+                        l.log_end_offset(),
+                        l.size_bytes(),
+                        l.segment_count(),
+                    )
+                });
+                self.metrics
+                    .log_segments
+                    .with_label_values(&labels)
+                    .set(segments as i64);
                 self.metrics
                     .log_end_offset
                     .with_label_values(&labels)

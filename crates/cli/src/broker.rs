@@ -25,10 +25,17 @@ pub struct Args {
     /// Print each bound address as `LISTENING <name> <addr>` on stdout (for scripts and tests).
     #[arg(long)]
     print_addresses: bool,
+    /// Check the layered configuration and exit without starting (files it
+    /// names are read only when the broker starts).
+    #[arg(long)]
+    check_config: bool,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = load(&args)?;
+pub async fn run(args: Args, config: Config) -> anyhow::Result<()> {
+    if args.check_config {
+        println!("configuration is valid (node {})", config.node_id);
+        return Ok(());
+    }
     let broker = Broker::start(config)
         .await
         .context("broker failed to start")?;
@@ -56,7 +63,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(args: &Args) -> anyhow::Result<Config> {
+/// The layered configuration: file, then `VEIL_*` environment, then flags.
+pub fn load(args: &Args) -> anyhow::Result<Config> {
     let text = match &args.config {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?,

@@ -49,6 +49,10 @@ enum Command {
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+        /// If DIR already holds ca.pem, change nothing and succeed (for
+        /// setup steps that run on every start).
+        #[arg(long, conflicts_with = "force")]
+        keep_existing: bool,
     },
 }
 
@@ -62,7 +66,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             clients,
             days,
             force,
+            keep_existing,
         } => {
+            if keep_existing && dir.join("ca.pem").exists() {
+                println!(
+                    "{} already holds a CA (ca.pem); nothing changed",
+                    dir.display()
+                );
+                return Ok(());
+            }
             let nodes = node_names(&nodes, &hosts, &node_hosts)?;
             init(&dir, &hosts, &nodes, &clients, days, force)
         }

@@ -7,14 +7,17 @@ mod certs;
 mod cluster;
 mod consume;
 mod groups;
+mod health;
 mod kms;
 mod kms_bench;
+mod logging;
 mod produce;
 mod secure;
 mod topics;
 mod user;
 
 use clap::{Parser, Subcommand};
+use veil_broker::config::LogFormat;
 
 /// mimalloc maps large blocks with MAP_NORESERVE where the kernel
 /// overcommits. The Kafka codec reserves `Vec` capacity from array counts
@@ -34,6 +37,10 @@ struct Cli {
     /// Log filter, e.g. `info` or `veil_broker=debug` (also VEIL_LOG / RUST_LOG).
     #[arg(long, global = true, env = "VEIL_LOG", default_value = "info")]
     log: String,
+    /// Log as `text` or `json` (one object per line); for `veil broker` the
+    /// default is the config's `log_format`.
+    #[arg(long, global = true, env = "VEIL_LOG_FORMAT", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,30 +67,36 @@ enum Command {
     Produce(produce::Args),
     /// Read a topic's records (a blind topic with --blind).
     Consume(consume::Args),
+    /// Ask a broker's admin endpoint whether it is ready (exit 0 if so).
+    Health(health::Args),
 }
 
-/// The default filter for the Raft library (see `main`).
-const QUIET_RAFT: &str = "openraft=error,openraft::replication=off";
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected text or json".into()),
+    }
+}
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // The Raft library narrates every vote and append at info and repeats
-    // each failed call to an unreachable peer several times a second; Veil
-    // reports peers it cannot reach itself (fencing), so by default only
-    // the library's errors outside replication show, unless the filter asks.
-    let spec = if cli.log.contains("openraft") {
-        cli.log.clone()
-    } else {
-        format!("{},{QUIET_RAFT}", cli.log)
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{QUIET_RAFT}")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal, never into log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The broker's config may choose the log format: read it first.
+    let mut broker_config = None;
+    if let Command::Broker(args) = &cli.command {
+        match broker::load(args) {
+            Ok(config) => broker_config = Some(config),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
+    let format = cli
+        .log_format
+        .or(broker_config.as_ref().map(|c| c.log_format))
+        .unwrap_or_default();
+    logging::init(&cli.log, format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,7 +109,10 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Broker(args) => broker::run(args).await,
+            Command::Broker(args) => match broker_config {
+                Some(config) => broker::run(args, config).await,
+                None => Err(anyhow::anyhow!("no broker configuration")),
+            },
             Command::Acl(args) => acl::run(args).await,
             Command::Topics(args) => topics::run(args).await,
             Command::Groups(args) => groups::run(args).await,
@@ -106,6 +122,7 @@ fn main() -> std::process::ExitCode {
             Command::Kms(args) => kms::run(args).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
+            Command::Health(args) => health::run(args),
         }
     });
     match result {

@@ -185,7 +185,7 @@ fn acl_cli_round_trip_persists_then_enforces_for_anonymous() {
     let (_, metrics) = strict.http_get("/metrics");
     assert!(
         metrics.contains(
-            r#"veil_authorization_total{decision="deny",operation="write",resource_type="topic"} 2"#
+            r#"veil_authorization_decisions_total{decision="deny",operation="write",resource_type="topic"} 2"#
         ),
         "{metrics}"
     );

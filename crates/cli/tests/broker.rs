@@ -195,7 +195,7 @@ fn metrics_and_health_endpoints() {
         "veil_request_duration_seconds_bucket{api=\"produce\"",
         "veil_errors_total{api=\"produce\",code=\"3\"} 1",
         "veil_partition_log_end_offset{partition=\"0\",topic=\"observed\"} 1",
-        "veil_partition_size_bytes{partition=\"0\",topic=\"observed\"}",
+        "veil_partition_log_size_bytes{partition=\"0\",topic=\"observed\"}",
         "veil_fsync_duration_seconds_count",
         "veil_network_bytes_in_total",
     ] {

@@ -11,6 +11,8 @@
 //!   validated and cut at the first bad batch (keeping the cut bytes aside), index rebuilds, log
 //!   start offset and leader-epoch fix-ups.
 //! * `epoch.rs` — the `leader-epoch-checkpoint` file.
+//! * [`records`] — the records inside an uncompressed batch, written and read (the broker's own
+//!   internal topics; client batches stay opaque).
 //! * [`producer_state`] — idempotent producers' last batches: duplicate, gap and epoch checks on
 //!   append, `<offset>.snapshot` files, rebuilt from batch headers on open.
 //!
@@ -30,6 +32,7 @@ mod error;
 mod index;
 pub mod log;
 pub mod producer_state;
+pub mod records;
 mod recovery;
 mod segment;
 #[cfg(any(test, feature = "testing"))]

@@ -184,7 +184,9 @@ mod tests {
         let a = Authorizer::new(&AuthorizerConfig::default(), &MetaState::default());
         assert!(!a.enabled());
         assert!(a.authorize(&metrics, action("t", Operation::Write)));
-        assert!(!metrics.render().contains("veil_authorization_total"));
+        assert!(!metrics
+            .render()
+            .contains("veil_authorization_decisions_total"));
         let all_topic_ops = a.authorized_operations(
             "User:a",
             action("t", Operation::Read).host,
@@ -219,7 +221,7 @@ mod tests {
         assert!(a.authorize(&metrics, action("t", Operation::Read)));
         let text = metrics.render();
         assert!(
-            text.contains(r#"veil_authorization_total{decision="allow",operation="read",resource_type="topic"} 1"#),
+            text.contains(r#"veil_authorization_decisions_total{decision="allow",operation="read",resource_type="topic"} 1"#),
             "{text}"
         );
         let host = action("t", Operation::Read).host;

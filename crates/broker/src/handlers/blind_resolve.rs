@@ -9,7 +9,18 @@ use crate::blind::{self, Refusal};
 use crate::context::RequestContext;
 
 pub async fn handle(ctx: &RequestContext, req: ResolveRequest) -> ResolveResponse {
-    match resolve(ctx, &req).await {
+    let outcome = resolve(ctx, &req).await;
+    let result = match &outcome {
+        Ok(_) => "resolved",
+        Err(r) if r.code == error_code::UNKNOWN_TOPIC_OR_PARTITION => "unknown",
+        Err(_) => "refused",
+    };
+    ctx.broker
+        .metrics
+        .blind_resolves
+        .with_label_values(&[result])
+        .inc();
+    match outcome {
         Ok(r) => r,
         Err(r) => ResolveResponse {
             throttle_time_ms: r.throttle_ms,

@@ -49,6 +49,7 @@ pub async fn handle(ctx: &RequestContext, req: ShareRevokeRequest) -> ShareRevok
             None,
         );
     }
+    ctx.broker.metrics.blind_revocations.inc();
     tracing::info!(principal = %req.principal, "revoked a blind server share");
     ShareRevokeResponse {
         revocation_epoch: blind::revocation_epoch(ctx, &kid),

@@ -226,6 +226,11 @@ fn append(
                 .produced_records
                 .with_label_values(&[partition.topic.as_str()])
                 .inc_by(info.batches.len() as u64);
+            ctx.broker
+                .metrics
+                .topic_bytes_in
+                .with_label_values(&[partition.topic.as_str()])
+                .inc_by(buf.len() as u64);
             Ok((
                 Appended {
                     base_offset: info.first_offset,

@@ -113,6 +113,12 @@ impl GroupCommit {
             match outcome {
                 Ok(Ok(())) => {
                     partition.log.write().mark_synced(end);
+                    let before = this.durable.borrow().offset;
+                    if end > before {
+                        this.metrics
+                            .group_commit_records
+                            .observe((end - before) as f64);
+                    }
                     this.durable.send_modify(|d| d.offset = d.offset.max(end));
                     // A leader's own fsync may be what the high watermark waited for.
                     partition.recompute_high_watermark();
