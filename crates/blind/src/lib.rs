@@ -48,6 +48,7 @@ pub mod keys;
 pub mod kms;
 pub mod matching;
 pub mod params;
+pub mod partitioner;
 pub mod protocol;
 pub mod record;
 pub mod seal;

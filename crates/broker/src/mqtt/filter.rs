@@ -80,10 +80,9 @@ pub fn matches(filter: &str, name: &str) -> bool {
     let mut n = name.split('/');
     loop {
         match (f.next(), n.next()) {
-            (Some("#"), _) => return true,
+            (Some("#"), _) | (None, None) => return true,
             (Some("+"), Some(_)) => {}
             (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
             _ => return false,
         }
     }
@@ -101,10 +100,9 @@ pub fn overlap(a: &str, b: &str) -> bool {
     let mut y = b.split('/');
     loop {
         match (x.next(), y.next()) {
-            (Some("#"), _) | (_, Some("#")) => return true,
+            (Some("#"), _) | (_, Some("#")) | (None, None) => return true,
             (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
             (Some(p), Some(q)) if p == q => {}
-            (None, None) => return true,
             _ => return false,
         }
     }
@@ -148,14 +146,21 @@ mod tests {
             assert!(validate_filter(ok).is_ok(), "{ok}");
         }
         for bad in ["a#", "a/#/b", "a+/b", "a/b+", "##"] {
-            assert_eq!(validate_filter(bad), Err(Invalid::MisplacedWildcard), "{bad}");
+            assert_eq!(
+                validate_filter(bad),
+                Err(Invalid::MisplacedWildcard),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn matching_follows_the_spec_examples() {
         assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
-        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1/ranking"));
+        assert!(matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking"
+        ));
         assert!(matches("sport/#", "sport"));
         assert!(matches("#", "a/b"));
         assert!(matches("sport/+/player1", "sport/tennis/player1"));
@@ -193,7 +198,10 @@ mod tests {
             captures("factory/+/line/#", "factory/7/line/3/temp"),
             Some(vec!["7", "3/temp"])
         );
-        assert_eq!(captures("factory/+/line/#", "factory/7/line"), Some(vec!["7", ""]));
+        assert_eq!(
+            captures("factory/+/line/#", "factory/7/line"),
+            Some(vec!["7", ""])
+        );
         assert_eq!(captures("a/+", "a/x"), Some(vec!["x"]));
         assert_eq!(captures("a/+", "b/x"), None);
     }

@@ -130,9 +130,7 @@ fn check_template(t: &str, plus: usize, hash: bool) -> Result<(), String> {
     let mut rest = t;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
-        let close = after
-            .find('}')
-            .ok_or_else(|| "unclosed '{'".to_owned())?;
+        let close = after.find('}').ok_or_else(|| "unclosed '{'".to_owned())?;
         let name = &after[..close];
         match name {
             "topic" => {}
@@ -210,7 +208,10 @@ mod tests {
         assert_eq!(t.key, b"factory/7/line/3/temp");
         assert!(t.key_is_topic);
         let t = m.target("alarms/berlin/fire").unwrap();
-        assert_eq!((t.kafka_topic.as_str(), t.key.as_slice()), ("alarms", &b"site-berlin"[..]));
+        assert_eq!(
+            (t.kafka_topic.as_str(), t.key.as_slice()),
+            ("alarms", &b"site-berlin"[..])
+        );
         assert!(!t.key_is_topic);
         assert_eq!(m.target("x").unwrap().kafka_topic, "other");
         assert!(m.routes_to("x", "other"));
@@ -247,7 +248,10 @@ mod tests {
             (rule("a/+", "t", Some("{1")), "unclosed"),
         ] {
             let err = Mappings::new(vec![r]).unwrap_err();
-            assert!(err.contains("mqtt.mappings[0]") && err.contains(want), "{err}");
+            assert!(
+                err.contains("mqtt.mappings[0]") && err.contains(want),
+                "{err}"
+            );
         }
     }
 
