@@ -24,9 +24,10 @@ pub struct MqttConfig {
     /// direction (incoming publishes awaiting durability, outgoing awaiting
     /// PUBACK); an MQTT 5 client's smaller Receive Maximum wins.
     pub max_inflight: usize,
-    /// Messages read from the log and waiting to be written to one
-    /// subscriber; a slow subscriber stops reading the log, it never grows
-    /// memory or stalls others.
+    /// Messages read from the log and buffered for one write to a
+    /// subscriber; the next are read only once those are written, so a
+    /// slow subscriber stops reading the log, it never grows memory or
+    /// stalls others.
     pub max_queued_messages: usize,
     /// Bytes of records read from one partition per read for a subscriber.
     pub read_bytes: usize,

@@ -38,8 +38,6 @@ use crate::partition::Partition;
 
 /// How long a client has to send CONNECT after the TCP (and TLS) handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Messages written per delivery round before the socket is looked at again.
-const DELIVERY_BATCH: usize = 256;
 /// Headers read per record; a record with more is skipped.
 const MAX_HEADERS: usize = 64;
 /// How long a closing connection reads what the client still sends.
@@ -811,7 +809,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
     /// Writes records from the cursors while there is room; whether any
     /// were left for later.
     fn deliver(&mut self) -> bool {
-        let mut budget = DELIVERY_BATCH;
+        let mut budget = self.svc.config.max_queued_messages;
         let keys: Vec<(String, i32)> = self.cursors.keys().cloned().collect();
         for key in keys {
             loop {
