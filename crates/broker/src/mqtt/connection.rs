@@ -51,6 +51,10 @@ struct Cursor {
     /// Next offset to deliver.
     next: i64,
     high_watermark: watch::Receiver<i64>,
+    /// The log could not be read here (a failed disk, a deleted topic):
+    /// left alone until the client subscribes again or reconnects, rather
+    /// than retried in a loop.
+    failed: bool,
 }
 
 /// Why the connection ends.
@@ -584,7 +588,12 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                     results.push(r);
                 }
                 self.send(Outbound::SubAck { pkid, results })?;
-                for m in retained {
+                for mut m in retained {
+                    // Beyond the inflight window retained messages go at QoS 0
+                    // rather than past the client's Receive Maximum.
+                    if self.outgoing.len() >= self.out_limit {
+                        m.qos = 0;
+                    }
                     self.send_message(m, None);
                 }
                 Ok(())
@@ -773,7 +782,8 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
 
     fn open_cursor(&mut self, topic: &str, index: i32, from: Option<i64>) {
         let key = (topic.to_owned(), index);
-        if self.cursors.contains_key(&key) {
+        if let Some(c) = self.cursors.get_mut(&key) {
+            c.failed = false;
             return;
         }
         let Some(partition) = self
@@ -793,6 +803,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 partition,
                 next,
                 high_watermark,
+                failed: false,
             },
         );
     }
@@ -819,7 +830,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 let Some(c) = self.cursors.get(&key) else {
                     break;
                 };
-                if c.next >= c.partition.high_watermark() {
+                if c.failed || c.next >= c.partition.high_watermark() {
                     break;
                 }
                 let partition = Arc::clone(&c.partition);
@@ -836,7 +847,10 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                         continue;
                     }
                     Err(e) => {
-                        tracing::warn!(topic = %key.0, partition = key.1, error = %e, "MQTT delivery read failed");
+                        tracing::warn!(topic = %key.0, partition = key.1, error = %e, "MQTT delivery read failed; this partition is not delivered on this connection until it subscribes again");
+                        if let Some(c) = self.cursors.get_mut(&key) {
+                            c.failed = true;
+                        }
                         break;
                     }
                 };
