@@ -987,4 +987,85 @@ mod tests {
         )
         .is_err());
     }
+
+    fn read_all(bytes: &[u8], version: Option<Version>) {
+        let mut buf = BytesMut::from(bytes);
+        loop {
+            let before = buf.len();
+            match read(&mut buf, version, 4096) {
+                Ok(Some(_)) => assert!(buf.len() < before, "a packet consumed nothing"),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            v in 0u8..3,
+        ) {
+            let version = [None, Some(Version::V4), Some(Version::V5)][usize::from(v)];
+            read_all(&bytes, version);
+        }
+
+        #[test]
+        fn mutated_packets_never_panic(
+            which in 0usize..6,
+            at in proptest::num::usize::ANY,
+            byte in proptest::num::u8::ANY,
+        ) {
+            let mut will = v5::LastWill::new("w/t", "bye", v5::QoS5::AtLeastOnce, true, None);
+            will.properties = Some(v5::LastWillProperties {
+                delay_interval: Some(1),
+                payload_format_indicator: Some(1),
+                message_expiry_interval: None,
+                content_type: Some("c".into()),
+                response_topic: None,
+                correlation_data: None,
+                user_properties: vec![("a".into(), "b".into())],
+            });
+            let (mut frame, version) = match which {
+                0 => (v4_bytes(&v4::Packet::Connect(v4::Connect::new("id"))), None),
+                1 => (
+                    v5_bytes(&v5::Packet::Connect(
+                        v5::Connect {
+                            keep_alive: 5,
+                            client_id: "id".into(),
+                            clean_start: false,
+                            properties: Some(v5::ConnectProperties::new()),
+                        },
+                        Some(will),
+                        Some(v5::Login::new("u", "p")),
+                    )),
+                    None,
+                ),
+                2 => {
+                    let mut p = v4::Publish::new("a/b", QoS::AtLeastOnce, "x");
+                    p.pkid = 1;
+                    (v4_bytes(&v4::Packet::Publish(p)), Some(Version::V4))
+                }
+                3 => (
+                    v4_bytes(&v4::Packet::Subscribe(v4::Subscribe::new("a/#", QoS::AtLeastOnce))),
+                    Some(Version::V4),
+                ),
+                4 => (
+                    v5_bytes(&v5::Packet::Subscribe(v5::Subscribe::new(
+                        v5::Filter::new("a/+", v5::QoS5::AtLeastOnce),
+                        None,
+                    ))),
+                    Some(Version::V5),
+                ),
+                _ => (
+                    v5_bytes(&v5::Packet::Disconnect(v5::Disconnect::new(
+                        v5::DisconnectReasonCode::DisconnectWithWillMessage,
+                    ))),
+                    Some(Version::V5),
+                ),
+            };
+            let i = at % frame.len();
+            frame[i] = byte;
+            read_all(&frame, version);
+        }
+    }
 }
