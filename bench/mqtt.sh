@@ -18,7 +18,8 @@ GEN="$here/mqtt/target/release/veil-mqtt-bench"
 COUNTS="${COUNTS:-1 100 10000}"
 TOTAL="${TOTAL:-100000}"
 command -v mosquitto >/dev/null || { echo "mosquitto is not installed (apt-get install mosquitto)" >&2; exit 1; }
-ulimit -n 65536
+# 10 000 connections need as many descriptors in the generator and in each broker.
+ulimit -n "$(ulimit -Hn)"
 work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -44,7 +45,11 @@ VEIL_LOG=warn "$VEIL" broker --config "$work/veil.toml" --data-dir "$work/veil" 
   --listen 127.0.0.1:19192 --admin-listen 127.0.0.1:0 > "$work/veil.out" 2> "$work/veil.log" &
 veil_pid=$!; pids+=("$veil_pid")
 wait_port 19192
-"$VEIL" topics --bootstrap 127.0.0.1:19192 create bench -p 4 >/dev/null
+# The port opens before the node has registered itself: retry briefly.
+for _ in $(seq 1 50); do
+  "$VEIL" topics --bootstrap 127.0.0.1:19192 create bench -p 4 >/dev/null 2>&1 && break
+  sleep 0.2
+done
 wait_port 11883
 
 cat > "$work/mosquitto.conf" <<CONF
@@ -66,17 +71,8 @@ for k in ("seconds","msgs_per_sec","p50_ms","p99_ms","max_ms","acked","failed_co
 out["runs"]=len(rows); print(json.dumps(out))'
 }
 
-for n in $COUNTS; do
-  per=$(( TOTAL / n )); [ "$per" -lt 10 ] && per=10
-  for target in "veil 11883" "mosquitto 11884"; do
-    set -- $target
-    for _ in $(seq 1 "$REPS"); do
-      "$GEN" --port "$2" --connections "$n" publish --messages "$per" --size 100 --inflight 64
-    done | median | sed "s/^{/{\"broker\":\"$1\",/"
-  done
-done
-
-# Memory per idle connection: broker RSS with N idle clients minus before.
+# Memory per idle connection, first (fresh brokers, before the publish runs
+# grow their heaps): broker RSS with IDLE idle clients minus before.
 idle=${IDLE:-10000}
 for target in "veil 11883 $veil_pid" "mosquitto 11884 $mosq_pid"; do
   set -- $target
@@ -90,3 +86,14 @@ for target in "veil 11883 $veil_pid" "mosquitto 11884 $mosq_pid"; do
   wait "$gen" || true
   python3 -c "import json; print(json.dumps({'broker':'$1','idle_connections':$held,'rss_before_kb':$before,'rss_after_kb':$after,'bytes_per_connection':round(($after-$before)*1024/max($held,1))}))"
 done
+
+for n in $COUNTS; do
+  per=$(( TOTAL / n )); [ "$per" -lt 10 ] && per=10
+  for target in "veil 11883" "mosquitto 11884"; do
+    set -- $target
+    for _ in $(seq 1 "$REPS"); do
+      "$GEN" --port "$2" --connections "$n" publish --messages "$per" --size 100 --inflight 64
+    done | median | sed "s/^{/{\"broker\":\"$1\",/"
+  done
+done
+
