@@ -16,25 +16,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use veil_log::records::{for_each_record_with_headers, RecordView};
-use veil_log::BatchHeader;
 
-use super::codec::{
-    self, CodecError, Connect, Inbound, Message, Outbound, Properties, Reason, Version,
-};
-use super::ingest::{self, Publisher, Refused, CONTENT_TYPE_HEADER, PAYLOAD_FORMAT_HEADER};
-use super::mapping::{record_topic, TOPIC_HEADER};
+mod delivery;
+mod publish;
+
+use delivery::{wait_for_records, Cursor};
+
+use super::codec::{self, CodecError, Connect, Inbound, Message, Outbound, Reason, Version};
+use super::ingest::{self, Publisher, Refused};
 use super::session::{SessionState, Subscription, SAVE_INTERVAL};
 use super::{filter, MqttService};
 use crate::context::ANONYMOUS;
-use crate::partition::Partition;
 
 /// How long a client has to send CONNECT after the TCP (and TLS) handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,18 +42,6 @@ const MAX_HEADERS: usize = 64;
 const LINGER: Duration = Duration::from_secs(1);
 /// How long a takeover waits for the previous connection to save.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
-
-/// Where a connection reads one partition.
-struct Cursor {
-    partition: Arc<Partition>,
-    /// Next offset to deliver.
-    next: i64,
-    high_watermark: watch::Receiver<i64>,
-    /// The log could not be read here (a failed disk, a deleted topic):
-    /// left alone until the client subscribes again or reconnects, rather
-    /// than retried in a loop.
-    failed: bool,
-}
 
 /// Why the connection ends.
 struct Close {
@@ -140,9 +126,11 @@ pub async fn serve<S>(
     let (mut reader, writer) = tokio::io::split(stream);
     let max_in = svc.config.max_packet_bytes;
     let mut inbuf = BytesMut::with_capacity(1024);
+    // Steps that run once are boxed, so their state is not part of what
+    // an idle connection holds for its whole life.
     let first = tokio::select! {
         () = shutdown.cancelled() => return,
-        r = tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut reader, &mut inbuf, None, max_in)) => r,
+        r = Box::pin(tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut reader, &mut inbuf, None, max_in))) => r,
     };
     let connect = match first {
         Ok(Ok(Some(Inbound::Connect(c)))) => c,
@@ -171,15 +159,25 @@ pub async fn serve<S>(
         }
         _ => return,
     };
-    let Some(mut conn) = accept(&svc, writer, *connect, peer, tls_principal, allow_anonymous).await
+    let Some(mut conn) = Box::pin(accept(
+        &svc,
+        writer,
+        *connect,
+        peer,
+        tls_principal,
+        allow_anonymous,
+    ))
+    .await
     else {
         return;
     };
-    let claim = svc
-        .sessions
-        .claim(&conn.client_id, svc.next_connection_id(), TAKEOVER_WAIT)
-        .await;
-    let session_present = conn.start_session().await;
+    let claim = Box::pin(svc.sessions.claim(
+        &conn.client_id,
+        svc.next_connection_id(),
+        TAKEOVER_WAIT,
+    ))
+    .await;
+    let session_present = Box::pin(conn.start_session()).await;
     let keep_alive = conn.keep_alive_secs;
     let assigned = conn.assigned_id.take();
     let ack = Outbound::ConnAck {
@@ -192,7 +190,7 @@ pub async fn serve<S>(
         reason_string: None,
     };
     let mut conn = conn.inner;
-    if conn.send(ack).is_err() || conn.flush().await.is_err() {
+    if conn.send(ack).is_err() || Box::pin(conn.flush()).await.is_err() {
         return;
     }
     let gauge = svc
@@ -212,7 +210,7 @@ pub async fn serve<S>(
         )
         .await;
     gauge.dec();
-    conn.finish(close, &mut reader).await;
+    Box::pin(conn.finish(close, &mut reader)).await;
     drop(claim);
 }
 
@@ -422,6 +420,17 @@ async fn fill<R: AsyncRead + Unpin>(
     inbuf: &mut BytesMut,
     max: usize,
 ) -> Result<bool, CodecError> {
+    if inbuf.is_empty() {
+        // Between packets no buffer is held: the first bytes go to the
+        // stack, and a buffer exists only while a packet is arriving.
+        let mut first = [0u8; 512];
+        let n = reader
+            .read(&mut first)
+            .await
+            .map_err(|e| CodecError::Malformed(e.to_string()))?;
+        inbuf.extend_from_slice(&first[..n]);
+        return Ok(n > 0);
+    }
     let need = codec::needed(inbuf, max)?;
     inbuf.reserve(need.max(1024).min(max));
     let n = reader
@@ -530,6 +539,9 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                     Err(e) => return Close::because(Reason::MalformedPacket, e.to_string()),
                 }
             }
+            if inbuf.is_empty() && inbuf.capacity() > 0 {
+                *inbuf = BytesMut::new();
+            }
             if self.flush().await.is_err() {
                 return Close::abrupt();
             }
@@ -635,334 +647,6 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         }
     }
 
-    fn publish(
-        &mut self,
-        pkid: u16,
-        message: Message,
-        durable: &mut FuturesOrdered<Durable>,
-        publish_timeout: Duration,
-    ) -> Result<(), Close> {
-        if filter::validate_name(&message.topic).is_err() {
-            return Err(Close::because(
-                Reason::TopicNameInvalid,
-                format!("'{}' is not a valid topic name", message.topic),
-            ));
-        }
-        if message.qos > 1 && self.version == Version::V5 {
-            return Err(Close::because(
-                Reason::QosNotSupported,
-                "QoS 2 is not supported (Maximum QoS is 1)",
-            ));
-        }
-        if message.qos == 2 && self.qos2.contains(&pkid) {
-            // A resend before PUBREL: stored once already.
-            return self.send(Outbound::PubRec {
-                pkid,
-                reason: Reason::Success,
-            });
-        }
-        let svc = Arc::clone(&self.svc);
-        let appended = ingest::append(&svc.state, &svc.mappings, &self.publisher, &message);
-        if message.retain && appended.is_ok() && svc.retained.set(&message).is_err() {
-            tracing::debug!(topic = %message.topic, "retained message store full");
-        }
-        match (appended, message.qos) {
-            (Ok(_), 0) => Ok(()),
-            (Ok(a), qos) => {
-                if qos == 2 {
-                    self.qos2.insert(pkid);
-                }
-                durable.push_back(Box::pin(async move {
-                    (pkid, qos, a.durable(publish_timeout).await)
-                }));
-                Ok(())
-            }
-            (Err(refused), qos) => self.refuse_publish(pkid, qos, &refused),
-        }
-    }
-
-    /// A publish not taken: a reason code where MQTT 5 has one, else the
-    /// connection closes (MQTT 3 has no way to say no).
-    fn refuse_publish(&mut self, pkid: u16, qos: u8, refused: &Refused) -> Result<(), Close> {
-        let reason = match refused {
-            Refused::Unmapped => Reason::TopicNameInvalid,
-            Refused::NotAuthorized => Reason::NotAuthorized,
-            Refused::UnknownTopic(_) => Reason::UnspecifiedError,
-            // Not final: close without an answer so the client sends it again.
-            Refused::Unavailable(_) => {
-                return Err(Close::because(
-                    Reason::ImplementationSpecificError,
-                    refused.to_string(),
-                ));
-            }
-        };
-        tracing::debug!(client_id = %self.client_id, reason = %refused, "MQTT publish refused");
-        if self.version == Version::V5 && qos == 1 {
-            return self.send(Outbound::PubAck {
-                pkid,
-                reason,
-                reason_string: Some(refused.to_string()),
-            });
-        }
-        Err(Close::because(reason, refused.to_string()))
-    }
-
-    /// A QoS 1 (or MQTT 3 QoS 2) publish became durable, or could not.
-    fn acknowledge(
-        &mut self,
-        pkid: u16,
-        qos: u8,
-        result: Result<(), Refused>,
-    ) -> Result<(), Close> {
-        match result {
-            Ok(()) if qos == 2 => self.send(Outbound::PubRec {
-                pkid,
-                reason: Reason::Success,
-            }),
-            Ok(()) => self.send(Outbound::PubAck {
-                pkid,
-                reason: Reason::Success,
-                reason_string: None,
-            }),
-            Err(refused) => {
-                // Appended but not durable in time: no PUBACK; the client
-                // resends after reconnecting (at least once).
-                Err(Close::because(
-                    Reason::ImplementationSpecificError,
-                    refused.to_string(),
-                ))
-            }
-        }
-    }
-
-    /// Adds a subscription; the granted QoS or why not.
-    fn subscribe(&mut self, f: &str, qos: u8) -> Result<u8, Reason> {
-        if filter::validate_filter(f).is_err() || f.starts_with("$share/") {
-            return Err(Reason::TopicFilterInvalid);
-        }
-        let topics = self.svc.mappings.topics_for_filter(f);
-        if topics.is_empty() {
-            return Err(Reason::TopicFilterInvalid);
-        }
-        let state = &self.svc.state;
-        for t in &topics {
-            let allowed = state.authorizer.authorize(
-                &state.metrics,
-                crate::auth::acl_matcher::Action {
-                    principal: &self.publisher.principal,
-                    host: self.publisher.host,
-                    operation: crate::auth::Operation::Read,
-                    resource_type: crate::auth::ResourceType::Topic,
-                    name: t,
-                },
-            );
-            if !allowed || !state.blind.visible(&self.publisher.principal, t) {
-                return Err(Reason::NotAuthorized);
-            }
-        }
-        self.subscriptions
-            .insert(f.to_owned(), Subscription { qos });
-        self.open_cursors_for(f);
-        self.dirty = true;
-        Ok(qos)
-    }
-
-    /// Cursors, at the current high watermark, for every partition of the
-    /// Kafka topics a filter reads that have none yet.
-    fn open_cursors_for(&mut self, f: &str) {
-        for topic in self.svc.mappings.topics_for_filter(f) {
-            let Some(t) = self.svc.state.topics.get(&topic) else {
-                continue;
-            };
-            for index in 0..t.partition_count() {
-                self.open_cursor(&topic, index, None);
-            }
-        }
-    }
-
-    fn open_cursor(&mut self, topic: &str, index: i32, from: Option<i64>) {
-        let key = (topic.to_owned(), index);
-        if let Some(c) = self.cursors.get_mut(&key) {
-            c.failed = false;
-            return;
-        }
-        let Some(partition) = self
-            .svc
-            .state
-            .topics
-            .get(topic)
-            .and_then(|t| t.partition(index).cloned())
-        else {
-            return;
-        };
-        let next = from.unwrap_or_else(|| partition.high_watermark());
-        let high_watermark = partition.watch_high_watermark();
-        self.cursors.insert(
-            key,
-            Cursor {
-                partition,
-                next,
-                high_watermark,
-                failed: false,
-            },
-        );
-    }
-
-    fn close_unused_cursors(&mut self) {
-        let wanted: HashSet<String> = self
-            .subscriptions
-            .keys()
-            .flat_map(|f| self.svc.mappings.topics_for_filter(f))
-            .collect();
-        self.cursors.retain(|(t, _), _| wanted.contains(t));
-    }
-
-    /// Writes records from the cursors while there is room; whether any
-    /// were left for later.
-    fn deliver(&mut self) -> bool {
-        let mut budget = self.svc.config.max_queued_messages;
-        let keys: Vec<(String, i32)> = self.cursors.keys().cloned().collect();
-        for key in keys {
-            loop {
-                if budget == 0 || self.outgoing.len() >= self.out_limit {
-                    return true;
-                }
-                let Some(c) = self.cursors.get(&key) else {
-                    break;
-                };
-                if c.failed || c.next >= c.partition.high_watermark() {
-                    break;
-                }
-                let partition = Arc::clone(&c.partition);
-                let from = c.next;
-                let read = match partition.read(from, self.svc.config.read_bytes, true) {
-                    Ok(r) => r,
-                    Err(crate::error::Error::Log(veil_log::Error::OffsetOutOfRange { .. }))
-                        if from < partition.log_start_offset() =>
-                    {
-                        // Retention removed what the cursor pointed at.
-                        if let Some(c) = self.cursors.get_mut(&key) {
-                            c.next = partition.log_start_offset();
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(topic = %key.0, partition = key.1, error = %e, "MQTT delivery read failed; this partition is not delivered on this connection until it subscribes again");
-                        if let Some(c) = self.cursors.get_mut(&key) {
-                            c.failed = true;
-                        }
-                        break;
-                    }
-                };
-                if read.records.is_empty() {
-                    break;
-                }
-                let (next, stopped) = self.deliver_batches(&key, from, &read.records, &mut budget);
-                if let Some(c) = self.cursors.get_mut(&key) {
-                    c.next = next;
-                }
-                self.dirty = true;
-                if stopped {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
-    /// Sends the records at or after `from` in `bytes` (whole batches);
-    /// returns the next offset and whether it stopped early.
-    fn deliver_batches(
-        &mut self,
-        key: &(String, i32),
-        from: i64,
-        bytes: &[u8],
-        budget: &mut usize,
-    ) -> (i64, bool) {
-        let mut pos = 0usize;
-        let mut next = from;
-        while pos < bytes.len() {
-            let Ok(header) = BatchHeader::parse(&bytes[pos..]) else {
-                break;
-            };
-            let size = header.total_size();
-            let Some(batch) = bytes.get(pos..pos + size) else {
-                break;
-            };
-            pos += size;
-            let last = header.last_offset();
-            if last < next {
-                continue;
-            }
-            // `None`: a record read but not for this connection.
-            let mut messages: Vec<(i64, Option<Message>)> = Vec::new();
-            let walked = for_each_record_with_headers(batch, MAX_HEADERS, |r| {
-                if r.offset >= next {
-                    messages.push((r.offset, self.to_message(&key.0, &r)));
-                }
-                Ok(())
-            });
-            if let Err(e) = walked {
-                // Compressed batches from Kafka clients and the like.
-                tracing::debug!(topic = %key.0, partition = key.1, error = %e, "batch not delivered over MQTT");
-                next = last + 1;
-                continue;
-            }
-            for (offset, m) in messages {
-                if *budget == 0 || self.outgoing.len() >= self.out_limit {
-                    return (offset, true);
-                }
-                next = offset + 1;
-                let Some(m) = m else {
-                    continue;
-                };
-                *budget -= 1;
-                self.send_message(m, Some((key.0.clone(), key.1, offset)));
-            }
-            next = next.max(last + 1);
-        }
-        (next, false)
-    }
-
-    /// The MQTT message a record becomes for this connection, if its topic
-    /// matches a subscription (at the highest QoS granted among them).
-    fn to_message(&self, kafka_topic: &str, r: &RecordView<'_>) -> Option<Message> {
-        let header = r
-            .headers
-            .iter()
-            .find(|(k, _)| *k == TOPIC_HEADER.as_bytes())
-            .and_then(|(_, v)| *v);
-        let topic = record_topic(r.key, header)?;
-        if !self.svc.mappings.routes_to(topic, kafka_topic) {
-            return None;
-        }
-        let qos = self
-            .subscriptions
-            .iter()
-            .filter(|(f, _)| filter::matches(f, topic))
-            .map(|(_, s)| s.qos)
-            .max()?;
-        let mut properties = Properties::default();
-        for (k, v) in &r.headers {
-            let (Ok(k), Some(Ok(v))) = (std::str::from_utf8(k), v.map(std::str::from_utf8)) else {
-                continue;
-            };
-            match k {
-                TOPIC_HEADER => {}
-                CONTENT_TYPE_HEADER => properties.content_type = Some(v.to_owned()),
-                PAYLOAD_FORMAT_HEADER => properties.payload_format = v.parse().ok(),
-                _ => properties.user.push((k.to_owned(), v.to_owned())),
-            }
-        }
-        Some(Message {
-            topic: topic.to_owned(),
-            payload: Bytes::copy_from_slice(r.value.unwrap_or_default()),
-            qos,
-            retain: false,
-            properties,
-        })
-    }
-
     /// Queues one message to the client (QoS 1: tracked until PUBACK).
     fn send_message(&mut self, message: Message, from: Option<(String, i32, i64)>) {
         let pkid = if message.qos > 0 {
@@ -1018,10 +702,8 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             return Ok(());
         }
         let r = self.writer.write_all(&self.out).await;
-        self.out.clear();
-        if self.out.capacity() > 64 * 1024 {
-            self.out = BytesMut::new();
-        }
+        // Nothing is kept between writes: an idle connection holds no buffer.
+        self.out = BytesMut::new();
         r
     }
 
@@ -1097,22 +779,32 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
     }
 }
 
-/// Completes when any cursor's partition has records past the cursor (at
-/// once if one already has); never when there are no cursors.
-async fn wait_for_records(cursors: &mut BTreeMap<(String, i32), Cursor>) {
-    if cursors
-        .values()
-        .any(|c| c.next < *c.high_watermark.borrow())
-    {
-        return;
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn an_idle_connection_holds_little() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..crate::config::Config::default()
+        };
+        let state = crate::test_fixture::state(config, Arc::new(crate::clock::SystemClock)).await;
+        let svc = Arc::new(super::MqttService::new(state).unwrap());
+        let (stream, _peer) = tokio::io::duplex(64);
+        let serve = super::serve(
+            stream,
+            "127.0.0.1:1".parse().unwrap(),
+            svc,
+            "MQTT".into(),
+            None,
+            false,
+            tokio_util::sync::CancellationToken::new(),
+        );
+        // The task's whole state while a connection waits; one-off steps
+        // (CONNECT, login, session load, close) are boxed outside it.
+        let size = std::mem::size_of_val(&serve);
+        assert!(size < 4096, "a connection task of {size} bytes");
     }
-    if cursors.is_empty() {
-        return std::future::pending().await;
-    }
-    let waits = cursors
-        .values_mut()
-        .map(|c| Box::pin(c.high_watermark.changed()));
-    // A closed channel (the partition went away) wakes too; delivery then
-    // finds nothing and the cursor stays idle.
-    let _ = futures_util::future::select_all(waits).await;
 }
