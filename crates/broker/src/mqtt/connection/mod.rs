@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -38,6 +38,8 @@ use crate::context::ANONYMOUS;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Headers read per record; a record with more is skipped.
 const MAX_HEADERS: usize = 64;
+/// Bytes read at once when a read fills the stack buffer.
+const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing connection reads what the client still sends.
 const LINGER: Duration = Duration::from_secs(1);
 /// How long a takeover waits for the previous connection to save.
@@ -429,6 +431,15 @@ async fn fill<R: AsyncRead + Unpin>(
             .await
             .map_err(|e| CodecError::Malformed(e.to_string()))?;
         inbuf.extend_from_slice(&first[..n]);
+        if n == first.len() {
+            // More is probably waiting (a publisher with a full window):
+            // take what is already there in one go, so its publishes share
+            // appends and fsyncs, without waiting for more.
+            inbuf.reserve(READ_CHUNK.min(max));
+            if let Some(r) = reader.read_buf(inbuf).now_or_never() {
+                r.map_err(|e| CodecError::Malformed(e.to_string()))?;
+            }
+        }
         return Ok(n > 0);
     }
     let need = codec::needed(inbuf, max)?;
