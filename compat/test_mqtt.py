@@ -5,7 +5,7 @@ consumer and by MQTT subscribers, Kafka records delivered to MQTT
 subscribers, wildcards, retained messages, a persistent session that
 missed messages while away, kill -9 after PUBACK, refusals with their
 reason codes (unmapped topic, wrong password, no credentials, ACL deny,
-no client certificate) and MQTTS."""
+no client certificate), MQTT 3.1 and QoS 2, and MQTTS."""
 import os
 import shutil
 import subprocess
@@ -476,3 +476,19 @@ def test_mqtts_with_a_device_certificate(secured):
                            "-t", "factory/1/line/1", "-m", "x")
     # mosquitto_pub reports the PUBACK's reason code and still exits 0.
     assert "Not authorized" in denied.stderr, denied.stderr
+
+
+@mosquitto
+def test_protocol_levels_and_qos_2(mqtt_broker):
+    host, port = mqtt_port(mqtt_broker)
+    # MQTT 3.1 (level 3) is refused with return code 1.
+    out = mosquitto_pub(host, port, "-V", "mqttv31", "-t", "factory/1/line/1", "-m", "old")
+    assert out.returncode != 0 and "unacceptable protocol version" in out.stderr, out.stderr
+    # MQTT 5 clients are told Maximum QoS 1.
+    out = mosquitto_pub(host, port, "-V", "mqttv5", "-q", "2", "-t", "factory/1/line/1", "-m", "v5")
+    assert "QoS not supported" in out.stderr, out.stderr
+    # MQTT 3.1.1 QoS 2 completes its handshake and is stored once.
+    out = mosquitto_pub(host, port, "-q", "2", "-t", "factory/1/line/1", "-m", "q2")
+    assert out.returncode == 0, out.stderr
+    got = consume(mqtt_broker, "telemetry", 2, timeout=5)
+    assert [m.value() for m in got] == [b"q2"]
