@@ -34,7 +34,8 @@
 //! files) → `hash` (enc, FDH; private) → [`matching`] (tokens, physical names) →
 //! [`wrap`] (DEKs, key tags) → [`seal`] (AEAD, AAD, envelope) → [`record`]
 //! (a whole Kafka record sealed, header encoding) → [`wire`]
-//! (group-element encoding and validation).
+//! (group-element encoding and validation). [`partitioner`] is Kafka's
+//! default partitioner, shared by the sealed producer and the broker.
 //!
 //! Every secret exponent goes through OpenSSL `BN_mod_exp` with
 //! `BN_FLG_CONSTTIME` set (the constant-time Montgomery path); secrets live
@@ -48,6 +49,7 @@ pub mod keys;
 pub mod kms;
 pub mod matching;
 pub mod params;
+pub mod partitioner;
 pub mod protocol;
 pub mod record;
 pub mod seal;

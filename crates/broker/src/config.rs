@@ -47,6 +47,8 @@ pub struct Config {
     /// `text` for people, `json` for log collectors: one JSON object per
     /// line (read by `veil broker` before it logs anything).
     pub log_format: LogFormat,
+    /// The MQTT front end: listeners, MQTT-to-Kafka topic mappings, limits.
+    pub mqtt: crate::mqtt::MqttConfig,
 }
 
 /// How log events are written to standard error.
@@ -272,6 +274,7 @@ impl Default for Config {
             cluster: crate::cluster::ClusterConfig::default(),
             replication: crate::replication::ReplicationConfig::default(),
             log_format: LogFormat::Text,
+            mqtt: crate::mqtt::MqttConfig::default(),
         }
     }
 }
@@ -414,6 +417,7 @@ impl Config {
         self.cluster
             .validate(self.node_id, self.allow_plaintext_on_network)?;
         self.replication.validate()?;
+        self.mqtt.validate(self.allow_plaintext_on_network)?;
         if self.topics.default_replication_factor < 1 {
             return Err("topics.default_replication_factor must be at least 1".into());
         }

@@ -12,7 +12,8 @@
 //! recovery-point checkpoints in [`flusher`]; topic lifecycle in [`topics`],
 //! partition directories on disk in [`log_dir`]; the metadata quorum, broker
 //! registry and controller in [`cluster`]; `/metrics` and `/healthz` in
-//! [`admin`].
+//! [`admin`]; the MQTT front end (devices publishing into and subscribing
+//! from Kafka topics) in [`mqtt`].
 
 pub mod admin;
 pub mod auth;
@@ -34,6 +35,7 @@ pub mod handlers;
 pub mod housekeeping;
 pub mod log_dir;
 pub mod metrics;
+pub mod mqtt;
 pub mod partition;
 pub mod producer_ids;
 pub mod replication;

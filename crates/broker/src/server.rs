@@ -26,6 +26,8 @@ pub struct Broker {
     connections: TaskTracker,
     background: TaskTracker,
     kafka_addrs: Vec<SocketAddr>,
+    /// MQTT listeners by name, in config order (none unless `mqtt.enabled`).
+    mqtt_addrs: Vec<(String, SocketAddr)>,
     admin_addr: Option<SocketAddr>,
     internal_addr: Option<SocketAddr>,
 }
@@ -102,6 +104,8 @@ impl Broker {
             ));
         }
         *state.advertised.write() = advertised;
+        let mqtt_addrs =
+            crate::mqtt::start(&state, &shutdown, &connections, &background, &mut certs).await?;
         state.cluster.open_client_gate(&shutdown);
         background.spawn(tls::watch(certs, shutdown.clone()));
         state.start_background(&shutdown);
@@ -144,6 +148,7 @@ impl Broker {
             connections,
             background,
             kafka_addrs,
+            mqtt_addrs,
             admin_addr,
             internal_addr,
         })
@@ -157,6 +162,11 @@ impl Broker {
     /// Bound addresses of the Kafka listeners, in config order.
     pub fn kafka_addrs(&self) -> &[SocketAddr] {
         &self.kafka_addrs
+    }
+
+    /// Bound MQTT listeners: name and address, in config order.
+    pub fn mqtt_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.mqtt_addrs
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {

@@ -49,6 +49,9 @@ pub async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         {
             println!("LISTENING {} {addr}", l.name);
         }
+        for (name, addr) in broker.mqtt_addrs() {
+            println!("LISTENING mqtt:{name} {addr}");
+        }
         if let Some(addr) = broker.admin_addr() {
             println!("LISTENING admin {addr}");
         }

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Every length is checked against the bytes left before anything is
-//! allocated or sliced; headers are skipped, not kept.
+//! allocated or sliced. [`for_each_record`] skips headers;
+//! [`for_each_record_with_headers`] hands them over (the MQTT front end
+//! carries MQTT 5 properties in them).
 
 use crate::batch::{BatchHeader, Compression, HEADER_LEN, LOG_OVERHEAD};
 use crate::error::{Error, Result};
@@ -101,6 +103,46 @@ pub fn encode_payload(records: &[PlainRecord<'_>]) -> (Vec<u8>, i64, i64) {
     (payload, base_timestamp, max_timestamp)
 }
 
+/// A header as written: name and value (the value may be null).
+pub type Header<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// One record with headers: key, value, headers.
+pub type HeadedRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, &'a [Header<'a>]);
+
+/// An uncompressed, non-idempotent batch of records with headers, all
+/// stamped `timestamp`.
+pub fn encode_batch_with_headers(records: &[HeadedRecord<'_>], timestamp: i64) -> Vec<u8> {
+    let mut payload = Vec::new();
+    let mut body = Vec::new();
+    for (i, (key, value, headers)) in records.iter().enumerate() {
+        body.clear();
+        body.push(0); // record attributes
+        put_varlong(&mut body, 0);
+        put_varlong(&mut body, i as i64);
+        put_bytes(&mut body, *key);
+        put_bytes(&mut body, *value);
+        put_varlong(&mut body, headers.len() as i64);
+        for (name, value) in *headers {
+            put_bytes(&mut body, Some(name));
+            put_bytes(&mut body, *value);
+        }
+        put_varlong(&mut payload, body.len() as i64);
+        payload.extend_from_slice(&body);
+    }
+    encode_raw(
+        BatchFields {
+            attributes: 0,
+            base_timestamp: timestamp,
+            max_timestamp: timestamp,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        },
+        records.len() as i32,
+        &payload,
+    )
+}
+
 /// An uncompressed, non-idempotent batch of `records`, all stamped `timestamp`.
 pub fn encode_batch(records: &[Record<'_>], timestamp: i64) -> Vec<u8> {
     let stamped: Vec<_> = records.iter().map(|(k, v)| (*k, *v, timestamp)).collect();
@@ -168,6 +210,36 @@ pub fn for_each_record(
     batch: &[u8],
     mut f: impl FnMut(i64, Option<&[u8]>, Option<&[u8]>) -> Result<()>,
 ) -> Result<()> {
+    walk(batch, None, |r| f(r.offset, r.key, r.value))
+}
+
+/// One record read back with its headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<Header<'a>>,
+}
+
+/// [`for_each_record`] with timestamps and headers; a record with more
+/// than `max_headers` headers is refused (the count is read from the batch,
+/// so it is capped before anything is kept).
+pub fn for_each_record_with_headers(
+    batch: &[u8],
+    max_headers: usize,
+    f: impl FnMut(RecordView<'_>) -> Result<()>,
+) -> Result<()> {
+    walk(batch, Some(max_headers), f)
+}
+
+/// Walks the records; headers are kept only when `max_headers` is given.
+fn walk(
+    batch: &[u8],
+    max_headers: Option<usize>,
+    mut f: impl FnMut(RecordView<'_>) -> Result<()>,
+) -> Result<()> {
     let header = BatchHeader::parse(batch)?;
     if header.compression() != Compression::None {
         return Err(Error::InvalidRecord(
@@ -196,11 +268,33 @@ pub fn for_each_record(
         if record.is_empty() {
             return Err(Error::CorruptRecord("empty record".into()));
         }
-        varlong(record, &mut at, 10)?; // timestamp delta
+        let timestamp_delta = varlong(record, &mut at, 10)?;
         let offset_delta = varlong(record, &mut at, 5)?;
         let key = field(record, &mut at)?;
         let value = field(record, &mut at)?;
-        f(header.base_offset + offset_delta, key, value)?;
+        let mut headers = Vec::new();
+        if let Some(max) = max_headers {
+            let count = varlong(record, &mut at, 5)?;
+            let count = usize::try_from(count)
+                .ok()
+                .filter(|&c| c <= max)
+                .ok_or_else(|| {
+                    Error::CorruptRecord(format!("{count} headers (at most {max} are read)"))
+                })?;
+            headers.reserve(count);
+            for _ in 0..count {
+                let name = field(record, &mut at)?
+                    .ok_or_else(|| Error::CorruptRecord("a header without a name".into()))?;
+                headers.push((name, field(record, &mut at)?));
+            }
+        }
+        f(RecordView {
+            offset: header.base_offset + offset_delta,
+            timestamp: header.base_timestamp.wrapping_add(timestamp_delta),
+            key,
+            value,
+            headers,
+        })?;
         pos = record_end;
     }
     if pos != body.len() {
@@ -261,5 +355,40 @@ mod tests {
         let value_len_at = b.len() - 1 - 5 - 1;
         b[value_len_at] = 0x7e;
         assert!(for_each_record(&b, |_, _, _| Ok(())).is_err());
+    }
+
+    #[test]
+    fn headers_round_trip_and_their_count_is_capped() {
+        let headers: Vec<Header<'_>> = vec![(b"a", Some(b"1")), (b"b", None)];
+        let batch =
+            encode_batch_with_headers(&[(Some(b"k"), Some(b"v"), &headers), (None, None, &[])], 42);
+        crate::validate_records(&batch, usize::MAX).unwrap();
+        let mut seen = Vec::new();
+        for_each_record_with_headers(&batch, 2, |r| {
+            seen.push((
+                r.offset,
+                r.timestamp,
+                r.key.map(<[u8]>::to_vec),
+                r.headers.len(),
+            ));
+            if r.offset == 0 {
+                assert_eq!(r.headers, headers);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![(0, 42, Some(b"k".to_vec()), 2), (1, 42, None, 0)]
+        );
+        assert!(for_each_record_with_headers(&batch, 1, |_| Ok(())).is_err());
+        // Skipping headers still walks the same records.
+        let mut n = 0;
+        for_each_record(&batch, |_, _, _| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 2);
     }
 }

@@ -127,6 +127,27 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// Checks a user name and password against the users SASL/PLAIN
+    /// accepts (the PLAIN users file and SCRAM credentials), with the same
+    /// failed-login backoff; the MQTT front end's CONNECT uses it.
+    /// `Err(delay)`: wrong, answer after `delay`.
+    pub async fn verify_password(
+        &self,
+        broker: &BrokerState,
+        peer: IpAddr,
+        user: &str,
+        password: String,
+    ) -> Result<(), Duration> {
+        if self.verify_plain(broker, user, password).await {
+            self.throttle.succeeded(peer, user);
+            Ok(())
+        } else {
+            Err(self.throttle.failed(peer, Some(user), Instant::now()))
+        }
+    }
+}
+
 enum Step {
     /// Waiting for SaslHandshake.
     Start,

@@ -294,6 +294,12 @@ impl Partition {
         *self.high_watermark.borrow()
     }
 
+    /// Follows the high watermark: a receiver is told of every move, so a
+    /// reader tailing the partition (an MQTT subscriber) misses no wake-up.
+    pub fn watch_high_watermark(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
     pub fn log_end_offset(&self) -> i64 {
         self.log.read().log_end_offset()
     }
