@@ -426,6 +426,11 @@ impl TopicRegistry {
         let _ = self.metrics.log_start_offset.remove_label_values(&labels);
         let _ = self.metrics.log_size_bytes.remove_label_values(&labels);
         let _ = self.metrics.log_segments.remove_label_values(&labels);
+        let _ = self.metrics.cleaner_lag_bytes.remove_label_values(&labels);
+        let _ = self
+            .metrics
+            .cleaner_dirty_ratio
+            .remove_label_values(&labels);
         // Before the rename: the path may soon belong to a new topic.
         if let Replica::Online(p) = replica {
             p.with_log_mut(PartitionLog::detach);
@@ -461,6 +466,21 @@ impl TopicRegistry {
                     .log_segments
                     .with_label_values(&labels)
                     .set(segments as i64);
+                let hw = p.high_watermark();
+                if let Some(dirty) = p.with_log(|l| {
+                    l.config().compact.then(|| {
+                        l.dirty_stats(crate::clock::Clock::now_ms(&crate::clock::SystemClock), hw)
+                    })
+                }) {
+                    self.metrics
+                        .cleaner_lag_bytes
+                        .with_label_values(&labels)
+                        .set(dirty.dirty_bytes as i64);
+                    self.metrics
+                        .cleaner_dirty_ratio
+                        .with_label_values(&labels)
+                        .set(dirty.ratio());
+                }
                 self.metrics
                     .log_end_offset
                     .with_label_values(&labels)
