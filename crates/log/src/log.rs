@@ -525,7 +525,7 @@ impl PartitionLog {
     }
 
     /// Writes fail once the log is poisoned, or detached from its directory.
-    fn writable(&self) -> Result<()> {
+    pub(crate) fn writable(&self) -> Result<()> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }

@@ -240,7 +240,8 @@ impl PartitionLog {
     /// A pass to run if this log is compacted and due (or `force`), else `None`.
     pub fn plan_clean(&self, now_ms: i64, high_watermark: i64, force: bool) -> Option<CleanPlan> {
         let config = self.config();
-        if !config.compact || self.is_poisoned() {
+        // Never on a poisoned log, nor on one whose directory was moved away to be deleted.
+        if !config.compact || self.writable().is_err() {
             return None;
         }
         let stats = self.dirty_stats(now_ms, high_watermark);
@@ -284,6 +285,7 @@ impl PartitionLog {
         cleaned: Cleaned,
         fault: Option<FaultHook<'_>>,
     ) -> Result<usize> {
+        self.writable()?;
         if cleaned.dir != self.dir() {
             return Err(Error::InvalidRecord(
                 "cleaned segments of another log".into(),
