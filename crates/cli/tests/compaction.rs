@@ -1,4 +1,5 @@
-//! Log compaction with the real binary: the kill -9 drill. The broker is stopped by SIGKILL at
+//! Log compaction with the real binary: the kill -9 drill, and compaction on every replica of a
+//! three-node cluster. The broker is stopped by SIGKILL at
 //! each point of a cleaner pass (a test-only hook, `VEIL_CLEANER_FAULT`, makes the pass hang
 //! there), restarted without the hook, and must serve every key's latest value at its original
 //! offset, with no cleaner leftovers on disk; its cleaner then carries on.
@@ -219,4 +220,137 @@ fn kill_9_after_the_swap_is_committed() {
 #[test]
 fn kill_9_while_replaced_segments_are_deleted() {
     drill("after-delete");
+}
+
+/// Every record of a copy of a partition directory, through the log crate: a replica's own log.
+fn replica_rows(dir: &Path) -> Vec<(i64, String, String)> {
+    let copy = tempfile::tempdir().unwrap();
+    veil_testkit::copy_dir(dir, copy.path());
+    let (log, _) = veil_log::PartitionLog::open(copy.path(), veil_log::LogConfig::default(), 0)
+        .expect("a replica's log opens");
+    let mut rows = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let r = log.read(offset, 1 << 20, i64::MAX, true).unwrap();
+        let mut pos = 0;
+        while pos < r.records.len() {
+            let h = BatchHeader::parse(&r.records[pos..]).unwrap();
+            let batch = &r.records[pos..pos + h.total_size()];
+            let body = records_section(batch, &h, 1 << 20).unwrap();
+            walk_records(&body, h.base_offset, h.records_count, |rec| {
+                rows.push((
+                    rec.offset,
+                    String::from_utf8(rec.key.unwrap().to_vec()).unwrap(),
+                    String::from_utf8(rec.value.unwrap().to_vec()).unwrap(),
+                ));
+                Ok(())
+            })
+            .unwrap();
+            offset = h.last_offset() + 1;
+            pos += h.total_size();
+        }
+    }
+    rows
+}
+
+/// Three replicas: each runs its own cleaner, followers keep fetching from a cleaned leader,
+/// and every replica's log holds each key's latest value at its original offset.
+#[test]
+fn every_replica_compacts_its_own_log_and_replication_goes_on() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let options = veil_testkit::ClusterOptions {
+        tables: "[log]\nretention_check_interval_ms = 100\n[log.cleaner]\nbackoff_ms = 100\n"
+            .into(),
+        ..veil_testkit::ClusterOptions::default()
+    };
+    let cluster = veil_testkit::TestCluster::start_with(BIN, 3, &options);
+    let rt = rt();
+    let bootstrap = cluster.bootstrap();
+    rt.block_on(async {
+        let mut admin = Admin::connect(&cluster.node(1).bootstrap()).await.unwrap();
+        let mut spec = TopicSpec {
+            name: "c".into(),
+            partitions: 1,
+            replication_factor: 3,
+            configs: BTreeMap::new(),
+        };
+        for (k, v) in [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "2048"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ] {
+            spec.configs.insert(k.into(), v.into());
+        }
+        admin.create_topic(&spec, false).await.unwrap();
+    });
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    let total: usize = 1200;
+    rt.block_on(async {
+        for i in 0..total {
+            let key = format!("key-{}", i % KEYS);
+            let value = format!("value-{i}");
+            producer
+                .send(
+                    FutureRecord::to("c").key(&key).payload(&value),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let expected: BTreeMap<String, String> = (0..total)
+        .map(|i| (format!("key-{}", i % KEYS), format!("value-{i}")))
+        .collect();
+    wait_for(
+        "a cleaner pass on every replica",
+        Duration::from_secs(60),
+        || {
+            (1..=3).all(|id| {
+                let (_, body) = cluster.node(id).http_get("/metrics");
+                body.lines().any(|l| {
+                    l.starts_with("veil_log_cleaner_cleaned_bytes_total{topic=\"c\"}")
+                        && l.rsplit(' ').next() != Some("0")
+                })
+            })
+        },
+    );
+    let end_offsets = || -> Vec<f64> {
+        (1..=3)
+            .map(|id| {
+                let (_, body) = cluster.node(id).http_get("/metrics");
+                body.lines()
+                    .filter(|l| {
+                        l.starts_with("veil_partition_log_end_offset{") && l.contains("topic=\"c\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .collect()
+    };
+    wait_for(
+        "every replica at the same log end",
+        Duration::from_secs(30),
+        || {
+            end_offsets()
+                .iter()
+                .all(|e| (*e - total as f64).abs() < 0.5)
+        },
+    );
+    for id in 1..=3 {
+        let rows = replica_rows(&cluster.data_dir(id).join("c-0"));
+        let latest: BTreeMap<String, String> = latest(&rows)
+            .into_iter()
+            .map(|(k, (_, v))| (k, v))
+            .collect();
+        assert_eq!(latest, expected, "node {id}");
+        assert!(rows.len() < total, "node {id} compacted its log");
+        for (offset, _, value) in &rows {
+            assert_eq!(format!("value-{offset}"), *value, "node {id}: offsets kept");
+        }
+    }
 }
