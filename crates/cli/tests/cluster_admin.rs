@@ -182,11 +182,12 @@ async fn broker_configs(
 
 fn rejected(cluster: &TestCluster, id: usize) -> u64 {
     let (_, metrics) = cluster.node(id).http_get("/metrics");
+    // Labelled by listener: the sum over listeners.
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix("veil_connections_rejected_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+        .filter(|l| l.starts_with("veil_connections_rejected_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 #[test]
