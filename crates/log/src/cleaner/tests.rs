@@ -441,3 +441,17 @@ fn aborted_transactions_and_markers_are_removed() {
     assert!(log.producer_states().is_empty());
     panic!("transactions are not implemented");
 }
+
+#[test]
+fn the_throttle_holds_io_to_its_rate() {
+    // 1 MB/s: 100 kB of I/O cannot be done in less than 100 ms (sleeps never end early).
+    let mut t = Throttle::new(1e6);
+    let start = Instant::now();
+    for _ in 0..10 {
+        t.pace(10_000);
+    }
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    // No limit: no sleep at all is needed, whatever the volume.
+    let mut free = Throttle::new(0.0);
+    free.pace(usize::MAX);
+}
