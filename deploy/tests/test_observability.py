@@ -21,13 +21,14 @@ SECRETS = [ADMIN_PASSWORD, WRONG_PASSWORD, SCRAM_PASSWORD]
 
 
 def documented():
-    """{name: (type, only_in_clusters)} from deploy/metrics.txt."""
+    """{name: (type, conditional)} from deploy/metrics.txt: conditional families
+    (marked `cluster` or `compacted`) have series only on some brokers."""
     out = {}
     with open(os.path.join(DEPLOY, "metrics.txt")) as f:
         for line in f:
             words = line.split("#", 1)[0].split()
             if words:
-                out[words[0]] = (words[1], words[2:] == ["cluster"])
+                out[words[0]] = (words[1], words[2:] in (["cluster"], ["compacted"]))
     return out
 
 

@@ -24,6 +24,7 @@ const BOOLEAN: i8 = 1;
 const STRING: i8 = 2;
 const INT: i8 = 3;
 const LONG: i8 = 5;
+const DOUBLE: i8 = 6;
 const LIST: i8 = 7;
 
 /// The dynamic configs stored in the metadata for one node.
@@ -106,6 +107,10 @@ const SETTINGS: &[Setting] = &[
     Setting { name: dynamic::LOG_FLUSH_INTERVAL_MS, type_code: LONG, doc: "log.flush_interval_ms.", value: |c| c.log.flush_interval_ms.to_string() },
     Setting { name: "log.flush.offset.checkpoint.interval.ms", type_code: INT, doc: "log.flush_offset_checkpoint_interval_ms.", value: |c| c.log.flush_offset_checkpoint_interval_ms.to_string() },
     Setting { name: "log.retention.check.interval.ms", type_code: LONG, doc: "log.retention_check_interval_ms.", value: |c| c.log.retention_check_interval_ms.to_string() },
+    Setting { name: "log.cleaner.enable", type_code: BOOLEAN, doc: "log.cleaner.enabled.", value: |c| c.log.cleaner.enabled.to_string() },
+    Setting { name: "log.cleaner.backoff.ms", type_code: LONG, doc: "log.cleaner.backoff_ms.", value: |c| c.log.cleaner.backoff_ms.to_string() },
+    Setting { name: "log.cleaner.dedupe.buffer.size", type_code: LONG, doc: "log.cleaner.dedupe_buffer_size.", value: |c| c.log.cleaner.dedupe_buffer_size.to_string() },
+    Setting { name: "log.cleaner.io.max.bytes.per.second", type_code: DOUBLE, doc: "log.cleaner.io_max_bytes_per_second (0: unlimited).", value: |c| c.log.cleaner.io_max_bytes_per_second.to_string() },
     Setting { name: "log.index.interval.bytes", type_code: INT, doc: "log.index_interval_bytes.", value: |c| c.log.index_interval_bytes.to_string() },
     Setting { name: dynamic::MAX_CONNECTIONS, type_code: INT, doc: "network.max_connections (client listeners; the inter-node listener is not counted).", value: |c| c.network.max_connections.to_string() },
     Setting { name: dynamic::MAX_CONNECTIONS_PER_IP, type_code: INT, doc: "network.max_connections_per_ip.", value: |c| c.network.max_connections_per_ip.to_string() },

@@ -236,6 +236,39 @@ pub struct LogDefaults {
     /// recovery point (everything below it is synced) is written, which
     /// bounds what recovery validates after a crash.
     pub flush_offset_checkpoint_interval_ms: u64,
+    /// `log.cleanup.policy`: the default `cleanup.policy` of topics.
+    pub cleanup_policy: String,
+    /// `log.cleaner.min.cleanable.ratio`: the default `min.cleanable.dirty.ratio`.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `log.cleaner.delete.retention.ms`: the default `delete.retention.ms`.
+    pub delete_retention_ms: i64,
+    /// The log cleaner of compacted topics (Kafka's `log.cleaner.*`).
+    pub cleaner: CleanerConfig,
+}
+
+/// Kafka's `log.cleaner.*` broker settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleanerConfig {
+    /// `log.cleaner.enable`.
+    pub enabled: bool,
+    /// `log.cleaner.backoff.ms`: pause between rounds over the compacted partitions.
+    pub backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: memory for one pass's key → offset map.
+    pub dedupe_buffer_size: usize,
+    /// `log.cleaner.io.max.bytes.per.second`: read + write rate of the cleaner; 0 = unlimited.
+    pub io_max_bytes_per_second: u64,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        CleanerConfig {
+            enabled: true,
+            backoff_ms: 15_000,
+            dedupe_buffer_size: 128 << 20,
+            io_max_bytes_per_second: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -303,6 +336,10 @@ impl Default for LogDefaults {
             // durability; a single Veil node has none.
             flush_interval_ms: 1_000,
             flush_offset_checkpoint_interval_ms: 60_000,
+            cleanup_policy: "delete".into(),
+            min_cleanable_dirty_ratio: 0.5,
+            delete_retention_ms: 86_400_000,
+            cleaner: CleanerConfig::default(),
         }
     }
 }
@@ -455,6 +492,17 @@ impl Config {
         if self.sasl.server_max_receive_size < 1024 || self.sasl.authentication_timeout_ms == 0 {
             return Err("sasl.server_max_receive_size must be at least 1024 and sasl.authentication_timeout_ms at least 1".into());
         }
+        for (key, value) in self.log.topic_defaults() {
+            topic_config::validate(&key, &value).map_err(|e| format!("log: {e}"))?;
+        }
+        if self.log.cleaner.backoff_ms == 0
+            || self.log.cleaner.dedupe_buffer_size < veil_log::cleaner::SLOT_BYTES * 1024
+        {
+            return Err(format!(
+                "log.cleaner.backoff_ms must be at least 1 and log.cleaner.dedupe_buffer_size at least {} bytes",
+                veil_log::cleaner::SLOT_BYTES * 1024
+            ));
+        }
         if self.log.index_interval_bytes == 0 || self.log.retention_check_interval_ms == 0 {
             return Err(
                 "log.index_interval_bytes and log.retention_check_interval_ms must be at least 1"
@@ -561,6 +609,18 @@ impl LogDefaults {
             (
                 topic_config::MAX_MESSAGE_BYTES.into(),
                 self.max_message_bytes.to_string(),
+            ),
+            (
+                topic_config::CLEANUP_POLICY.into(),
+                self.cleanup_policy.clone(),
+            ),
+            (
+                topic_config::MIN_CLEANABLE_DIRTY_RATIO.into(),
+                self.min_cleanable_dirty_ratio.to_string(),
+            ),
+            (
+                topic_config::DELETE_RETENTION_MS.into(),
+                self.delete_retention_ms.to_string(),
             ),
         ])
     }

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod auth;
 pub mod blind;
 pub mod broker_configs;
+pub mod cleaner;
 pub mod clock;
 pub mod cluster;
 pub mod config;

@@ -8,7 +8,7 @@
 //! test checks against a live broker's `/metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -35,6 +35,13 @@ pub struct Metrics {
     pub log_start_offset: IntGaugeVec,
     pub log_size_bytes: IntGaugeVec,
     pub log_segments: IntGaugeVec,
+    /// Compacted partitions: bytes the cleaner has not cleaned yet (its lag), and their share.
+    pub cleaner_lag_bytes: IntGaugeVec,
+    pub cleaner_dirty_ratio: GaugeVec,
+    /// Bytes of segments the cleaner read and rewrote, by topic.
+    pub cleaner_cleaned_bytes: IntCounterVec,
+    pub cleaner_removed_records: IntCounterVec,
+    pub cleaner_passes: IntCounter,
     /// Free and total space of the file system holding `data_dir`.
     pub data_dir_available_bytes: IntGauge,
     pub data_dir_capacity_bytes: IntGauge,
@@ -193,6 +200,38 @@ impl Metrics {
                 Opts::new("partition_log_segments", "Segments of the partition's log"),
                 &["topic", "partition"],
             )),
+            cleaner_lag_bytes: must(IntGaugeVec::new(
+                Opts::new(
+                    "log_cleaner_lag_bytes",
+                    "Cleanable bytes of a compacted partition not cleaned yet",
+                ),
+                &["topic", "partition"],
+            )),
+            cleaner_dirty_ratio: must(GaugeVec::new(
+                Opts::new(
+                    "log_cleaner_dirty_ratio",
+                    "Dirty share of a compacted partition's cleanable bytes",
+                ),
+                &["topic", "partition"],
+            )),
+            cleaner_cleaned_bytes: must(IntCounterVec::new(
+                Opts::new(
+                    "log_cleaner_cleaned_bytes_total",
+                    "Segment bytes the log cleaner read and rewrote",
+                ),
+                &["topic"],
+            )),
+            cleaner_removed_records: must(IntCounterVec::new(
+                Opts::new(
+                    "log_cleaner_removed_records_total",
+                    "Records the log cleaner removed (superseded keys, expired tombstones)",
+                ),
+                &["topic"],
+            )),
+            cleaner_passes: must(IntCounter::new(
+                "log_cleaner_passes_total",
+                "Log cleaner passes installed",
+            )),
             data_dir_available_bytes: must(IntGauge::new(
                 "data_dir_available_bytes",
                 "Bytes available to the broker on the file system holding data_dir",
@@ -315,6 +354,17 @@ impl Metrics {
         must(m.registry.register(Box::new(m.log_start_offset.clone())));
         must(m.registry.register(Box::new(m.log_size_bytes.clone())));
         must(m.registry.register(Box::new(m.log_segments.clone())));
+        must(m.registry.register(Box::new(m.cleaner_lag_bytes.clone())));
+        must(m.registry.register(Box::new(m.cleaner_dirty_ratio.clone())));
+        must(
+            m.registry
+                .register(Box::new(m.cleaner_cleaned_bytes.clone())),
+        );
+        must(
+            m.registry
+                .register(Box::new(m.cleaner_removed_records.clone())),
+        );
+        must(m.registry.register(Box::new(m.cleaner_passes.clone())));
         must(m.registry.register(Box::new(m.offline_partitions.clone())));
         must(m.registry.register(Box::new(m.group_lag.clone())));
         must(m.registry.register(Box::new(m.produced_records.clone())));

@@ -127,6 +127,7 @@ impl Broker {
             None
         };
         background.spawn(housekeeping::run(Arc::clone(&state), shutdown.clone()));
+        background.spawn(crate::cleaner::run(Arc::clone(&state), shutdown.clone()));
         background.spawn(flusher::run(Arc::clone(&state), shutdown.clone()));
         background.spawn(crate::group::service::run_timers(
             Arc::clone(&state.groups),

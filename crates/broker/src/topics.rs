@@ -14,13 +14,33 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use uuid::Uuid;
-use veil_log::{LogConfig, PartitionLog};
+use veil_log::codec::Codec;
+use veil_log::{Compression, LogConfig, PartitionLog};
 use veil_meta::{topic_config, MetaState, PartitionRecord, TopicConfigs, TopicRecord};
 
 use crate::error::{Error, Result};
 pub use crate::log_dir::partition_dir;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
+
+/// The codec `compression.type` asks for (`None`: `producer`), with its level config.
+fn compression_codec(kind: &str, level: impl Fn(&str) -> Option<i32>) -> Option<Codec> {
+    let (compression, level) = match kind {
+        "uncompressed" => (Compression::None, None),
+        "gzip" => (
+            Compression::Gzip,
+            level(topic_config::COMPRESSION_GZIP_LEVEL).filter(|l| *l >= 0),
+        ),
+        "snappy" => (Compression::Snappy, None),
+        "lz4" => (Compression::Lz4, level(topic_config::COMPRESSION_LZ4_LEVEL)),
+        "zstd" => (
+            Compression::Zstd,
+            level(topic_config::COMPRESSION_ZSTD_LEVEL),
+        ),
+        _ => return None,
+    };
+    Some(Codec::new(compression, level))
+}
 
 /// This node's part in one partition.
 #[derive(Debug, Clone, Default)]
@@ -230,9 +250,19 @@ impl TopicRegistry {
                 .map(|(v, _)| v.to_owned())
                 .unwrap_or_default()
         };
+        let policy = text(topic_config::CLEANUP_POLICY);
+        let compact = policy.split(',').any(|p| p.trim() == "compact");
+        let max_compaction_lag_ms = long(topic_config::MAX_COMPACTION_LAG_MS).max(1);
+        let segment_ms = long(topic_config::SEGMENT_MS);
         LogConfig {
             segment_bytes: u64::try_from(long(topic_config::SEGMENT_BYTES)).unwrap_or(1 << 30),
-            segment_ms: long(topic_config::SEGMENT_MS),
+            // A compacted log rolls at max.compaction.lag.ms too, so that no record waits in the
+            // active segment (which is never cleaned) for longer.
+            segment_ms: if compact {
+                segment_ms.min(max_compaction_lag_ms)
+            } else {
+                segment_ms
+            },
             retention_ms: long(topic_config::RETENTION_MS),
             retention_bytes: long(topic_config::RETENTION_BYTES),
             max_message_bytes: usize::try_from(long(topic_config::MAX_MESSAGE_BYTES))
@@ -240,6 +270,18 @@ impl TopicRegistry {
             index_interval_bytes: self.index_interval_bytes,
             message_timestamp_log_append_time: text(topic_config::MESSAGE_TIMESTAMP_TYPE)
                 == "LogAppendTime",
+            delete: policy.split(',').any(|p| p.trim() == "delete"),
+            compact,
+            min_cleanable_dirty_ratio: text(topic_config::MIN_CLEANABLE_DIRTY_RATIO)
+                .parse()
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: long(topic_config::MIN_COMPACTION_LAG_MS).max(0),
+            max_compaction_lag_ms,
+            delete_retention_ms: long(topic_config::DELETE_RETENTION_MS).max(0),
+            compression: compression_codec(&text(topic_config::COMPRESSION_TYPE), |name| {
+                topic_config::effective(name, configs, &broker_defaults)
+                    .and_then(|(v, _)| v.parse().ok())
+            }),
         }
     }
 
@@ -384,6 +426,11 @@ impl TopicRegistry {
         let _ = self.metrics.log_start_offset.remove_label_values(&labels);
         let _ = self.metrics.log_size_bytes.remove_label_values(&labels);
         let _ = self.metrics.log_segments.remove_label_values(&labels);
+        let _ = self.metrics.cleaner_lag_bytes.remove_label_values(&labels);
+        let _ = self
+            .metrics
+            .cleaner_dirty_ratio
+            .remove_label_values(&labels);
         // Before the rename: the path may soon belong to a new topic.
         if let Replica::Online(p) = replica {
             p.with_log_mut(PartitionLog::detach);
@@ -419,6 +466,21 @@ impl TopicRegistry {
                     .log_segments
                     .with_label_values(&labels)
                     .set(segments as i64);
+                let hw = p.high_watermark();
+                if let Some(dirty) = p.with_log(|l| {
+                    l.config().compact.then(|| {
+                        l.dirty_stats(crate::clock::Clock::now_ms(&crate::clock::SystemClock), hw)
+                    })
+                }) {
+                    self.metrics
+                        .cleaner_lag_bytes
+                        .with_label_values(&labels)
+                        .set(dirty.dirty_bytes as i64);
+                    self.metrics
+                        .cleaner_dirty_ratio
+                        .with_label_values(&labels)
+                        .set(dirty.ratio());
+                }
                 self.metrics
                     .log_end_offset
                     .with_label_values(&labels)

@@ -194,6 +194,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Some(Sequence::Reordered) => {
                 eprintln!("warning: {}: reordered record", where_());
             }
+            Some(Sequence::Deleted) => {
+                // The plaintext key never travels with a delete: print its tag in hex.
+                let tag = record.key.iter().flatten().fold(String::new(), |mut s, b| {
+                    use std::fmt::Write as _;
+                    let _ = write!(s, "{b:02x}");
+                    s
+                });
+                eprintln!("{}: deleted key tag {tag}", where_());
+                count += 1;
+                continue;
+            }
         }
         if args.print_headers {
             write_headers(&mut out, &record.headers)?;

@@ -59,6 +59,11 @@ pub struct Args {
     /// is acknowledged (without connecting, resolving and creating keys).
     #[arg(long, hide = true)]
     throughput: bool,
+    /// A value equal to this is sent as null: a tombstone, which deletes the key on a compacted
+    /// topic (Kafka's console-producer `null.marker`). On a sealed topic the delete is the key
+    /// tag with a null value.
+    #[arg(long, value_name = "STR", requires = "key_separator")]
+    null_marker: Option<String>,
     /// Read lines from FILE instead of stdin.
     file: Option<PathBuf>,
 }
@@ -148,7 +153,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             },
             None => (None, line.as_str()),
         };
+        let null = args.null_marker.as_deref() == Some(value);
         let queued = match &producer {
+            Sink::Blind(p, name) if null => p.send_record(name, key, None, &args.headers).await?,
+            Sink::Plain(p) if null => {
+                enqueue_to(p, &physical, None, key, None, kafka_headers.as_ref()).await?
+            }
             Sink::Blind(p, name) if args.headers.is_empty() => {
                 p.send(name, key, value.as_bytes()).await?
             }

@@ -190,7 +190,16 @@ impl BlindProducer {
         let t = cache
             .get_mut(topic)
             .ok_or_else(|| BlindError::Scheme("sealed topic state missing".into()))?;
-        let out = t.seal(&self.client, key, value, headers).await?;
+        let out = match (key, value) {
+            // A delete on a sealed (compacted) topic: a clear tombstone under the key tag.
+            (Some(k), None) if headers.is_empty() => t.tombstone(k)?,
+            (Some(_), None) => {
+                return Err(BlindError::Scheme(
+                    "a sealed delete (null value) cannot carry headers".into(),
+                ))
+            }
+            _ => t.seal(&self.client, key, value, headers).await?,
+        };
         // Enqueue while still holding the topic state: concurrent senders
         // then queue a data key's records in counter order, so consumers
         // see no false reordering.
@@ -199,7 +208,7 @@ impl BlindProducer {
             &t.physical,
             Some(out.partition),
             out.key.as_ref().map(<[u8; 32]>::as_slice),
-            Some(&out.value),
+            out.value.as_deref(),
             None,
         )
         .await
@@ -346,6 +355,19 @@ impl BlindConsumer {
         self.opener.lock().await.is_some()
     }
 
+    /// The key tag of `key` on this sealed topic: what a [`Sequence::Deleted`] record carries as
+    /// its key. `None` when the topic is not sealed.
+    pub async fn key_tag(&self, key: &[u8]) -> Result<Option<[u8; 32]>, BlindError> {
+        let Some(tags) =
+            sealed::topic_key(&self.client, &self.topic, &self.physical, false).await?
+        else {
+            return Ok(None);
+        };
+        tags.keytag(key)
+            .map(Some)
+            .map_err(|e| BlindError::Scheme(e.to_string()))
+    }
+
     /// The physical Kafka name being consumed.
     pub fn physical_name(&self) -> &str {
         &self.physical
@@ -371,6 +393,18 @@ impl BlindConsumer {
                     *opener = Some(Opener::new(&self.topic, &self.physical));
                 }
                 match opener.as_mut() {
+                    // A sealed delete: the key tag and no value, in clear.
+                    Some(_) if m.payload().is_none() && m.key().is_some_and(|k| k.len() == 32) => {
+                        Ok(Record {
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            key: m.key().map(<[u8]>::to_vec),
+                            value: None,
+                            headers: Vec::new(),
+                            timestamp: m.timestamp().to_millis(),
+                            sealed: Some(Sequence::Deleted),
+                        })
+                    }
                     None => Ok(Record {
                         partition: m.partition(),
                         offset: m.offset(),

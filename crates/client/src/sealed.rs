@@ -16,6 +16,13 @@
 //! - **Partitioner.** Chosen before sealing (the AAD binds it): Kafka's
 //!   murmur2 of the key tag for keyed records, round-robin otherwise; the
 //!   record goes to that explicit partition.
+//! - **Deletes (compacted topics).** Deleting a key is a Kafka tombstone:
+//!   the key tag with a null value, in clear, no envelope, so the cleaner
+//!   drops the key's older records and, after `delete.retention.ms`, the
+//!   tombstone. Consumers report it as [`Sequence::Deleted`] with the key tag
+//!   as the record key. A tombstone is not authenticated: like dropping
+//!   records, forging one is within the broker's power over availability
+//!   (docs/compaction.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -104,7 +111,8 @@ pub(crate) struct SealedTopic {
 pub(crate) struct SealedOut {
     pub(crate) partition: i32,
     pub(crate) key: Option<[u8; 32]>,
-    pub(crate) value: Vec<u8>,
+    /// `None`: a tombstone.
+    pub(crate) value: Option<Vec<u8>>,
 }
 
 impl SealedTopic {
@@ -131,6 +139,21 @@ impl SealedTopic {
         })
     }
 
+    /// Kafka's default partitioner over the key tag (`toPositive(murmur2) % n`).
+    fn partition_of(&self, tag: &[u8; 32]) -> u32 {
+        (u32::from_be_bytes(murmur2(tag).to_be_bytes()) & 0x7fff_ffff) % self.partitions
+    }
+
+    /// A delete of `key`: its tag and a null value, on the key's partition.
+    pub(crate) fn tombstone(&self, key: &[u8]) -> Result<SealedOut, BlindError> {
+        let tag = self.tags.keytag(key).map_err(|e| scheme(&e))?;
+        Ok(SealedOut {
+            partition: i32::try_from(self.partition_of(&tag)).unwrap_or(0),
+            key: Some(tag),
+            value: None,
+        })
+    }
+
     /// Choose the partition, roll keys if due, seal.
     pub(crate) async fn seal(
         &mut self,
@@ -151,8 +174,7 @@ impl SealedTopic {
             .transpose()
             .map_err(|e| scheme(&e))?;
         let partition = if let Some(t) = &tag {
-            // Kafka's default partitioner: toPositive(murmur2(key)) % n.
-            (u32::from_be_bytes(murmur2(t).to_be_bytes()) & 0x7fff_ffff) % self.partitions
+            self.partition_of(t)
         } else {
             self.round_robin = self.round_robin.wrapping_add(1);
             self.round_robin % self.partitions
@@ -174,7 +196,7 @@ impl SealedTopic {
                     return Ok(SealedOut {
                         partition: i32::try_from(partition).unwrap_or(0),
                         key: tag,
-                        value: v,
+                        value: Some(v),
                     })
                 }
                 Err(veil_blind::Error::DekExhausted(_)) => {
@@ -230,6 +252,9 @@ pub enum Sequence {
     Duplicate,
     /// An earlier counter arriving after later ones (it was reported in a gap).
     Reordered,
+    /// A tombstone: the key whose tag is the record's key was deleted. Not
+    /// authenticated (it has no envelope), and outside any counter sequence.
+    Deleted,
 }
 
 /// Skipped counter ranges remembered per data key; beyond this the oldest

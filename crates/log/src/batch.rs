@@ -157,15 +157,17 @@ pub(crate) fn compute_crc(batch: &[u8]) -> u32 {
 /// control batches (only the broker writes those), and each batch's total size <= `max_message_bytes`.
 /// Returns the headers in order. Costs one CRC pass per batch and nothing per record.
 pub fn validate_records(records: &[u8], max_message_bytes: usize) -> Result<Vec<BatchHeader>> {
-    validate_inner(records, max_message_bytes, false)
+    validate_inner(records, max_message_bytes, false, false)
 }
 
 /// As [`validate_records`], but control batches may be allowed (transaction markers written by the
-/// broker's own coordinator).
+/// broker's own coordinator), and `cleaned` batches (copied from a leader whose cleaner ran) may
+/// hold fewer records than their offset range, down to none.
 pub(crate) fn validate_inner(
     records: &[u8],
     max_message_bytes: usize,
     allow_control: bool,
+    cleaned: bool,
 ) -> Result<Vec<BatchHeader>> {
     if records.is_empty() {
         return Err(Error::CorruptRecord("empty record set".into()));
@@ -202,13 +204,20 @@ pub(crate) fn validate_inner(
                 header.crc
             )));
         }
-        if header.records_count < 1 {
+        let count_ok = if cleaned {
+            header.records_count >= 0
+                && header.last_offset_delta >= 0
+                && i64::from(header.records_count) <= i64::from(header.last_offset_delta) + 1
+        } else {
+            header.records_count >= 1
+        };
+        if !count_ok {
             return Err(Error::InvalidRecord(format!(
                 "batch at position {pos} has records_count {}",
                 header.records_count
             )));
         }
-        if i64::from(header.last_offset_delta) != i64::from(header.records_count) - 1 {
+        if !cleaned && i64::from(header.last_offset_delta) != i64::from(header.records_count) - 1 {
             return Err(Error::InvalidRecord(format!(
                 "batch at position {pos}: last_offset_delta {} does not match records_count {}",
                 header.last_offset_delta, header.records_count
@@ -439,7 +448,7 @@ mod tests {
             validate_records(&control, 1 << 20),
             Err(Error::InvalidRecord(_))
         ));
-        assert!(validate_inner(&control, 1 << 20, true).is_ok());
+        assert!(validate_inner(&control, 1 << 20, true, false).is_ok());
     }
 
     #[test]

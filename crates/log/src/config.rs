@@ -1,8 +1,11 @@
 //! Per-partition log settings (Kafka's topic-level `segment.*`, `retention.*`, `max.message.bytes`,
-//! `index.interval.bytes`, `message.timestamp.type`).
+//! `index.interval.bytes`, `message.timestamp.type`, `cleanup.policy` and the compaction settings,
+//! `compression.type`).
+
+use crate::codec::Codec;
 
 /// Settings of one partition log. Defaults match Kafka's broker defaults.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// Roll when appending would make the active segment exceed this many bytes (capped at 2 GiB,
     /// because index positions are 32-bit).
@@ -19,6 +22,21 @@ pub struct LogConfig {
     pub index_interval_bytes: usize,
     /// `message.timestamp.type = LogAppendTime`: the broker stamps its own time into each batch.
     pub message_timestamp_log_append_time: bool,
+    /// `cleanup.policy` has `delete`: time and size retention apply.
+    pub delete: bool,
+    /// `cleanup.policy` has `compact`: the cleaner keeps the latest record per key, and every
+    /// produced record must have a key.
+    pub compact: bool,
+    /// A pass is due when dirty bytes / cleanable bytes reaches this.
+    pub min_cleanable_dirty_ratio: f64,
+    /// Records younger than this are not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// A dirty segment older than this is cleaned whatever the ratio (0: no limit).
+    pub max_compaction_lag_ms: i64,
+    /// Tombstones stay this long after their segment was last written and once cleaned.
+    pub delete_retention_ms: i64,
+    /// `compression.type` other than `producer`: batches in another codec are recompressed.
+    pub compression: Option<Codec>,
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -33,11 +51,27 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             index_interval_bytes: 4096,
             message_timestamp_log_append_time: false,
+            delete: true,
+            compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: DAY_MS,
+            compression: None,
         }
     }
 }
 
 impl LogConfig {
+    /// What produce must do to batches before they are appended.
+    pub fn produce_policy(&self) -> crate::rewrite::ProducePolicy {
+        crate::rewrite::ProducePolicy {
+            require_keys: self.compact,
+            target: self.compression,
+            max_message_bytes: self.max_message_bytes,
+        }
+    }
+
     /// Largest `batch_length` accepted when reading batches back from disk: anything above is
     /// treated as corruption instead of an allocation.
     pub(crate) fn disk_batch_cap(&self) -> usize {

@@ -13,18 +13,24 @@
 //! * `epoch.rs` — the `leader-epoch-checkpoint` file.
 //! * [`records`] — the records inside an uncompressed batch, written and read (the broker's own
 //!   internal topics; client batches stay opaque).
+//! * [`cleaner`] — log compaction: offset map, plan / run / install passes, crash-safe swaps.
+//! * [`codec`] — gzip, snappy, LZ4 and zstd over a batch's records section, capped.
+//! * [`rewrite`] — produce-time checks and recompression for compacted and `compression.type`
+//!   topics.
 //! * [`producer_state`] — idempotent producers' last batches: duplicate, gap and epoch checks on
 //!   append, `<offset>.snapshot` files, rebuilt from batch headers on open.
 //!
 //! On disk, per partition directory: `<base>.log`, `<base>.index`, `<base>.timeindex` per segment
 //! (base offset, 20 digits), `<offset>.snapshot` (producer state), `leader-epoch-checkpoint`,
-//! `log-start-offset`, `recovery-point`, and a `clean-shutdown`
+//! `log-start-offset`, `recovery-point`, `cleaner-offset-checkpoint` (compacted logs), and a `clean-shutdown`
 //! marker between `close` and the next `open`.
 
 // No panicking shortcuts on the produce/fetch path; tests may (clippy.toml allows them there).
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod batch;
+pub mod cleaner;
+pub mod codec;
 mod config;
 mod durable;
 mod epoch;
@@ -34,6 +40,7 @@ pub mod log;
 pub mod producer_state;
 pub mod records;
 mod recovery;
+pub mod rewrite;
 mod segment;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -119,6 +119,8 @@ pub struct PartitionLog {
     detached: bool,
     /// Idempotent producers' last batches; snapshotted on roll and close (`producer_state.rs`).
     producers: ProducerStates,
+    /// The cleaner's checkpoint: offsets below it were cleaned at least once (compacted logs).
+    clean_offset: i64,
 }
 
 impl PartitionLog {
@@ -157,6 +159,7 @@ impl PartitionLog {
             poisoned: false,
             detached: false,
             producers,
+            clean_offset: crate::cleaner::load_checkpoint(dir),
         };
         Ok((log, recovered.report))
     }
@@ -172,6 +175,24 @@ impl PartitionLog {
     /// New settings apply from the next append / roll / retention run.
     pub fn set_config(&mut self, config: LogConfig) {
         self.config = config;
+    }
+
+    pub(crate) fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    pub(crate) fn clean_offset(&self) -> i64 {
+        self.clean_offset
+    }
+
+    pub(crate) fn set_clean_offset(&mut self, offset: i64) {
+        self.clean_offset = offset;
+    }
+
+    /// The cleaner swapped `count` segments from `at` for one cleaned `segment`.
+    pub(crate) fn replace_segments(&mut self, at: usize, count: usize, segment: Segment) {
+        self.segments
+            .splice(at..at + count, std::iter::once(segment));
     }
 
     fn active(&self) -> &Segment {
@@ -208,6 +229,7 @@ impl PartitionLog {
             records,
             self.config.max_message_bytes,
             origin == AppendOrigin::Coordinator,
+            false,
         )?;
         let first_offset = self.log_end_offset();
         let mut next = first_offset;
@@ -503,7 +525,7 @@ impl PartitionLog {
     }
 
     /// Writes fail once the log is poisoned, or detached from its directory.
-    fn writable(&self) -> Result<()> {
+    pub(crate) fn writable(&self) -> Result<()> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
@@ -579,10 +601,16 @@ impl PartitionLog {
 
     /// Time retention (a segment's largest timestamp older than `now_ms - retention_ms`) then size
     /// retention (drop the oldest while the rest stays `>= retention_bytes`). Whole non-active
-    /// segments only, oldest first, stopping at the first one that must stay.
+    /// segments only, oldest first, stopping at the first one that must stay. Nothing when the
+    /// cleanup policy lacks `delete`.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<RetentionReport> {
         self.writable()?;
-        let candidates = self.segments.len() - 1;
+        let candidates = if self.config.delete {
+            self.segments.len() - 1
+        } else {
+            // `cleanup.policy=compact` alone: the cleaner, not retention, bounds the log.
+            0
+        };
         let mut count = 0;
         if self.config.retention_ms >= 0 {
             let threshold = now_ms.saturating_sub(self.config.retention_ms);

@@ -1,7 +1,9 @@
-//! Writing and reading the records inside uncompressed v2 batches: what the
-//! broker's own internal topics need (the group coordinator stores its
-//! entries as record values). Client batches are never taken apart here;
-//! they stay opaque bytes from produce to fetch.
+//! Writing and reading the records inside v2 batches: what the broker's own
+//! internal topics need (the group coordinator stores its entries as record
+//! values), and what compacted topics and topic-level `compression.type`
+//! need (walking records for their keys, rebuilding a batch around a subset
+//! of its records with the same base offset). Client batches on other topics
+//! stay opaque bytes from produce to fetch.
 //!
 //! ```text
 //! record = varint length ‖ i8 attributes ‖ varlong timestamp_delta ‖ varint offset_delta
@@ -203,6 +205,88 @@ fn field<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>> {
     Ok(Some(out))
 }
 
+/// One record inside a batch's (decompressed) records section.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// The whole record as stored, length prefix included: copying it into a batch with the same
+    /// base offset and base timestamp keeps its offset and timestamp.
+    pub raw: &'a [u8],
+}
+
+/// Calls `f` for each of `count` records of a records section (`body`, already decompressed) of a
+/// batch starting at `base_offset`. Trailing bytes after the last record are corruption.
+pub fn walk_records<'a>(
+    body: &'a [u8],
+    base_offset: i64,
+    count: i32,
+    mut f: impl FnMut(RecordRef<'a>) -> Result<()>,
+) -> Result<()> {
+    walk_body(body, base_offset, 0, count, None, |r, raw| {
+        f(RecordRef {
+            offset: r.offset,
+            key: r.key,
+            value: r.value,
+            raw,
+        })
+    })
+}
+
+/// The records section of one whole batch, decompressed (at most `cap` bytes).
+pub fn records_section(batch: &[u8], header: &BatchHeader, cap: usize) -> Result<Vec<u8>> {
+    let end = header.total_size();
+    if end > batch.len() || end < HEADER_LEN {
+        return Err(Error::CorruptRecord(format!(
+            "batch of {end} bytes in a buffer of {}",
+            batch.len()
+        )));
+    }
+    crate::codec::decompress(header.compression(), &batch[HEADER_LEN..end], cap)
+}
+
+/// Rebuilds a batch around `records` (`count` raw records, uncompressed) with `codec`: every
+/// header field is kept (base offset, last offset delta, leader epoch, timestamps, producer id,
+/// epoch and sequence) except the codec bits, the records count and the CRC.
+pub fn rebuild_batch(
+    header: &BatchHeader,
+    codec: crate::codec::Codec,
+    records: &[u8],
+    count: i32,
+) -> Result<Vec<u8>> {
+    let payload = crate::codec::compress(codec, records)?;
+    let codec_id: i16 = match codec.compression {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+        Compression::Unknown(id) => i16::from(id),
+    };
+    let attributes = (header.attributes & !0x07) | codec_id;
+    let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
+    let batch_length = i32::try_from(HEADER_LEN - LOG_OVERHEAD + payload.len())
+        .map_err(|_| Error::InvalidRecord("rebuilt batch exceeds 2 GiB".into()))?;
+    b.extend_from_slice(&header.base_offset.to_be_bytes());
+    b.extend_from_slice(&batch_length.to_be_bytes());
+    b.extend_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    b.push(MAGIC);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&attributes.to_be_bytes());
+    b.extend_from_slice(&header.last_offset_delta.to_be_bytes());
+    b.extend_from_slice(&header.base_timestamp.to_be_bytes());
+    b.extend_from_slice(&header.max_timestamp.to_be_bytes());
+    b.extend_from_slice(&header.producer_id.to_be_bytes());
+    b.extend_from_slice(&header.producer_epoch.to_be_bytes());
+    b.extend_from_slice(&header.base_sequence.to_be_bytes());
+    b.extend_from_slice(&count.to_be_bytes());
+    b.extend_from_slice(&payload);
+    let crc = crate::batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(b)
+}
+
 /// Calls `f(offset, key, value)` for each record of one whole, uncompressed
 /// batch (`batch` starts at its base offset and holds exactly
 /// `header.total_size()` bytes). Compressed batches are refused.
@@ -253,9 +337,32 @@ fn walk(
             batch.len()
         )));
     }
-    let body = &batch[HEADER_LEN..end];
+    walk_body(
+        &batch[HEADER_LEN..end],
+        header.base_offset,
+        header.base_timestamp,
+        header.records_count,
+        max_headers,
+        |r, _| f(r),
+    )
+}
+
+/// The one record parser: `count` records of a records section (`body`,
+/// uncompressed) of a batch at `base_offset`/`base_timestamp`, each with
+/// its raw bytes (length prefix included). Headers are read only with
+/// `max_headers` (a larger count is refused before anything is kept).
+/// Trailing bytes after the last record are corruption.
+fn walk_body<'a>(
+    body: &'a [u8],
+    base_offset: i64,
+    base_timestamp: i64,
+    count: i32,
+    max_headers: Option<usize>,
+    mut f: impl FnMut(RecordView<'a>, &'a [u8]) -> Result<()>,
+) -> Result<()> {
     let mut pos = 0usize;
-    for _ in 0..header.records_count.max(0) {
+    for _ in 0..count.max(0) {
+        let start = pos;
         let len = varlong(body, &mut pos, 5)?;
         let len = usize::try_from(len)
             .map_err(|_| Error::CorruptRecord(format!("negative record length {len}")))?;
@@ -288,13 +395,16 @@ fn walk(
                 headers.push((name, field(record, &mut at)?));
             }
         }
-        f(RecordView {
-            offset: header.base_offset + offset_delta,
-            timestamp: header.base_timestamp.wrapping_add(timestamp_delta),
-            key,
-            value,
-            headers,
-        })?;
+        f(
+            RecordView {
+                offset: base_offset + offset_delta,
+                timestamp: base_timestamp.wrapping_add(timestamp_delta),
+                key,
+                value,
+                headers,
+            },
+            &body[start..record_end],
+        )?;
         pos = record_end;
     }
     if pos != body.len() {

@@ -8,7 +8,7 @@
 //!   Otherwise they are rescanned with full validation and re-indexed; damage there hit data that
 //!   was synced, so it is `Error::Corrupt` (the partition goes offline), never a truncation.
 //! * Every later segment, and always the active one, is validated batch by batch (header, length,
-//!   magic, CRC-32C, contiguous offsets), re-indexed and fsynced. At the first bad batch, in any of
+//!   magic, CRC-32C, increasing offsets), re-indexed and fsynced. At the first bad batch, in any of
 //!   them, the log is cut: the rest of that segment is copied into `<base>.log.truncated` and every
 //!   later segment is renamed aside to `<base>.log.truncated` (nothing is deleted), and the cut
 //!   segment becomes the active one. That is what power loss leaves of writes nothing had synced
@@ -81,6 +81,7 @@ pub(crate) fn write_recovery_point(dir: &Path, offset: i64) -> io::Result<()> {
 /// Open (creating if needed) the partition directory and bring it to a consistent state.
 pub(crate) fn recover(dir: &Path, config: &LogConfig, now_ms: i64) -> Result<Recovered> {
     fs::create_dir_all(dir)?;
+    crate::cleaner::swap::recover(dir)?;
     let marker = dir.join(CLEAN_SHUTDOWN_FILE);
     let clean_shutdown = marker.exists();
     remove_if_exists(&marker)?;
@@ -278,8 +279,8 @@ fn scan_full(
             Probe::Bad(reason) => break Some((pos, reason)),
             Probe::Batch(h) => h,
         };
-        // Offsets are contiguous in this log (no compaction), so anything else is damage.
-        if header.base_offset != expected {
+        // Offsets only grow; compaction leaves gaps, so a jump forward is fine.
+        if header.base_offset < expected {
             break Some((
                 pos,
                 format!("base offset {}, expected {expected}", header.base_offset),
@@ -473,7 +474,7 @@ fn check_tail(seg: &mut Segment, cap: usize) -> Result<bool> {
             Probe::Bad(_) => return Ok(false),
             Probe::Batch(h) => h,
         };
-        if header.base_offset != expected {
+        if header.base_offset < expected {
             return Ok(false);
         }
         if let Some(entry) = entries.peek() {

@@ -162,6 +162,11 @@ impl Segment {
         }
     }
 
+    /// A segment over an already open file (the cleaner's output), summary to be tracked.
+    pub(crate) fn from_file(dir: &Path, base_offset: i64, log: File) -> Self {
+        Self::empty(dir, base_offset, log)
+    }
+
     /// Create a new, empty active segment (truncating any stale files of that name).
     pub(crate) fn create(dir: &Path, base_offset: i64) -> io::Result<Self> {
         let log = open_rw(&dir.join(file_name(base_offset, LOG_EXT)), true)?;

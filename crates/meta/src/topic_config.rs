@@ -42,6 +42,10 @@ enum Kind {
     Long(i64),
     /// A signed 32-bit integer with a minimum.
     Int(i64),
+    /// An integer in an inclusive range.
+    Range(i64, i64),
+    /// A floating-point number in [0, 1].
+    Ratio,
     /// One of a fixed set of strings.
     Choice(&'static [&'static str]),
 }
@@ -67,15 +71,56 @@ pub const MESSAGE_TIMESTAMP_TYPE: &str = "message.timestamp.type";
 pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 pub const COMPRESSION_TYPE: &str = "compression.type";
 pub const UNCLEAN_LEADER_ELECTION: &str = "unclean.leader.election.enable";
+pub const COMPRESSION_GZIP_LEVEL: &str = "compression.gzip.level";
+pub const COMPRESSION_LZ4_LEVEL: &str = "compression.lz4.level";
+pub const COMPRESSION_ZSTD_LEVEL: &str = "compression.zstd.level";
+pub const MIN_CLEANABLE_DIRTY_RATIO: &str = "min.cleanable.dirty.ratio";
+pub const MIN_COMPACTION_LAG_MS: &str = "min.compaction.lag.ms";
+pub const MAX_COMPACTION_LAG_MS: &str = "max.compaction.lag.ms";
+pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
+
+/// `cleanup.policy` values (a list in Kafka; these are all its combinations).
+pub const CLEANUP_POLICIES: &[&str] = &["delete", "compact", "compact,delete", "delete,compact"];
+/// `compression.type` values.
+pub const COMPRESSION_TYPES: &[&str] =
+    &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"];
 
 /// Every topic config Veil accepts.
 pub const KNOWN: &[ConfigDef] = &[
     ConfigDef {
         name: CLEANUP_POLICY,
         default: "delete",
-        kind: Kind::Choice(&["delete"]),
+        kind: Kind::Choice(CLEANUP_POLICIES),
         type_code: 7,
-        doc: "How old segments are discarded; only 'delete' (time/size retention) is served.",
+        doc: "'delete': time/size retention; 'compact': keep the latest record per key; both together.",
+    },
+    ConfigDef {
+        name: MIN_CLEANABLE_DIRTY_RATIO,
+        default: "0.5",
+        kind: Kind::Ratio,
+        type_code: 6,
+        doc: "Clean a compacted log when this fraction of its cleanable bytes is not yet cleaned.",
+    },
+    ConfigDef {
+        name: MIN_COMPACTION_LAG_MS,
+        default: "0",
+        kind: Kind::Long(0),
+        type_code: 5,
+        doc: "Records younger than this stay uncompacted.",
+    },
+    ConfigDef {
+        name: MAX_COMPACTION_LAG_MS,
+        default: "9223372036854775807",
+        kind: Kind::Long(1),
+        type_code: 5,
+        doc: "Records are compacted at most this long after they were written, whatever the dirty ratio.",
+    },
+    ConfigDef {
+        name: DELETE_RETENTION_MS,
+        default: "86400000",
+        kind: Kind::Long(0),
+        type_code: 5,
+        doc: "Tombstones stay this long (after their segment was last written, and once cleaned) on compacted topics.",
     },
     ConfigDef {
         name: RETENTION_MS,
@@ -136,9 +181,30 @@ pub const KNOWN: &[ConfigDef] = &[
     ConfigDef {
         name: COMPRESSION_TYPE,
         default: "producer",
-        kind: Kind::Choice(&["producer"]),
+        kind: Kind::Choice(COMPRESSION_TYPES),
         type_code: 2,
-        doc: "Batches are stored exactly as the producer compressed them.",
+        doc: "'producer' stores batches as produced; a codec (or 'uncompressed') recompresses batches in any other codec on append.",
+    },
+    ConfigDef {
+        name: COMPRESSION_GZIP_LEVEL,
+        default: "-1",
+        kind: Kind::Range(-1, 9),
+        type_code: 3,
+        doc: "gzip level for compression.type=gzip (1-9; -1: the codec's default).",
+    },
+    ConfigDef {
+        name: COMPRESSION_LZ4_LEVEL,
+        default: "9",
+        kind: Kind::Range(1, 17),
+        type_code: 3,
+        doc: "Accepted for compatibility; Veil's LZ4 encoder has one (fast) level.",
+    },
+    ConfigDef {
+        name: COMPRESSION_ZSTD_LEVEL,
+        default: "3",
+        kind: Kind::Range(-131_072, 22),
+        type_code: 3,
+        doc: "zstd level for compression.type=zstd.",
     },
 ];
 
@@ -161,6 +227,18 @@ pub fn validate(name: &str, value: &str) -> Result<()> {
                 ))),
             }
         }
+        Kind::Range(min, max) => match value.trim().parse::<i64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(()),
+            _ => Err(Error::InvalidConfig(format!(
+                "'{name}' must be an integer in [{min}, {max}], got '{value}'"
+            ))),
+        },
+        Kind::Ratio => match value.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => Err(Error::InvalidConfig(format!(
+                "'{name}' must be a number in [0, 1], got '{value}'"
+            ))),
+        },
         Kind::Choice(choices) if choices.contains(&value) => Ok(()),
         Kind::Choice(choices) => Err(Error::InvalidConfig(format!(
             "'{name}' must be one of {choices:?}, got '{value}'"
@@ -202,6 +280,12 @@ mod tests {
         validate(SEGMENT_BYTES, "1048576").unwrap();
         validate(MESSAGE_TIMESTAMP_TYPE, "LogAppendTime").unwrap();
         validate(CLEANUP_POLICY, "delete").unwrap();
+        validate(CLEANUP_POLICY, "compact").unwrap();
+        validate(CLEANUP_POLICY, "compact,delete").unwrap();
+        validate(COMPRESSION_TYPE, "zstd").unwrap();
+        validate(COMPRESSION_ZSTD_LEVEL, "-5").unwrap();
+        validate(MIN_CLEANABLE_DIRTY_RATIO, "0.01").unwrap();
+        validate(DELETE_RETENTION_MS, "0").unwrap();
     }
 
     #[test]
@@ -212,9 +296,12 @@ mod tests {
         assert!(err.contains(">= -1"), "{err}");
         assert!(validate(RETENTION_MS, "soon").is_err());
         assert!(validate(SEGMENT_BYTES, "4294967296").is_err(), "beyond i32");
-        let err = validate(CLEANUP_POLICY, "compact").unwrap_err().to_string();
-        assert!(err.contains("delete"), "{err}");
-        assert!(validate(COMPRESSION_TYPE, "zstd").is_err());
+        let err = validate(CLEANUP_POLICY, "shred").unwrap_err().to_string();
+        assert!(err.contains("compact"), "{err}");
+        assert!(validate(COMPRESSION_TYPE, "brotli").is_err());
+        assert!(validate(MIN_CLEANABLE_DIRTY_RATIO, "1.5").is_err());
+        assert!(validate(COMPRESSION_ZSTD_LEVEL, "23").is_err());
+        assert!(validate(COMPRESSION_GZIP_LEVEL, "10").is_err());
     }
 
     #[test]

@@ -97,7 +97,11 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
                             };
                             Err((e.code(), None))
                         } else {
-                            append(ctx, partition, data.records, now).map(|(resp, end)| {
+                            match prepare(partition, data.records).await {
+                                Ok(records) => append(ctx, partition, records, now),
+                                Err(failure) => Err(failure),
+                            }
+                            .map(|(resp, end)| {
                                 if acks == -1 {
                                     to_wait.push((ti, pi, Arc::clone(partition), end, min_insync));
                                 }
@@ -203,6 +207,33 @@ struct Appended {
 }
 
 type Failure = (i16, Option<StrBytes>);
+
+/// What the topic's configs ask of produced batches before they are appended: keys on compacted
+/// topics, recompression under `compression.type`. Decompressing and compressing are CPU work, so
+/// they run on the blocking pool, never on the connection's async worker.
+async fn prepare(
+    partition: &Partition,
+    records: Option<bytes::Bytes>,
+) -> Result<Option<bytes::Bytes>, Failure> {
+    let policy = partition.with_log(|log| log.config().produce_policy());
+    let bytes = match records {
+        Some(bytes) if !policy.is_passthrough() && !bytes.is_empty() => bytes,
+        other => return Ok(other),
+    };
+    let prepared = tokio::task::spawn_blocking(move || {
+        veil_log::rewrite::prepare_produce(&bytes, &policy)
+            .map(|rewritten| rewritten.map_or(bytes, bytes::Bytes::from))
+    })
+    .await;
+    match prepared {
+        Ok(Ok(bytes)) => Ok(Some(bytes)),
+        Ok(Err(e)) => {
+            let e = Error::from(e);
+            Err((e.code(), Some(StrBytes::from_string(e.client_message()))))
+        }
+        Err(_) => Err((ResponseError::UnknownServerError.code(), None)),
+    }
+}
 
 /// Appends one partition's record set; on success also returns the end
 /// offset (exclusive) that must become durable.

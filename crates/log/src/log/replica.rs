@@ -12,18 +12,20 @@ use crate::segment::{ChunkReader, Probe, Segment};
 
 impl PartitionLog {
     /// Appends batches copied from the leader, byte for byte: each must
-    /// start where the previous one ended, the first at the log end. Leader
+    /// start at or after where the previous one ended (the first at or after
+    /// the log end; compaction leaves gaps). Leader
     /// epochs are taken from the batches; idempotent producers' state is
     /// tracked as on the leader, so a new leader still recognises retries.
     pub fn append_replicated(&mut self, records: &[u8], now_ms: i64) -> Result<AppendInfo> {
         self.writable()?;
-        let headers = validate_inner(records, self.config.disk_batch_cap(), true)?;
+        let headers = validate_inner(records, self.config.disk_batch_cap(), true, true)?;
         let first_offset = self.log_end_offset();
         let mut next = first_offset;
         for h in &headers {
-            if h.base_offset != next {
+            // Gaps are where the leader's cleaner removed records.
+            if h.base_offset < next {
                 return Err(Error::InvalidRecord(format!(
-                    "replicated batch starts at offset {}, expected {next}",
+                    "replicated batch starts at offset {}, expected {next} or later",
                     h.base_offset
                 )));
             }
@@ -105,8 +107,9 @@ impl PartitionLog {
             seg.delete_files()?;
         }
         write_log_start_offset(&self.dir, offset)?;
-        // No batch is left to have an epoch.
+        // No batch is left to have an epoch, or to be clean.
         crate::durable::remove_if_exists(&self.dir.join(crate::epoch::CHECKPOINT_FILE))?;
+        crate::durable::remove_if_exists(&self.dir.join(crate::cleaner::CHECKPOINT_FILE))?;
         let fresh = Segment::create(&self.dir, offset)?;
         fresh.log.sync_data()?;
         Ok(())
@@ -139,6 +142,9 @@ impl PartitionLog {
             let cut = cut_position(last, offset, self.config.disk_batch_cap())?;
             last.log.set_len(cut)?;
             last.log.sync_data()?;
+        }
+        if self.clean_offset > offset {
+            crate::cleaner::write_checkpoint(&self.dir, offset)?;
         }
         let mut epochs = LeaderEpochCache::load(&self.dir)?;
         if epochs.truncate_from_end(offset) {
