@@ -74,22 +74,8 @@ impl Broker {
             Err(e) => return Err(Error::Config(e)),
         };
         for l in &state.config.listeners {
-            let tls = match &l.tls {
-                Some(t) => {
-                    let tls = ListenerTls::new(t)
-                        .map_err(|e| Error::Config(format!("listener '{}': {e}", l.name)))?;
-                    certs.push(Arc::clone(&tls.cert));
-                    Some(tls)
-                }
-                None => None,
-            };
-            let listener = TcpListener::bind(l.bind).await.map_err(|e| {
-                Error::Config(format!(
-                    "cannot bind listener '{}' to {}: {e}",
-                    l.name, l.bind
-                ))
-            })?;
-            let addr = listener.local_addr()?;
+            let (listener, tls, addr) =
+                bind_listener("listener", &l.name, l.bind, l.tls.as_ref(), &mut certs).await?;
             kafka_addrs.push(addr);
             advertised.push(advertise(&l.name, l.advertised.as_deref(), addr)?);
             tracing::info!(listener = %l.name, %addr, "listening for Kafka clients");
@@ -452,3 +438,28 @@ async fn bind_internal(
 
 /// How long a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds one client listener (Kafka or MQTT, named `kind` in errors) and
+/// loads its TLS material; reloadable certificates join `certs`.
+pub(crate) async fn bind_listener(
+    kind: &str,
+    name: &str,
+    bind: SocketAddr,
+    tls: Option<&crate::config::TlsConfig>,
+    certs: &mut Vec<Arc<tls::ReloadingCert>>,
+) -> Result<(TcpListener, Option<ListenerTls>, SocketAddr)> {
+    let tls = match tls {
+        Some(t) => {
+            let tls =
+                ListenerTls::new(t).map_err(|e| Error::Config(format!("{kind} '{name}': {e}")))?;
+            certs.push(Arc::clone(&tls.cert));
+            Some(tls)
+        }
+        None => None,
+    };
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|e| Error::Config(format!("cannot bind {kind} '{name}' to {bind}: {e}")))?;
+    let addr = listener.local_addr()?;
+    Ok((listener, tls, addr))
+}

@@ -86,22 +86,9 @@ pub async fn start(
     let svc = Arc::new(MqttService::new(Arc::clone(state))?);
     let mut bound = Vec::new();
     for l in &svc.config.listeners {
-        let tls = match &l.tls {
-            Some(t) => {
-                let tls = ListenerTls::new(t)
-                    .map_err(|e| Error::Config(format!("mqtt listener '{}': {e}", l.name)))?;
-                certs.push(Arc::clone(&tls.cert));
-                Some(tls)
-            }
-            None => None,
-        };
-        let listener = TcpListener::bind(l.bind).await.map_err(|e| {
-            Error::Config(format!(
-                "cannot bind mqtt listener '{}' to {}: {e}",
-                l.name, l.bind
-            ))
-        })?;
-        let addr = listener.local_addr()?;
+        let (listener, tls, addr) =
+            crate::server::bind_listener("mqtt listener", &l.name, l.bind, l.tls.as_ref(), certs)
+                .await?;
         tracing::info!(listener = %l.name, %addr, tls = tls.is_some(), "listening for MQTT clients");
         bound.push((l.name.clone(), addr));
         background.spawn(accept_loop(
