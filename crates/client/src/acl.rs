@@ -6,7 +6,7 @@ use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::admin::Admin;
+use crate::admin::{message, Admin};
 use crate::error::{Error, Result};
 
 /// One ACL binding. Codes are Kafka's: resource type (TOPIC = 2, GROUP = 3,
@@ -42,10 +42,6 @@ fn text(s: &str) -> StrBytes {
 
 fn opt(s: Option<&String>) -> Option<StrBytes> {
     s.map(|s| text(s))
-}
-
-fn message(m: Option<&StrBytes>) -> Option<String> {
-    m.map(ToString::to_string).filter(|m| !m.is_empty())
 }
 
 impl Admin {

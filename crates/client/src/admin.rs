@@ -6,6 +6,7 @@ use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_configs_response::DescribeConfigsResourceResult;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
@@ -64,7 +65,8 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_owned()))
 }
 
-fn message(m: Option<&StrBytes>) -> Option<String> {
+/// A broker's error message, if it sent a non-empty one.
+pub(crate) fn message(m: Option<&StrBytes>) -> Option<String> {
     m.map(ToString::to_string).filter(|m| !m.is_empty())
 }
 
@@ -166,14 +168,18 @@ impl Admin {
         })
     }
 
-    pub async fn describe_configs(
+    /// Every config of one resource (DescribeConfigs); `what` names it in
+    /// the error.
+    pub(crate) async fn resource_configs(
         &mut self,
-        topic: &str,
-    ) -> Result<Vec<(String, Option<String>, i8)>> {
+        resource_type: i8,
+        resource_name: &str,
+        what: &str,
+    ) -> Result<Vec<DescribeConfigsResourceResult>> {
         let req = DescribeConfigsRequest::default().with_resources(vec![
             DescribeConfigsResource::default()
-                .with_resource_type(RESOURCE_TOPIC)
-                .with_resource_name(StrBytes::from_string(topic.to_owned()))
+                .with_resource_type(resource_type)
+                .with_resource_name(StrBytes::from_string(resource_name.to_owned()))
                 .with_configuration_keys(None),
         ]);
         let resp = self.conn.send(&req).await?;
@@ -184,12 +190,22 @@ impl Admin {
             .ok_or_else(|| Error::Protocol("empty DescribeConfigs response".into()))?;
         if r.error_code != 0 {
             return Err(Error::kafka(
-                format!("cannot describe configs of '{topic}'"),
+                format!("cannot describe {what}"),
                 r.error_code,
                 message(r.error_message.as_ref()),
             ));
         }
-        Ok(r.configs
+        Ok(r.configs)
+    }
+
+    pub async fn describe_configs(
+        &mut self,
+        topic: &str,
+    ) -> Result<Vec<(String, Option<String>, i8)>> {
+        let configs = self
+            .resource_configs(RESOURCE_TOPIC, topic, &format!("configs of '{topic}'"))
+            .await?;
+        Ok(configs
             .into_iter()
             .map(|c| {
                 (

@@ -5,19 +5,17 @@
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeQuorumRequest,
-    IncrementalAlterConfigsRequest, TopicName,
+    DescribeClusterRequest, DescribeQuorumRequest, IncrementalAlterConfigsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use veil_blind::protocol::DESCRIBE_CLUSTER_HEARTBEAT_AGE_TAG;
 
-use crate::admin::Admin;
+use crate::admin::{message, Admin};
 use crate::error::{Error, Result};
 
 /// The metadata log in Kafka's protocol.
@@ -75,10 +73,6 @@ pub struct BrokerConfig {
     /// Kafka's config source (2 this broker, 3 every broker, 4 static, 5 default).
     pub source: i8,
     pub read_only: bool,
-}
-
-fn message(m: Option<&StrBytes>) -> Option<String> {
-    m.map(ToString::to_string).filter(|m| !m.is_empty())
 }
 
 impl Admin {
@@ -172,26 +166,14 @@ impl Admin {
     /// The configs of a broker resource: `""` for the cluster-wide dynamic
     /// defaults, or a node id (which only that node describes).
     pub async fn describe_broker_configs(&mut self, broker: &str) -> Result<Vec<BrokerConfig>> {
-        let req = DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default()
-                .with_resource_type(RESOURCE_BROKER)
-                .with_resource_name(StrBytes::from_string(broker.to_owned()))
-                .with_configuration_keys(None),
-        ]);
-        let resp = self.connection().send(&req).await?;
-        let r = resp
-            .results
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Protocol("empty DescribeConfigs response".into()))?;
-        if r.error_code != 0 {
-            return Err(Error::kafka(
-                format!("cannot describe broker '{broker}' configs"),
-                r.error_code,
-                message(r.error_message.as_ref()),
-            ));
-        }
-        Ok(r.configs
+        let configs = self
+            .resource_configs(
+                RESOURCE_BROKER,
+                broker,
+                &format!("broker '{broker}' configs"),
+            )
+            .await?;
+        Ok(configs
             .into_iter()
             .map(|c| BrokerConfig {
                 name: c.name.to_string(),

@@ -105,15 +105,19 @@ pub async fn ensure(state: &Arc<BrokerState>) -> Result<Arc<Topic>, ResponseErro
         .ok_or(ResponseError::CoordinatorNotAvailable)
 }
 
+/// The leader of `group`'s partition as this node's metadata has it.
+fn leader_of(topic: &Topic, group: &str) -> Option<i32> {
+    topic
+        .record(partition_for(group, topic.partition_count()))
+        .map(|r| r.leader)
+        .filter(|l| *l >= 0)
+}
+
 /// Where `group`'s coordinator is: `Ok(node)` with the leader of its
 /// partition, once the topic exists.
 pub async fn coordinator_of(state: &Arc<BrokerState>, group: &str) -> Result<i32, ResponseError> {
     let topic = ensure(state).await?;
-    let p = partition_for(group, topic.partition_count());
-    match topic.record(p).map(|r| r.leader) {
-        Some(leader) if leader >= 0 => Ok(leader),
-        _ => Err(ResponseError::CoordinatorNotAvailable),
-    }
+    leader_of(&topic, group).ok_or(ResponseError::CoordinatorNotAvailable)
 }
 
 /// Succeeds once this node coordinates `group` with its partition loaded;
@@ -132,27 +136,23 @@ pub async fn ready(state: &Arc<BrokerState>, group: &str) -> Result<(), Response
         let changed = state.groups.changed();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let status = state.groups.status(group);
-        match status {
-            Ok(()) => return Ok(()),
-            Err(ResponseError::NotCoordinator) => {
-                // Not hosted here: final once metadata names another leader.
-                let topic = state.topics.get(NAME);
-                let leader = topic.as_ref().and_then(|t| {
-                    t.record(partition_for(group, t.partition_count()))
-                        .map(|r| r.leader)
-                });
-                if leader.is_some_and(|l| l >= 0 && l != state.node_id()) {
-                    return Err(ResponseError::NotCoordinator);
-                }
-            }
-            Err(_) => {}
+        let Err(e) = state.groups.status(group) else {
+            return Ok(());
+        };
+        // Not hosted here: final once metadata names another leader.
+        let elsewhere = state
+            .topics
+            .get(NAME)
+            .and_then(|t| leader_of(&t, group))
+            .is_some_and(|l| l != state.node_id());
+        if e == ResponseError::NotCoordinator && elsewhere {
+            return Err(e);
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(match status {
-                Err(ResponseError::NotCoordinator) => ResponseError::CoordinatorNotAvailable,
-                Err(e) => e,
-                Ok(()) => unreachable!("returned above"),
+            // Still unsettled: retriable either way.
+            return Err(match e {
+                ResponseError::NotCoordinator => ResponseError::CoordinatorNotAvailable,
+                other => other,
             });
         }
         let _ = tokio::time::timeout_at(

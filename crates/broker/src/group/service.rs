@@ -196,10 +196,6 @@ impl GroupCoordinator {
         })
     }
 
-    pub fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
-    }
-
     /// Whether an older group store still waits to be moved (the offsets
     /// topic should then be created without waiting for a client).
     pub fn has_legacy(&self) -> bool {
@@ -317,7 +313,7 @@ impl GroupCoordinator {
                 continue;
             };
             match append(&slot.partition, &records, now) {
-                Ok((end, entries)) => {
+                Ok((_, entries)) => {
                     slot.since_snapshot += entries;
                     let mut snapshot_start = None;
                     if slot.since_snapshot >= SNAPSHOT_EVERY {
@@ -339,7 +335,8 @@ impl GroupCoordinator {
                     }
                     pending.push(Pending {
                         partition: Arc::clone(&slot.partition),
-                        end: slot.partition.log_end_offset().max(end),
+                        // Only this coordinator appends here, under this lock.
+                        end: slot.partition.log_end_offset(),
                         min_insync: slot.min_insync,
                         snapshot_start,
                     });
