@@ -80,6 +80,43 @@ impl Drop for BrokerState {
 }
 
 impl BrokerState {
+    /// Whether this leader may take an append for `topic`-`index` now, and
+    /// the `min.insync.replicas` an acks=all answer then waits for. Refused
+    /// (with the client's message) when cut off from the controller for a
+    /// whole session — it has been fenced and its leaderships moved — and,
+    /// with `acks_all`, when fewer in-sync replicas are live than the minimum.
+    /// The one gate for Produce and MQTT publishes.
+    pub fn admit_append(
+        &self,
+        topic: &crate::topics::Topic,
+        index: i32,
+        partition: &crate::partition::Partition,
+        acks_all: bool,
+    ) -> std::result::Result<usize, (Error, String)> {
+        let min_insync = self.topics.min_insync(topic, index);
+        if acks_all {
+            let live =
+                partition.live_isr_len(std::time::Instant::now(), self.cluster.session_timeout);
+            if live < min_insync {
+                return Err((
+                    Error::NotEnoughReplicas {
+                        after_append: false,
+                    },
+                    format!("{live} live in-sync replica(s), min.insync.replicas is {min_insync}"),
+                ));
+            }
+        }
+        if !self.cluster.in_contact() {
+            let e = Error::NotLeader {
+                leader: -1,
+                leader_epoch: -1,
+            };
+            let message = e.client_message();
+            return Err((e, message));
+        }
+        Ok(min_insync)
+    }
+
     /// Starts this node's quorum member and opens every hosted partition
     /// log (running recovery).
     pub async fn open(

@@ -62,7 +62,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
                 .with_log_start_offset(-1);
             let partition = topic
                 .as_ref()
-                .map(|t| t.led_here(data.index, ctx.broker.node_id()));
+                .map(|t| t.led_here(data.index, ctx.broker.node_id()).map(|p| (t, p)));
             let mut current_leader = None;
             let outcome = if let Some(error) = denied {
                 Err((error.code(), None))
@@ -70,34 +70,15 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
                 Err((ResponseError::InvalidRequiredAcks.code(), None))
             } else {
                 match partition {
-                    Some(Ok(partition)) => {
-                        let min_insync = topic
-                            .as_ref()
-                            .map_or(1, |t| ctx.broker.topics.min_insync(t, data.index));
-                        let live = partition.live_isr_len(
-                            std::time::Instant::now(),
-                            ctx.broker.cluster.session_timeout,
-                        );
-                        if acks == -1 && live < min_insync {
-                            let e = Error::NotEnoughReplicas {
-                                after_append: false,
-                            };
-                            Err((
-                                e.code(),
-                                Some(StrBytes::from_string(format!(
-                                    "{live} live in-sync replica(s), min.insync.replicas is {min_insync}"
-                                ))),
-                            ))
-                        } else if !ctx.broker.cluster.in_contact() {
-                            // Cut off from the controller for a whole session:
-                            // it has fenced this node and moved its leaderships.
-                            let e = Error::NotLeader {
-                                leader: -1,
-                                leader_epoch: -1,
-                            };
-                            Err((e.code(), None))
-                        } else {
-                            match prepare(partition, data.records).await {
+                    Some(Ok((topic, partition))) => {
+                        match ctx
+                            .broker
+                            .admit_append(topic, data.index, partition, acks == -1)
+                        {
+                            Err((e, message)) => {
+                                Err((e.code(), Some(StrBytes::from_string(message))))
+                            }
+                            Ok(min_insync) => match prepare(partition, data.records).await {
                                 Ok(records) => append(ctx, partition, records, now),
                                 Err(failure) => Err(failure),
                             }
@@ -106,7 +87,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
                                     to_wait.push((ti, pi, Arc::clone(partition), end, min_insync));
                                 }
                                 resp
-                            })
+                            }),
                         }
                     }
                     Some(Err(Error::NotLeader {

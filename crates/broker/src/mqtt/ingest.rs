@@ -160,31 +160,24 @@ pub fn append(
     let partition = topic
         .led_here(index, state.node_id())
         .map_err(|e| Refused::Unavailable(e.client_message()))?;
-    let min_insync = state.topics.min_insync(&topic, index);
+    let min_insync = state
+        .admit_append(&topic, index, partition, true)
+        .map_err(|(_, message)| Refused::Unavailable(message))?;
     let live_window = state.cluster.session_timeout;
-    let live = partition.live_isr_len(std::time::Instant::now(), live_window);
-    if live < min_insync {
-        return Err(Refused::Unavailable(format!(
-            "{live} live in-sync replica(s), min.insync.replicas is {min_insync}"
-        )));
-    }
-    if !state.cluster.in_contact() {
-        return Err(Refused::Unavailable(
-            Error::NotLeader {
-                leader: -1,
-                leader_epoch: -1,
-            }
-            .client_message(),
-        ));
-    }
     let (key, headers) = record_parts(message, &target.key, target.key_is_topic);
     let headers: Vec<Header<'_>> = headers
         .iter()
         .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
         .collect();
     let now = state.clock.now_ms();
-    let mut batch =
+    let batch =
         records::encode_batch_with_headers(&[(Some(&key), Some(&message.payload), &headers)], now);
+    // The topic's compression.type applies to MQTT records as to produced
+    // ones (one small record: done here, in PUBLISH order).
+    let policy = partition.with_log(|log| log.config().produce_policy());
+    let mut batch = veil_log::rewrite::prepare_produce(&batch, &policy)
+        .map_err(|e| Refused::Unavailable(Error::from(e).client_message()))?
+        .unwrap_or(batch);
     let info = partition.append(&mut batch, now).map_err(|e| {
         if matches!(
             e,
