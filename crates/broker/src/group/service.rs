@@ -866,7 +866,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn groups_of_another_nodes_partition_are_not_coordinated_here() {
+    async fn nothing_is_coordinated_before_the_offsets_topic_exists() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
         let state = fixture::state(config(dir.path()), clock).await;
