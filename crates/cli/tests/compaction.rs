@@ -222,10 +222,32 @@ fn kill_9_while_replaced_segments_are_deleted() {
     drill("after-delete");
 }
 
+/// Copies the files of `from` into `to` (partition directories are flat).
+fn try_copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Every record of a copy of a partition directory, through the log crate: a replica's own log.
 fn replica_rows(dir: &Path) -> Vec<(i64, String, String)> {
-    let copy = tempfile::tempdir().unwrap();
-    veil_testkit::copy_dir(dir, copy.path());
+    // The broker keeps cleaning while the directory is copied: a file listed
+    // may be swapped away before it is read. Copy again until one whole
+    // copy succeeds (bounded).
+    let copy = (0..50)
+        .find_map(|_| {
+            let copy = tempfile::tempdir().unwrap();
+            if try_copy_dir(dir, copy.path()).is_ok() {
+                return Some(copy);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            None
+        })
+        .expect("a whole copy of the replica's directory within 50 attempts");
     let (log, _) = veil_log::PartitionLog::open(copy.path(), veil_log::LogConfig::default(), 0)
         .expect("a replica's log opens");
     let mut rows = Vec::new();
