@@ -63,6 +63,7 @@ impl Error {
                 // Since Kafka 2.7 a stale epoch on produce is INVALID_PRODUCER_EPOCH, not the
                 // fatal PRODUCER_FENCED, for every Produce version.
                 L::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+                L::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
                 L::Removed => ResponseError::UnknownTopicOrPartition,
                 L::Io(_) | L::Corrupt { .. } | L::Poisoned => ResponseError::KafkaStorageError,
             },

@@ -9,7 +9,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// the handler edge (`CorruptRecord` → CORRUPT_MESSAGE, `InvalidRecord` → INVALID_RECORD,
 /// `RecordTooLarge` → MESSAGE_TOO_LARGE, `OffsetOutOfRange` → OFFSET_OUT_OF_RANGE,
 /// `OutOfOrderSequence` → OUT_OF_ORDER_SEQUENCE_NUMBER, `InvalidProducerEpoch` →
-/// INVALID_PRODUCER_EPOCH, `Removed` → UNKNOWN_TOPIC_OR_PARTITION, the rest → KAFKA_STORAGE_ERROR).
+/// INVALID_PRODUCER_EPOCH, `InvalidTxnState` → INVALID_TXN_STATE, `Removed` → UNKNOWN_TOPIC_OR_PARTITION, the rest → KAFKA_STORAGE_ERROR).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("I/O error: {0}")]
@@ -61,6 +61,12 @@ pub enum Error {
         epoch: i16,
         current: i16,
     },
+
+    /// A batch that breaks the producer's transaction state: a
+    /// non-transactional batch while its transaction is open (Kafka's
+    /// INVALID_TXN_STATE).
+    #[error("producer {producer_id}: {reason}")]
+    InvalidTxnState { producer_id: i64, reason: String },
 
     /// A write or fsync failed earlier; the log refuses writes until it is reopened (recovery decides
     /// what actually reached the disk).

@@ -37,6 +37,7 @@ mod epoch;
 mod error;
 mod index;
 pub mod log;
+pub mod markers;
 pub mod producer_state;
 pub mod records;
 mod recovery;
@@ -51,4 +52,7 @@ pub use error::{Error, Result};
 pub use log::{
     AppendInfo, AppendOrigin, PartitionLog, ReadResult, RecoveryReport, RetentionReport, SyncHandle,
 };
-pub use producer_state::{BatchMetadata, ProducerEntry, ProducerStates, PRODUCER_ID_EXPIRATION_MS};
+pub use markers::Marker;
+pub use producer_state::{
+    AbortedTxn, BatchMetadata, ProducerEntry, ProducerStates, PRODUCER_ID_EXPIRATION_MS,
+};

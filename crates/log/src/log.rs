@@ -250,6 +250,10 @@ impl PartitionLog {
             if let Some(duplicate) = self.producers.check_append(&headers)? {
                 return Ok(self.duplicate_info(&duplicate));
             }
+        } else {
+            for h in headers.iter().filter(|h| h.is_control()) {
+                self.producers.check_marker(h)?;
+            }
         }
 
         if self.roll_needed(records.len() as u64, last_offset, now_ms) {
@@ -304,8 +308,9 @@ impl PartitionLog {
             // pending entries are retried on the next append.
             tracing::warn!(segment = %active.path.display(), error = %e, "index write failed");
         }
-        for h in &headers {
-            self.producers.record(h);
+        let markers = crate::markers::markers_in(records, &headers);
+        for (h, marker) in headers.iter().zip(markers) {
+            self.producers.record(h, marker);
         }
         Ok(AppendInfo {
             first_offset,
@@ -347,6 +352,18 @@ impl PartitionLog {
         &self.producers
     }
 
+    /// Where `read_committed` reads stop, before the high watermark is
+    /// applied: the first offset of the oldest open transaction.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers.first_unstable_offset()
+    }
+
+    /// Aborted transactions overlapping `[from, upto)` (see
+    /// [`ProducerStates::aborted_between`]).
+    pub fn aborted_transactions(&self, from: i64, upto: i64) -> Vec<crate::AbortedTxn> {
+        self.producers.aborted_between(from, upto)
+    }
+
     /// Forgets producers idle longer than `expiration_ms` (Kafka's `producer.id.expiration.ms`).
     pub fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         self.producers.expire(now_ms, expiration_ms)
@@ -354,10 +371,11 @@ impl PartitionLog {
 
     /// Snapshot the producer state at the log end. A failure is only logged: recovery then starts
     /// from an older snapshot and replays more headers.
-    fn snapshot_producers(&self) {
+    fn snapshot_producers(&mut self) {
         if self.detached {
             return;
         }
+        self.producers.prune_aborted(self.log_start_offset());
         let offset = self.log_end_offset();
         if let Err(e) = snapshot::write(&self.dir, offset, &self.producers) {
             tracing::warn!(dir = %self.dir.display(), offset, error = %e, "producer snapshot failed");

@@ -11,12 +11,19 @@
 //!   removed by retention or expiry, so UNKNOWN_PRODUCER_ID is no longer returned);
 //! * a batch whose epoch and `(first_seq, last_seq)` match one of the cached five is a duplicate.
 //!
+//! Transactions (KIP-98): a producer's first transactional batch opens its
+//! transaction in the partition (its offset bounds the last stable offset);
+//! a marker written by the transaction coordinator closes it, and an abort
+//! marker adds the transaction's offset range to the aborted list that
+//! `read_committed` fetches return.
+//!
 //! Durability lives in `producer_state/snapshot.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::batch::BatchHeader;
 use crate::error::{Error, Result};
+use crate::markers::Marker;
 
 pub(crate) mod snapshot;
 
@@ -32,7 +39,20 @@ static UNKNOWN: ProducerEntry = ProducerEntry {
     epoch: NO_PRODUCER_EPOCH,
     batches: VecDeque::new(),
     last_timestamp: -1,
+    txn_first_offset: None,
 };
+
+/// A transaction aborted in this partition: `read_committed` consumers skip
+/// the producer's batches in `[first_offset, last_offset]` (the last is the
+/// abort marker). Kafka's `AbortedTxn`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// The last stable offset when the marker was written.
+    pub last_stable_offset: i64,
+}
 
 /// One appended batch of a producer, as retries need to recognise and answer it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +73,8 @@ pub struct ProducerEntry {
     pub batches: VecDeque<BatchMetadata>,
     /// Max timestamp of the last batch; drives expiry, as in Kafka.
     pub last_timestamp: i64,
+    /// Offset of the producer's first batch in its open transaction here.
+    pub txn_first_offset: Option<i64>,
 }
 
 /// The last sequence number of a batch: `base + delta`, wrapping past `i32::MAX` to 0 as Kafka's
@@ -92,6 +114,12 @@ impl ProducerEntry {
                 producer_id,
                 epoch: h.producer_epoch,
                 current: self.epoch,
+            });
+        }
+        if !h.is_transactional() && self.txn_first_offset.is_some() {
+            return Err(Error::InvalidTxnState {
+                producer_id,
+                reason: "a non-transactional batch while its transaction is open".into(),
             });
         }
         if self.epoch == NO_PRODUCER_EPOCH {
@@ -142,6 +170,10 @@ impl ProducerEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: BTreeMap<i64, ProducerEntry>,
+    /// Open transactions: (first offset, producer id).
+    ongoing: BTreeSet<(i64, i64)>,
+    /// Aborted transactions, by marker offset (ascending).
+    aborted: VecDeque<AbortedTxn>,
 }
 
 /// Whether a batch carries idempotent-producer fields at all.
@@ -167,7 +199,67 @@ impl ProducerStates {
     }
 
     pub(crate) fn insert(&mut self, producer_id: i64, entry: ProducerEntry) {
+        if let Some(first) = entry.txn_first_offset {
+            self.ongoing.insert((first, producer_id));
+        }
         self.producers.insert(producer_id, entry);
+    }
+
+    pub(crate) fn aborted(&self) -> impl Iterator<Item = &AbortedTxn> {
+        self.aborted.iter()
+    }
+
+    pub(crate) fn push_aborted(&mut self, txn: AbortedTxn) {
+        self.aborted.push_back(txn);
+    }
+
+    /// The first offset of the oldest open transaction: nothing from it on
+    /// is stable (the last stable offset is this or the high watermark,
+    /// whichever is lower).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.first().map(|&(offset, _)| offset)
+    }
+
+    /// Open transactions as (producer id, first offset).
+    pub fn open_transactions(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.ongoing.iter().map(|&(offset, id)| (id, offset))
+    }
+
+    /// Aborted transactions overlapping `[from, upto)`, oldest first: what a
+    /// `read_committed` fetch of that range must be told.
+    pub fn aborted_between(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|t| t.last_offset < from);
+        self.aborted
+            .iter()
+            .skip(start)
+            .filter(|t| t.first_offset < upto)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions that ended before `log_start`.
+    pub fn prune_aborted(&mut self, log_start: i64) {
+        while self
+            .aborted
+            .front()
+            .is_some_and(|t| t.last_offset < log_start)
+        {
+            self.aborted.pop_front();
+        }
+    }
+
+    /// Checks a transaction marker the coordinator writes: its epoch may not
+    /// be older than the producer's (a fenced coordinator cannot end a
+    /// newer transaction).
+    pub fn check_marker(&self, h: &BatchHeader) -> Result<()> {
+        match self.producers.get(&h.producer_id) {
+            Some(e) if h.producer_epoch < e.epoch => Err(Error::InvalidProducerEpoch {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                current: e.epoch,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Checks a client's batches (offsets already assigned) before anything is written. `Ok(Some)`
@@ -177,12 +269,6 @@ impl ProducerStates {
         // Producers touched by this request, as the earlier batches left them; usually one.
         let mut pending: Vec<(i64, ProducerEntry)> = Vec::new();
         for (i, h) in headers.iter().enumerate().filter(|(_, h)| is_idempotent(h)) {
-            if h.is_transactional() {
-                return Err(Error::InvalidRecord(format!(
-                    "producer {} sent a transactional batch; this broker does not serve transactions",
-                    h.producer_id
-                )));
-            }
             if h.base_sequence < 0 {
                 return Err(Error::InvalidRecord(format!(
                     "invalid sequence number {} in a batch of producer {}",
@@ -204,6 +290,9 @@ impl ProducerStates {
             if i + 1 < headers.len() {
                 let mut next = current.clone();
                 next.record(h);
+                if h.is_transactional() && next.txn_first_offset.is_none() {
+                    next.txn_first_offset = Some(h.base_offset);
+                }
                 match at {
                     Some(at) => pending[at].1 = next,
                     None => pending.push((h.producer_id, next)),
@@ -214,12 +303,52 @@ impl ProducerStates {
     }
 
     /// Records batches as stored (after an append, or replayed from the log by recovery).
-    pub fn record(&mut self, h: &BatchHeader) {
-        if is_idempotent(h) {
-            self.producers
+    /// `marker` is what a control batch carries ([`crate::markers::read_marker`]).
+    pub fn record(&mut self, h: &BatchHeader, marker: Option<Marker>) {
+        if let Some(marker) = marker {
+            self.record_marker(h, marker);
+        } else if is_idempotent(h) {
+            let entry = self
+                .producers
                 .entry(h.producer_id)
-                .or_insert_with(|| UNKNOWN.clone())
-                .record(h);
+                .or_insert_with(|| UNKNOWN.clone());
+            entry.record(h);
+            if h.is_transactional() && entry.txn_first_offset.is_none() {
+                entry.txn_first_offset = Some(h.base_offset);
+                self.ongoing.insert((h.base_offset, h.producer_id));
+            }
+        }
+    }
+
+    /// A transaction marker: the producer's open transaction here (if any)
+    /// ends; an abort is remembered for `read_committed` fetches.
+    fn record_marker(&mut self, h: &BatchHeader, marker: Marker) {
+        if h.producer_id < 0 {
+            return;
+        }
+        let entry = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| UNKNOWN.clone());
+        if h.producer_epoch > entry.epoch {
+            // The coordinator bumped the epoch (fencing or a timeout): the
+            // next batch starts a new sequence.
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
+        let Some(first) = entry.txn_first_offset.take() else {
+            return;
+        };
+        self.ongoing.remove(&(first, h.producer_id));
+        if marker == Marker::Abort {
+            let last_stable_offset = self.first_unstable_offset().unwrap_or(h.base_offset);
+            self.aborted.push_back(AbortedTxn {
+                producer_id: h.producer_id,
+                first_offset: first,
+                last_offset: h.base_offset,
+                last_stable_offset,
+            });
         }
     }
 
@@ -227,8 +356,10 @@ impl ProducerStates {
     /// `producer.id.expiration.ms`). Returns how many were removed.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        // A producer with an open transaction is kept: its marker is due.
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
+        });
         before - self.producers.len()
     }
 }

@@ -23,7 +23,7 @@ pub type Record<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 const MAGIC: u8 = 2;
 
-fn put_varlong(out: &mut Vec<u8>, value: i64) {
+pub(crate) fn put_varlong(out: &mut Vec<u8>, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
     loop {
         let byte = (zigzag & 0x7f) as u8;
@@ -36,7 +36,7 @@ fn put_varlong(out: &mut Vec<u8>, value: i64) {
     }
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         None => put_varlong(out, -1),
         Some(b) => {

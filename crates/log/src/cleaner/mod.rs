@@ -146,6 +146,8 @@ pub struct CleanPlan {
     segments: Vec<Planned>,
     /// Last offset of each producer's last batch: such batches are kept even when emptied.
     producer_last: HashMap<i64, i64>,
+    /// Aborted transactions in the dirty part: their records stay out of the map.
+    aborted: Vec<crate::AbortedTxn>,
     now_ms: i64,
 }
 
@@ -206,6 +208,11 @@ impl PartitionLog {
     fn cleanable_count(&self, now_ms: i64, high_watermark: i64) -> usize {
         let segments = self.segments();
         let lag = self.config().min_compaction_lag_ms;
+        // Never past an open transaction: it may still abort, and its
+        // records must not replace committed values of their keys.
+        let high_watermark = self
+            .first_unstable_offset()
+            .map_or(high_watermark, |o| o.min(high_watermark));
         segments[..segments.len() - 1]
             .iter()
             .enumerate()
@@ -268,7 +275,9 @@ impl PartitionLog {
             .entries()
             .filter_map(|(id, e)| e.batches.back().map(|b| (id, b.last_offset)))
             .collect();
+        let aborted = self.aborted_transactions(stats.first_dirty_offset, i64::MAX);
         Some(CleanPlan {
+            aborted,
             dir: self.dir().to_path_buf(),
             config: config.clone(),
             first_dirty: stats.first_dirty_offset,
@@ -387,6 +396,15 @@ fn for_each_batch(
 }
 
 impl CleanPlan {
+    /// Whether `h` belongs to a transaction that was aborted.
+    fn is_aborted(&self, h: &BatchHeader) -> bool {
+        h.is_transactional()
+            && self.aborted.iter().any(|t| {
+                t.producer_id == h.producer_id
+                    && (t.first_offset..=t.last_offset).contains(&h.base_offset)
+            })
+    }
+
     /// Maps the dirty part and writes the cleaned segments (blocking I/O, no partition lock).
     pub fn run(self, dedupe_buffer_bytes: usize, throttle: &mut Throttle) -> Result<Cleaned> {
         let cap = self.config.disk_batch_cap();
@@ -403,7 +421,8 @@ impl CleanPlan {
                 if full || h.last_offset() < self.first_dirty {
                     return Ok(());
                 }
-                if !h.is_control() {
+                // Aborted records never replace a key's committed value.
+                if !h.is_control() && !self.is_aborted(h) {
                     if map.len() + h.records_count.max(0) as usize > map.capacity() {
                         full = true;
                         return Ok(());

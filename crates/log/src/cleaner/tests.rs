@@ -431,15 +431,57 @@ fn a_pass_over_segments_that_changed_is_discarded() {
         .ends_with(".cleaned")));
 }
 
+/// Appends one transactional record of producer `id`.
+fn put_txn(log: &mut PartitionLog, id: i64, seq: i32, key: &str, value: &str) -> i64 {
+    let (payload, base, max) =
+        encode_payload(&[(Some(key.as_bytes()), Some(value.as_bytes()), now())]);
+    let fields = BatchFields {
+        attributes: 0x10,
+        base_timestamp: base,
+        max_timestamp: max,
+        producer_id: id,
+        producer_epoch: 0,
+        base_sequence: seq,
+    };
+    let mut batch = encode_raw(fields, 1, &payload);
+    log.append(&mut batch, 0, now()).unwrap().first_offset
+}
+
+fn end_txn(log: &mut PartitionLog, id: i64, marker: crate::Marker) -> i64 {
+    let mut batch = crate::markers::encode_marker(id, 0, marker, 0, now());
+    log.append_as(&mut batch, 0, now(), crate::log::AppendOrigin::Coordinator)
+        .unwrap()
+        .first_offset
+}
+
 #[test]
-#[ignore = "needs transactions: aborted data and transaction markers are removed as Kafka does once transactions exist"]
-fn aborted_transactions_and_markers_are_removed() {
-    // With transactions, a pass must drop records of aborted transactions and, after
-    // delete.retention.ms, the markers themselves. Control batches are kept verbatim today.
+fn aborted_records_never_replace_committed_values_and_open_transactions_stay_dirty() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), compacted());
-    assert!(log.producer_states().is_empty());
-    panic!("transactions are not implemented");
+    let mut log = open(dir.path(), compacted());
+    let committed = put(&mut log, "k", Some("committed"));
+    put_txn(&mut log, 9, 0, "k", "aborted");
+    end_txn(&mut log, 9, crate::Marker::Abort);
+    fill(&mut log, 60, 5);
+    let open_at = put_txn(&mut log, 10, 0, "k", "open");
+    fill(&mut log, 60, 5);
+    assert_eq!(log.first_unstable_offset(), Some(open_at));
+    assert!(log.segment_count() > 4, "the test needs several segments");
+
+    clean(&mut log, now(), 1 << 20).expect("a pass runs");
+    let rows = read_rows(&log);
+    // The committed value survives: the aborted record did not win its key.
+    assert!(rows.contains(&(committed, "k".into(), Some("committed".into()))));
+    // Nothing at or after the open transaction was cleaned: every record there is still readable.
+    let after: Vec<_> = rows.iter().filter(|r| r.0 >= open_at).collect();
+    assert_eq!(
+        after.len(),
+        61,
+        "the open transaction's record and 60 updates after it"
+    );
+    // The aborted transaction is still known to read_committed fetches.
+    let aborted = log.aborted_transactions(0, i64::MAX);
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].producer_id, 9);
 }
 
 #[test]

@@ -57,8 +57,9 @@ impl PartitionLog {
             tracing::warn!(segment = %active.path.display(), error = %e, "index write failed");
         }
         let (mut max_timestamp, mut offset_of_max_timestamp) = (-1i64, -1i64);
-        for h in &headers {
-            self.producers.record(h);
+        let markers = crate::markers::markers_in(records, &headers);
+        for (h, marker) in headers.iter().zip(markers) {
+            self.producers.record(h, marker);
             if h.max_timestamp > max_timestamp {
                 max_timestamp = h.max_timestamp;
                 offset_of_max_timestamp = h.last_offset();

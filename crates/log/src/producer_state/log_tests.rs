@@ -166,3 +166,67 @@ fn retention_keeps_live_producers_across_a_restart() {
     ));
     assert!(!produce(&mut log, 1, 1, 1).unwrap().duplicate);
 }
+
+/// One transactional record of `pid` (epoch 0) at sequence `seq`.
+fn produce_txn(log: &mut PartitionLog, pid: i64, seq: i32) -> i64 {
+    let value = [0x5au8; 20];
+    let mut batch = build_batch_with_producer(&[(None, Some(&value[..]), NOW)], pid, 0, seq);
+    batch[22] |= 0x10; // attributes (low byte): transactional
+    let crc = crate::batch::compute_crc(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    log.append(&mut batch, 0, NOW).unwrap().first_offset
+}
+
+fn end(log: &mut PartitionLog, pid: i64, marker: crate::Marker) -> i64 {
+    let mut batch = crate::markers::encode_marker(pid, 0, marker, 0, NOW);
+    log.append_as(&mut batch, 0, NOW, crate::log::AppendOrigin::Coordinator)
+        .unwrap()
+        .first_offset
+}
+
+#[test]
+fn open_and_aborted_transactions_survive_rolls_a_crash_and_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 400,
+        ..LogConfig::default()
+    };
+    let mut log = open(dir.path(), config.clone());
+    let first = produce_txn(&mut log, 1, 0);
+    produce_txn(&mut log, 1, 1);
+    let abort = end(&mut log, 1, crate::Marker::Abort);
+    let open_at = produce_txn(&mut log, 2, 0);
+    for seq in 0..8 {
+        produce(&mut log, 3, seq, 1).unwrap();
+    }
+    assert!(
+        log.segment_count() > 2,
+        "the transactions span segment rolls"
+    );
+    let expect = |log: &PartitionLog| {
+        assert_eq!(log.first_unstable_offset(), Some(open_at));
+        let aborted = log.aborted_transactions(0, i64::MAX);
+        assert_eq!(aborted.len(), 1);
+        assert_eq!(
+            (aborted[0].first_offset, aborted[0].last_offset),
+            (first, abort)
+        );
+    };
+    expect(&log);
+    // A crash (no close): rebuilt from the last roll's snapshot and the log after it.
+    drop(log);
+    let log = open(dir.path(), config.clone());
+    expect(&log);
+    // With every snapshot gone, the whole log is replayed.
+    for at in snapshots(dir.path()) {
+        std::fs::remove_file(snapshot::path(dir.path(), at)).unwrap();
+    }
+    drop(log);
+    let mut log = open(dir.path(), config.clone());
+    expect(&log);
+    end(&mut log, 2, crate::Marker::Commit);
+    log.close().unwrap();
+    let log = open(dir.path(), config);
+    assert_eq!(log.first_unstable_offset(), None);
+    assert_eq!(log.aborted_transactions(0, i64::MAX).len(), 1);
+}

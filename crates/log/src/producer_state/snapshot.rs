@@ -2,10 +2,14 @@
 //! `offset` (all batches below it applied). Kafka's idea, our own format:
 //!
 //! ```text
-//! "VPS1" | crc32c u32 (of everything after it) | offset i64 | count u32 | count × entry
-//! entry: producer_id i64 | epoch i16 | last_timestamp i64 | n u8 (<= 5) | n × batch
+//! "VPS2" | crc32c u32 (of everything after it) | offset i64 | count u32 | count × entry
+//!        | aborted u32 | aborted × (producer_id i64 | first i64 | last i64 | lso i64)
+//! entry: producer_id i64 | epoch i16 | last_timestamp i64 | txn_first_offset i64 (-1: none)
+//!        | n u8 (<= 5) | n × batch
 //! batch: first_seq i32 | last_seq i32 | first_offset i64 | last_offset i64 | max_timestamp i64
 //! ```
+//!
+//! "VPS1" snapshots (before transactions: no `txn_first_offset`, no aborted list) are still read.
 //!
 //! Written atomically (temp file, fsync, rename) when a segment rolls and on close. Recovery uses
 //! the newest valid snapshot in `[first segment base, log end]` and replays batch headers after
@@ -26,10 +30,13 @@ use crate::durable::{remove_if_exists, write_atomically};
 use crate::error::Result;
 use crate::segment::{file_name, parse_file_name, ChunkReader, Probe, Segment};
 
-use super::{BatchMetadata, ProducerEntry, ProducerStates, RETAINED_BATCHES};
+use super::{AbortedTxn, BatchMetadata, ProducerEntry, ProducerStates, RETAINED_BATCHES};
+use crate::markers::read_marker;
 
 pub(crate) const SNAPSHOT_EXT: &str = "snapshot";
-const MAGIC: &[u8; 4] = b"VPS1";
+const MAGIC: &[u8; 4] = b"VPS2";
+const MAGIC_V1: &[u8; 4] = b"VPS1";
+const ABORTED_LEN: usize = 4 * 8;
 const HEADER_LEN: usize = 4 + 4 + 8 + 4;
 const BATCH_LEN: usize = 4 + 4 + 8 + 8 + 8;
 const ENTRY_FIXED_LEN: usize = 8 + 2 + 8 + 1;
@@ -54,6 +61,7 @@ pub(crate) fn encode(offset: i64, states: &ProducerStates) -> Vec<u8> {
         out.extend_from_slice(&producer_id.to_be_bytes());
         out.extend_from_slice(&entry.epoch.to_be_bytes());
         out.extend_from_slice(&entry.last_timestamp.to_be_bytes());
+        out.extend_from_slice(&entry.txn_first_offset.unwrap_or(-1).to_be_bytes());
         // At most RETAINED_BATCHES (5), so the cast cannot truncate.
         out.push(entry.batches.len().min(RETAINED_BATCHES) as u8);
         for b in entry.batches.iter().take(RETAINED_BATCHES) {
@@ -63,6 +71,19 @@ pub(crate) fn encode(offset: i64, states: &ProducerStates) -> Vec<u8> {
             out.extend_from_slice(&b.last_offset.to_be_bytes());
             out.extend_from_slice(&b.max_timestamp.to_be_bytes());
         }
+    }
+    let aborted: Vec<&AbortedTxn> = states.aborted().collect();
+    out.reserve(4 + aborted.len() * ABORTED_LEN);
+    out.extend_from_slice(
+        &u32::try_from(aborted.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    for t in aborted.into_iter().take(u32::MAX as usize) {
+        out.extend_from_slice(&t.producer_id.to_be_bytes());
+        out.extend_from_slice(&t.first_offset.to_be_bytes());
+        out.extend_from_slice(&t.last_offset.to_be_bytes());
+        out.extend_from_slice(&t.last_stable_offset.to_be_bytes());
     }
     let crc = crc32c::crc32c(&out[8..]);
     out[4..8].copy_from_slice(&crc.to_be_bytes());
@@ -97,9 +118,10 @@ pub(crate) fn decode(
     bytes: &[u8],
     expected_offset: i64,
 ) -> std::result::Result<ProducerStates, String> {
-    if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
+    if bytes.len() < HEADER_LEN || (&bytes[..4] != MAGIC && &bytes[..4] != MAGIC_V1) {
         return Err("not a producer snapshot".into());
     }
+    let v2 = &bytes[..4] == MAGIC;
     let stored = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     if crc32c::crc32c(&bytes[8..]) != stored {
         return Err("CRC mismatch".into());
@@ -119,6 +141,11 @@ pub(crate) fn decode(
         let producer_id = r.i64().ok_or_else(truncated)?;
         let epoch = r.i16().ok_or_else(truncated)?;
         let last_timestamp = r.i64().ok_or_else(truncated)?;
+        let txn_first_offset = if v2 {
+            Some(r.i64().ok_or_else(truncated)?).filter(|&o| o >= 0)
+        } else {
+            None
+        };
         let n = usize::from(r.take::<1>().ok_or_else(truncated)?[0]);
         if n > RETAINED_BATCHES {
             return Err(format!("producer {producer_id} has {n} batches"));
@@ -139,8 +166,27 @@ pub(crate) fn decode(
                 epoch,
                 batches,
                 last_timestamp,
+                txn_first_offset,
             },
         );
+    }
+    if v2 {
+        let aborted = r
+            .take::<4>()
+            .map(u32::from_be_bytes)
+            .ok_or_else(truncated)?;
+        // Each entry is 32 bytes: a count the file cannot hold is damage.
+        if (aborted as usize).saturating_mul(ABORTED_LEN) > bytes.len() - r.pos {
+            return Err(format!("{aborted} aborted transactions do not fit"));
+        }
+        for _ in 0..aborted {
+            states.push_aborted(AbortedTxn {
+                producer_id: r.i64().ok_or_else(truncated)?,
+                first_offset: r.i64().ok_or_else(truncated)?,
+                last_offset: r.i64().ok_or_else(truncated)?,
+                last_stable_offset: r.i64().ok_or_else(truncated)?,
+            });
+        }
     }
     if r.pos != bytes.len() {
         return Err("trailing bytes".into());
@@ -243,7 +289,13 @@ fn replay(
         // Recovery validated these segments; anything else ends the segment's replay.
         while let Probe::Batch(h) = reader.probe(pos, cap)? {
             if h.base_offset >= start {
-                states.record(&h);
+                // Only markers need their record read (one small record).
+                let marker = if h.is_control() {
+                    read_marker(&h, reader.get(pos, h.total_size())?)
+                } else {
+                    None
+                };
+                states.record(&h, marker);
                 replayed += 1;
             }
             pos += h.total_size() as u64;

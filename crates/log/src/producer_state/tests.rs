@@ -27,7 +27,7 @@ fn header(pid: i64, epoch: i16, seq: i32, count: i32, offset: i64) -> BatchHeade
 fn append(s: &mut ProducerStates, h: &BatchHeader) -> Result<Option<BatchMetadata>> {
     let verdict = s.check_append(std::slice::from_ref(h))?;
     if verdict.is_none() {
-        s.record(h);
+        s.record(h, None);
     }
     Ok(verdict)
 }
@@ -163,16 +163,70 @@ fn non_idempotent_and_malformed_batches() {
         append(&mut s, &header(1, 0, -1, 1, 0)),
         Err(Error::InvalidRecord(_))
     ));
-    let mut txn = header(1, 0, 0, 1, 0);
-    txn.attributes |= 0x10;
-    assert!(matches!(append(&mut s, &txn), Err(Error::InvalidRecord(_))));
+}
+
+fn txn(pid: i64, epoch: i16, seq: i32, offset: i64) -> BatchHeader {
+    let mut h = header(pid, epoch, seq, 1, offset);
+    h.attributes |= 0x10;
+    h
+}
+
+fn marker(pid: i64, epoch: i16, offset: i64) -> BatchHeader {
+    let mut h = header(pid, epoch, -1, 1, offset);
+    h.attributes |= 0x30;
+    h
+}
+
+#[test]
+fn transactions_bound_the_stable_offset_and_aborts_are_listed() {
+    use crate::markers::Marker;
+    let mut s = ProducerStates::default();
+    assert_eq!(s.first_unstable_offset(), None);
+    append(&mut s, &txn(1, 0, 0, 10)).unwrap();
+    append(&mut s, &txn(2, 0, 0, 11)).unwrap();
+    append(&mut s, &txn(1, 0, 1, 12)).unwrap();
+    assert_eq!(s.first_unstable_offset(), Some(10));
+    // A non-transactional batch of a producer inside a transaction is refused.
+    assert!(matches!(
+        append(&mut s, &header(1, 0, 2, 1, 13)),
+        Err(Error::InvalidTxnState { .. })
+    ));
+    // Producer 1 aborts: the stable offset moves to producer 2's open transaction.
+    s.check_marker(&marker(1, 0, 13)).unwrap();
+    s.record(&marker(1, 0, 13), Some(Marker::Abort));
+    assert_eq!(s.first_unstable_offset(), Some(11));
+    let aborted = s.aborted_between(0, 100);
+    assert_eq!(aborted.len(), 1);
+    assert_eq!((aborted[0].first_offset, aborted[0].last_offset), (10, 13));
+    assert!(s.aborted_between(14, 100).is_empty());
+    assert!(s.aborted_between(0, 10).is_empty());
+    // Producer 2 commits: nothing is unstable, no new abort.
+    s.record(&marker(2, 0, 14), Some(Marker::Commit));
+    assert_eq!(s.first_unstable_offset(), None);
+    assert_eq!(s.aborted_between(0, 100).len(), 1);
+    // A marker with a bumped epoch fences the old epoch; an older marker is refused.
+    s.record(&marker(1, 1, 15), Some(Marker::Abort));
+    assert!(matches!(
+        append(&mut s, &txn(1, 0, 3, 16)),
+        Err(Error::InvalidProducerEpoch { .. })
+    ));
+    assert!(s.check_marker(&marker(1, 0, 16)).is_err());
+    append(&mut s, &txn(1, 1, 0, 16)).unwrap();
+    // Snapshots keep open transactions and the aborted list.
+    let bytes = super::snapshot::encode(17, &s);
+    assert_eq!(super::snapshot::decode(&bytes, 17).unwrap(), s);
+    s.prune_aborted(14);
+    assert!(s.aborted_between(0, 100).is_empty());
+    // Producers with an open transaction do not expire.
+    assert_eq!(s.expire(i64::MAX, 1), 1);
+    assert_eq!(s.first_unstable_offset(), Some(16));
 }
 
 #[test]
 fn idle_producers_expire() {
     let mut s = ProducerStates::default();
-    s.record(&header(1, 0, 0, 1, 0)); // max_timestamp 1000
-    s.record(&header(2, 0, 0, 1, 5_000)); // max_timestamp 6000
+    s.record(&header(1, 0, 0, 1, 0), None); // max_timestamp 1000
+    s.record(&header(2, 0, 0, 1, 5_000), None); // max_timestamp 6000
     assert_eq!(s.expire(6_000, 5_000), 1);
     assert!(s.get(1).is_none() && s.get(2).is_some());
 }
@@ -181,9 +235,9 @@ fn idle_producers_expire() {
 fn snapshot_round_trip_and_damage() {
     let mut s = ProducerStates::default();
     for i in 0..7 {
-        s.record(&header(1, 2, i * 2, 2, i64::from(i) * 2));
+        s.record(&header(1, 2, i * 2, 2, i64::from(i) * 2), None);
     }
-    s.record(&header(i64::MAX, 0, 0, 1, 20));
+    s.record(&header(i64::MAX, 0, 0, 1, 20), None);
     let bytes = snapshot::encode(21, &s);
     assert_eq!(snapshot::decode(&bytes, 21).unwrap(), s);
     assert!(

@@ -442,8 +442,12 @@ proptest! {
             Damage::Flip(i, x) => {
                 let mut at = i.index(bytes.len());
                 let victim = starts.iter().rposition(|s| *s <= at).unwrap();
-                if (12..16).contains(&(at - starts[victim])) {
-                    at = starts[victim] + 16; // the leader epoch is outside the CRC; hit the magic byte
+                // The base offset and the leader epoch are outside the CRC (as in Kafka), and a
+                // forward jump of the base offset is what a cleaned leader's gaps look like on a
+                // follower: hit the magic byte instead.
+                let rel = at - starts[victim];
+                if (0..8).contains(&rel) || (12..16).contains(&rel) {
+                    at = starts[victim] + 16;
                 }
                 bytes[at] ^= x;
                 (victim, bytes.len() - starts[victim])
