@@ -31,6 +31,8 @@ pub struct Config {
     pub topics: TopicDefaults,
     /// The consumer-group coordinator (Kafka's `group.*` and `offsets.*`).
     pub groups: GroupsConfig,
+    /// The transaction coordinator (Kafka's `transaction.*`).
+    pub transactions: crate::txn::TransactionsConfig,
     /// Binding a plaintext listener to a non-loopback address exposes data
     /// and credentials on the network; it must be asked for explicitly.
     pub allow_plaintext_on_network: bool,
@@ -300,6 +302,7 @@ impl Default for Config {
             log: LogDefaults::default(),
             topics: TopicDefaults::default(),
             groups: GroupsConfig::default(),
+            transactions: crate::txn::TransactionsConfig::default(),
             allow_plaintext_on_network: false,
             sasl: SaslConfig::default(),
             authorizer: AuthorizerConfig::default(),
@@ -450,6 +453,7 @@ impl Config {
     /// Every check that does not need the network or the disk.
     pub fn validate(&self) -> Result<(), String> {
         self.groups.validate()?;
+        self.transactions.validate()?;
         self.blind.validate()?;
         self.cluster
             .validate(self.node_id, self.allow_plaintext_on_network)?;

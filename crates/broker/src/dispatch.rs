@@ -10,6 +10,13 @@ use std::pin::Pin;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse,
+};
+use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, AlterPartitionReassignmentsRequest,
     AlterPartitionReassignmentsResponse, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
@@ -181,6 +188,13 @@ served_apis! {
     OffsetCommit: OffsetCommitRequest, OffsetCommitResponse => offset_commit, 2..=9;
     OffsetFetch: OffsetFetchRequest, OffsetFetchResponse => offset_fetch, 1..=9;
     OffsetDelete: OffsetDeleteRequest, OffsetDeleteResponse => offset_delete, 0..=0;
+    AddPartitionsToTxn: AddPartitionsToTxnRequest, AddPartitionsToTxnResponse => add_partitions_to_txn, 0..=4;
+    AddOffsetsToTxn: AddOffsetsToTxnRequest, AddOffsetsToTxnResponse => add_offsets_to_txn, 0..=3;
+    EndTxn: EndTxnRequest, EndTxnResponse => end_txn, 0..=3;
+    WriteTxnMarkers: WriteTxnMarkersRequest, WriteTxnMarkersResponse => write_txn_markers, 1..=1;
+    TxnOffsetCommit: TxnOffsetCommitRequest, TxnOffsetCommitResponse => txn_offset_commit, 0..=3;
+    DescribeTransactions: DescribeTransactionsRequest, DescribeTransactionsResponse => describe_transactions, 0..=0;
+    ListTransactions: ListTransactionsRequest, ListTransactionsResponse => list_transactions, 0..=1;
 }
 
 /// Which API a request or response belongs to: Kafka's, or a Veil

@@ -79,6 +79,7 @@ impl Error {
                 }
                 M::StaleEpoch(_) => ResponseError::FencedLeaderEpoch,
                 M::NoReassignment(_) => ResponseError::NoReassignmentInProgress,
+                M::TxnConflict(_) => ResponseError::ConcurrentTransactions,
                 M::DuplicateTopicId
                 | M::InvalidProducerIdBlock(_)
                 | M::Io(_)

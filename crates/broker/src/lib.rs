@@ -47,6 +47,7 @@ pub mod state;
 #[cfg(test)]
 mod test_fixture;
 pub mod topics;
+pub mod txn;
 
 pub use config::Config;
 pub use error::{Error, Result};

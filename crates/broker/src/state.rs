@@ -59,6 +59,8 @@ pub struct BrokerState {
     pub sasl: crate::auth::sasl::Authenticator,
     /// Consumer groups and committed offsets (`<data_dir>/groups/`).
     pub groups: Arc<GroupCoordinator>,
+    /// The transaction coordinator (active while this node is controller).
+    pub transactions: Arc<crate::txn::TransactionCoordinator>,
     /// Blind topics: share sealing, transform budget, token cache, visibility.
     pub blind: crate::blind::BlindRuntime,
     /// Follower fetchers and ISR upkeep.
@@ -178,6 +180,7 @@ impl BrokerState {
             authorizer,
             sasl,
             groups: Arc::new(groups),
+            transactions: Arc::default(),
             blind,
             replication: crate::replication::Replication::default(),
             background: CancellationToken::new(),
@@ -197,6 +200,10 @@ impl BrokerState {
             token.cancel();
         });
         crate::replication::Replication::start(self, &self.background);
+        tokio::spawn(crate::txn::run_timers(
+            Arc::downgrade(self),
+            self.background.clone(),
+        ));
         tokio::spawn(crate::cluster::publisher::run(
             Arc::downgrade(self),
             self.background.clone(),
@@ -328,6 +335,16 @@ impl BrokerState {
     /// The metadata index this node's topics, ACLs and caches reflect.
     pub fn published(&self) -> u64 {
         *self.published.borrow()
+    }
+
+    /// Notified whenever [`BrokerState::published`] moves.
+    pub fn watch_published(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Cancelled when the broker stops its background work.
+    pub fn background_token(&self) -> CancellationToken {
+        self.background.clone()
     }
 
     pub(crate) fn mark_published(&self, index: u64) {

@@ -15,6 +15,7 @@ mod partitions;
 mod produce;
 mod secure;
 mod topics;
+mod transactions;
 mod user;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +63,8 @@ enum Command {
     Cluster(cluster::Args),
     /// Partition leadership: preferred or unclean leader elections.
     Partitions(partitions::Args),
+    /// List, describe and abort transactions.
+    Transactions(transactions::Args),
     /// Manage SCRAM users (and hash PLAIN users-file entries).
     User(user::Args),
     /// Blind-topic key management: key epochs, user keys, revocation, ACLs.
@@ -122,6 +125,7 @@ fn main() -> std::process::ExitCode {
             Command::Certs(args) => certs::run(args),
             Command::Cluster(args) => cluster::run(args).await,
             Command::Partitions(args) => partitions::run(args).await,
+            Command::Transactions(args) => transactions::run(args).await,
             Command::User(args) => user::run(args).await,
             Command::Kms(args) => kms::run(args).await,
             Command::Produce(args) => produce::run(args).await,

@@ -59,7 +59,7 @@ async fn high_watermark(conn: &mut Connection, topic: &str) -> i64 {
 }
 
 #[test]
-fn producer_ids_are_unique_across_restarts_and_transactions_are_refused() {
+fn producer_ids_are_unique_across_restarts_and_transactional_ids_bump_their_epoch() {
     let mut broker = TestBroker::start(BIN);
     let (first, second) = rt().block_on(async {
         let (_, a) = new_producer(&broker.bootstrap()).await;
@@ -95,16 +95,30 @@ fn producer_ids_are_unique_across_restarts_and_transactions_are_refused() {
             ResponseError::InvalidRequest.code()
         );
 
-        let txn = request()
-            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx-1"))))
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-        let resp = init(&mut conn, txn).await;
+        // A transactional id keeps its producer id; each InitProducerId bumps the epoch.
+        let txn = || {
+            request()
+                .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx-1"))))
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        };
+        let first = init(&mut conn, txn()).await;
+        assert_eq!(first.error_code, 0);
+        assert!(first.producer_id.0 > resp.producer_id.0 && first.producer_epoch == 0);
+        let again = init(&mut conn, txn()).await;
         assert_eq!(
-            resp.error_code,
-            ResponseError::CoordinatorNotAvailable.code()
+            (again.error_code, again.producer_id.0, again.producer_epoch),
+            (0, first.producer_id.0, 1)
         );
-        assert_eq!(resp.producer_id.0, -1);
+        // Beyond transaction.max.timeout.ms (15 minutes by default).
+        let too_long: InitProducerIdResponse = conn
+            .send(&txn().with_transaction_timeout_ms(3_600_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            too_long.error_code,
+            ResponseError::InvalidTransactionTimeout.code()
+        );
     });
 }
 

@@ -26,6 +26,10 @@ pub enum Error {
     },
     #[error("timed out waiting for the broker")]
     Timeout,
+    /// The request does not fit what the broker reports (an unknown state,
+    /// no open transaction): the message says what to change.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Kafka's name for an error code, e.g. `TOPIC_ALREADY_EXISTS`.

@@ -16,6 +16,7 @@ pub mod error;
 pub mod groups;
 pub mod scram;
 pub mod sealed;
+pub mod transactions;
 
 pub use acl::{Acl, AclFilter};
 pub use admin::{Admin, TopicDescription, TopicSpec};
@@ -30,3 +31,4 @@ pub use error::{Error, Result};
 pub use groups::{GroupDescription, GroupListing, MemberDescription, OffsetSpec};
 pub use scram::{ScramUpsert, ScramUser};
 pub use sealed::{SealOptions, Sequence};
+pub use transactions::{TransactionDescription, TransactionListing};

@@ -123,6 +123,8 @@ pub enum MetaCommand {
         set: TopicConfigs,
         remove: Vec<String>,
     },
+    /// A transaction coordinator's state change for one transactional id.
+    Transaction(crate::TxnCommand),
 }
 
 impl MetaCommand {
@@ -151,6 +153,7 @@ impl MetaCommand {
             MetaCommand::ReassignPartition { .. } => "reassign_partition",
             MetaCommand::CompleteReassignment { .. } => "complete_reassignment",
             MetaCommand::UpdateBrokerConfigs { .. } => "update_broker_configs",
+            MetaCommand::Transaction(_) => "transaction",
         }
     }
 
@@ -184,6 +187,7 @@ impl MetaCommand {
                 c.topics = true;
             }
             MetaCommand::UpdateBrokerConfigs { .. } => c.configs = true,
+            MetaCommand::Transaction(_) => c.transactions = true,
         }
         c
     }

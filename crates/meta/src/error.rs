@@ -46,4 +46,8 @@ pub enum Error {
     /// Cancelling or completing a partition move that is not under way.
     #[error("no reassignment: {0}")]
     NoReassignment(String),
+    /// A transaction state change made against a record that has moved on
+    /// (two coordinators raced; the loser retries or steps aside).
+    #[error("transaction state: {0}")]
+    TxnConflict(String),
 }

@@ -11,7 +11,8 @@
 //! Raft log store and state machine openraft runs on). [`cluster`] holds
 //! brokers, partition replica records and the leadership rules.
 //! [`framing`] is the CRC-framed record format of the Raft log and the
-//! broker's group store. [`topic_config`] and [`broker_config`] know the
+//! broker's group store. [`transactions`] holds transaction coordinator
+//! state. [`topic_config`] and [`broker_config`] know the
 //! Kafka configs Veil serves and validate them.
 
 pub mod acl;
@@ -26,6 +27,7 @@ pub mod raft;
 pub mod scram;
 pub mod state_machine;
 pub mod topic_config;
+pub mod transactions;
 
 pub use acl::AclBinding;
 pub use blind::{BlindCommand, BlindState};
@@ -35,3 +37,4 @@ pub use error::{Error, Result};
 pub use scram::ScramCredentialRecord;
 pub use state_machine::{MetaState, TopicRecord};
 pub use topic_config::{ConfigSource, TopicConfigs};
+pub use transactions::{TxnCommand, TxnRecord, TxnState};

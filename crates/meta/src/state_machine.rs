@@ -72,6 +72,9 @@ pub struct MetaState {
     /// Dynamic broker configs: "" (cluster default) or a node id → key → value.
     #[serde(default)]
     broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Transaction coordinator state by transactional id.
+    #[serde(default)]
+    transactions: BTreeMap<String, crate::TxnRecord>,
     /// A running digest of every command applied, in order (FNV-1a over
     /// index and command): two nodes at the same applied index have the same
     /// digest unless their histories diverged.
@@ -105,6 +108,16 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
 }
 
 impl MetaState {
+    /// The transaction record of `transactional_id`.
+    pub fn transaction(&self, transactional_id: &str) -> Option<&crate::TxnRecord> {
+        self.transactions.get(transactional_id)
+    }
+
+    /// Every transactional id with its record.
+    pub fn transactions(&self) -> impl Iterator<Item = (&String, &crate::TxnRecord)> {
+        self.transactions.iter()
+    }
+
     pub fn topics(&self) -> impl Iterator<Item = &TopicRecord> {
         self.topics.values()
     }
@@ -465,6 +478,9 @@ impl MetaState {
                     None => Ok(()),
                 }
             }
+            MetaCommand::Transaction(c) => {
+                crate::transactions::check(self.transactions.get(&c.transactional_id), c)
+            }
         }
     }
 
@@ -682,6 +698,14 @@ impl MetaState {
                     self.broker_configs.remove(&target);
                 }
             }
+            MetaCommand::Transaction(c) => match c.next {
+                Some(next) => {
+                    self.transactions.insert(c.transactional_id, next);
+                }
+                None => {
+                    self.transactions.remove(&c.transactional_id);
+                }
+            },
         }
         self.last_applied = index;
         Ok(())

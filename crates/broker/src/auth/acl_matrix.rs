@@ -535,7 +535,8 @@ async fn producer_ids_and_transactional_produce() {
             let req = InitProducerIdRequest::default()
                 .with_transactional_id(transactional_id.map(|t| TransactionalId(text(t))))
                 .with_producer_id(kafka_protocol::messages::ProducerId(-1))
-                .with_producer_epoch(-1);
+                .with_producer_epoch(-1)
+                .with_transaction_timeout_ms(60_000);
             handlers::init_producer_id::handle(&ctx, req)
                 .await
                 .error_code
@@ -546,9 +547,9 @@ async fn producer_ids_and_transactional_produce() {
     assert_eq!(init(ALICE, None).await, OK, "ALL on alice-* includes WRITE");
     assert_eq!(init(BOB, None).await, OK, "WRITE on shared");
     assert_eq!(init(EVE, None).await, CLUSTER_DENIED, "READ only");
-    // Transactional ids need WRITE on the id (transactions themselves are not served).
+    // Transactional ids need WRITE on the id.
     assert_eq!(init(EVE, Some("bob-tx")).await, TRANSACTIONAL_ID_DENIED);
-    assert_ne!(init(BOB, Some("bob-tx")).await, TRANSACTIONAL_ID_DENIED);
+    assert_eq!(init(BOB, Some("bob-tx")).await, OK);
     assert_eq!(
         produce(&as_(&ctx, BOB, 9), "shared", Some("bob-tx")).await,
         OK

@@ -34,7 +34,6 @@ use crate::test_fixture as fixture;
 
 const OK: i16 = 0;
 const UNKNOWN_TOPIC: i16 = 3;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const UNKNOWN_MEMBER: i16 = 25;
 const TOPIC_DENIED: i16 = 29;
 const GROUP_DENIED: i16 = 30;
@@ -525,9 +524,9 @@ async fn find_coordinator_for_transactions_needs_describe_on_the_id() {
                 .error_code
         }
     };
-    // Authorized ids still find no coordinator: Veil runs none.
-    assert_eq!(find(ADMIN, "bob-tx").await, COORDINATOR_NOT_AVAILABLE);
-    assert_eq!(find(EVE, "eve-tx").await, COORDINATOR_NOT_AVAILABLE);
+    // Authorized ids find the controller, which coordinates transactions.
+    assert_eq!(find(ADMIN, "bob-tx").await, 0);
+    assert_eq!(find(EVE, "eve-tx").await, 0);
     assert_eq!(find(EVE, "bob-tx").await, TRANSACTIONAL_ID_DENIED);
     assert_eq!(find(ALICE, "eve-tx").await, TRANSACTIONAL_ID_DENIED);
 }

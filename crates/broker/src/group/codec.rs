@@ -58,6 +58,8 @@ const KIND_MEMBER: u8 = 2;
 const KIND_OFFSETS: u8 = 3;
 const KIND_DELETE_OFFSETS: u8 = 4;
 const KIND_DELETE_GROUP: u8 = 5;
+const KIND_TXN_OFFSETS: u8 = 6;
+const KIND_TXN_END: u8 = 7;
 
 /// Bytes that are not an entry, or a record that does not fit the caps.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,21 +84,35 @@ pub enum Entry {
 pub fn encode(record: &Record) -> Result<Vec<Vec<u8>>, Malformed> {
     let entries = match record {
         Record::Group(g) => encode_group(g)?,
-        Record::Offsets { group_id, offsets } => chunked(
-            KIND_OFFSETS,
+        Record::Offsets { group_id, offsets } => {
+            chunked(KIND_OFFSETS, group_id, offsets, |_| {}, write_offset)?
+        }
+        Record::TxnOffsets {
+            group_id,
+            producer_id,
+            producer_epoch,
+            offsets,
+        } => chunked(
+            KIND_TXN_OFFSETS,
             group_id,
             offsets,
-            |w, (topic, partition, o)| {
-                w.str(topic, MAX_NAME_BYTES, "topic")?;
-                w.i32(*partition);
-                w.i64(o.offset);
-                w.i32(o.leader_epoch);
-                w.str(&o.metadata, MAX_OFFSET_METADATA_BYTES, "offset metadata")?;
-                w.i64(o.commit_timestamp);
-                w.i64(o.expire_timestamp);
-                Ok(())
+            |w| {
+                w.i64(*producer_id);
+                w.i16(*producer_epoch);
             },
+            write_offset,
         )?,
+        Record::TxnEnd {
+            group_id,
+            producer_id,
+            commit,
+        } => {
+            let mut w = Writer::new(KIND_TXN_END);
+            w.str(group_id, MAX_NAME_BYTES, "group id")?;
+            w.i64(*producer_id);
+            w.u8(u8::from(*commit));
+            vec![w.0]
+        }
         Record::DeleteOffsets {
             group_id,
             partitions,
@@ -104,6 +120,7 @@ pub fn encode(record: &Record) -> Result<Vec<Vec<u8>>, Malformed> {
             KIND_DELETE_OFFSETS,
             group_id,
             partitions,
+            |_| {},
             |w, (topic, partition)| {
                 w.str(topic, MAX_NAME_BYTES, "topic")?;
                 w.i32(*partition);
@@ -161,14 +178,54 @@ fn encode_group(g: &GroupRecord) -> Result<Vec<Vec<u8>>, Malformed> {
 
 /// `group ‖ u32 n ‖ n items` entries, a new one whenever the next item would
 /// take the current one past [`CHUNK_BYTES`]; always at least one.
+/// One committed offset of an offsets entry.
+fn write_offset(
+    w: &mut Writer,
+    (topic, partition, o): &(String, i32, CommittedOffset),
+) -> Result<(), Malformed> {
+    w.str(topic, MAX_NAME_BYTES, "topic")?;
+    w.i32(*partition);
+    w.i64(o.offset);
+    w.i32(o.leader_epoch);
+    w.str(&o.metadata, MAX_OFFSET_METADATA_BYTES, "offset metadata")?;
+    w.i64(o.commit_timestamp);
+    w.i64(o.expire_timestamp);
+    Ok(())
+}
+
+/// The committed offsets of an offsets entry.
+fn read_offsets(r: &mut Reader<'_>) -> Result<Vec<(String, i32, CommittedOffset)>, Malformed> {
+    // topic length, partition, offset, epoch, metadata length, two timestamps.
+    let n = r.count(4 + 4 + 8 + 4 + 4 + 8 + 8, "offsets")?;
+    let mut offsets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let topic = r.str(MAX_NAME_BYTES, "topic")?;
+        let partition = r.i32("partition")?;
+        offsets.push((
+            topic,
+            partition,
+            CommittedOffset {
+                offset: r.i64("offset")?,
+                leader_epoch: r.i32("leader epoch")?,
+                metadata: r.str(MAX_OFFSET_METADATA_BYTES, "offset metadata")?,
+                commit_timestamp: r.i64("commit timestamp")?,
+                expire_timestamp: r.i64("expire timestamp")?,
+            },
+        ));
+    }
+    Ok(offsets)
+}
+
 fn chunked<T>(
     kind: u8,
     group_id: &str,
     items: &[T],
+    fields: impl FnOnce(&mut Writer),
     mut put: impl FnMut(&mut Writer, &T) -> Result<(), Malformed>,
 ) -> Result<Vec<Vec<u8>>, Malformed> {
     let mut head = Writer::new(kind);
     head.str(group_id, MAX_NAME_BYTES, "group id")?;
+    fields(&mut head);
     let finish = |body: &Writer, n: u32| {
         let mut entry = Vec::with_capacity(head.0.len() + 4 + body.0.len());
         entry.extend_from_slice(&head.0);
@@ -261,27 +318,25 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Entry, Malformed> {
                 assignment: r.bytes(MAX_ASSIGNMENT_BYTES, "assignment")?,
             },
         },
-        KIND_OFFSETS => {
-            // topic length, partition, offset, epoch, metadata length, two timestamps.
-            let n = r.count(4 + 4 + 8 + 4 + 4 + 8 + 8, "offsets")?;
-            let mut offsets = Vec::with_capacity(n);
-            for _ in 0..n {
-                let topic = r.str(MAX_NAME_BYTES, "topic")?;
-                let partition = r.i32("partition")?;
-                offsets.push((
-                    topic,
-                    partition,
-                    CommittedOffset {
-                        offset: r.i64("offset")?,
-                        leader_epoch: r.i32("leader epoch")?,
-                        metadata: r.str(MAX_OFFSET_METADATA_BYTES, "offset metadata")?,
-                        commit_timestamp: r.i64("commit timestamp")?,
-                        expire_timestamp: r.i64("expire timestamp")?,
-                    },
-                ));
-            }
-            Entry::Record(Record::Offsets { group_id, offsets })
+        KIND_OFFSETS => Entry::Record(Record::Offsets {
+            group_id,
+            offsets: read_offsets(r)?,
+        }),
+        KIND_TXN_OFFSETS => {
+            let producer_id = r.i64("producer id")?;
+            let producer_epoch = r.i16("producer epoch")?;
+            Entry::Record(Record::TxnOffsets {
+                group_id,
+                producer_id,
+                producer_epoch,
+                offsets: read_offsets(r)?,
+            })
         }
+        KIND_TXN_END => Entry::Record(Record::TxnEnd {
+            group_id,
+            producer_id: r.i64("producer id")?,
+            commit: r.u8("commit")? != 0,
+        }),
         KIND_DELETE_OFFSETS => {
             let n = r.count(4 + 4, "partitions")?;
             let mut partitions: Vec<TopicPartition> = Vec::with_capacity(n);
@@ -371,6 +426,14 @@ impl Writer {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
 
+    fn i16(&mut self, v: i16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+
     fn i64(&mut self, v: i64) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
@@ -433,6 +496,10 @@ impl<'a> Reader<'a> {
 
     fn i32(&mut self, what: &str) -> Result<i32, Malformed> {
         Ok(i32::from_be_bytes(self.fixed(what)?))
+    }
+
+    fn i16(&mut self, what: &str) -> Result<i16, Malformed> {
+        Ok(i16::from_be_bytes(self.fixed(what)?))
     }
 
     fn i64(&mut self, what: &str) -> Result<i64, Malformed> {

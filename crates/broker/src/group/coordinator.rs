@@ -38,6 +38,9 @@ struct Entry {
     offsets: BTreeMap<TopicPartition, CommittedOffset>,
     /// The last persisted metadata, which snapshots repeat.
     persisted: Option<GroupRecord>,
+    /// Offsets committed inside open transactions, by producer id (with its
+    /// epoch): invisible until the transaction's marker arrives.
+    pending: BTreeMap<i64, (i16, BTreeMap<TopicPartition, CommittedOffset>)>,
 }
 
 /// A group as DescribeGroups shows it.
@@ -89,6 +92,7 @@ impl Coordinator {
             group: Group::new(id, now, delay),
             offsets: BTreeMap::new(),
             persisted: None,
+            pending: BTreeMap::new(),
         })
     }
 
@@ -266,6 +270,78 @@ impl Coordinator {
             group_id: group_id.to_owned(),
             offsets: latest.into_iter().map(|((t, p), o)| (t, p, o)).collect(),
         });
+    }
+
+    /// Stores offsets committed inside producer `producer_id`'s transaction
+    /// (passed [`Coordinator::check_commit`]); they stay pending until
+    /// [`Coordinator::end_txn`].
+    pub fn commit_txn(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        producer: (i64, i16),
+        offsets: Vec<(String, i32, CommittedOffset)>,
+        now: i64,
+        out: &mut Effects,
+    ) -> Result<(), ResponseError> {
+        let e = self.entry(group_id, now);
+        if let Some((epoch, _)) = e.pending.get(&producer.0) {
+            if producer.1 < *epoch {
+                return Err(ResponseError::ProducerFenced);
+            }
+        }
+        e.group.touch(member_id, now);
+        let mut latest: BTreeMap<TopicPartition, CommittedOffset> = BTreeMap::new();
+        for (topic, partition, o) in offsets {
+            latest.insert((topic, partition), o);
+        }
+        let slot = e
+            .pending
+            .entry(producer.0)
+            .or_insert_with(|| (producer.1, BTreeMap::new()));
+        slot.0 = producer.1;
+        for (tp, o) in &latest {
+            slot.1.insert(tp.clone(), o.clone());
+        }
+        out.records.push(Record::TxnOffsets {
+            group_id: group_id.to_owned(),
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            offsets: latest.into_iter().map(|((t, p), o)| (t, p, o)).collect(),
+        });
+        Ok(())
+    }
+
+    /// The transaction of `producer_id` ended: in every group `matches`
+    /// selects, its pending offsets are committed or dropped.
+    pub fn end_txn(
+        &mut self,
+        matches: impl Fn(&str) -> bool,
+        producer_id: i64,
+        commit: bool,
+        out: &mut Effects,
+    ) {
+        for (id, e) in self.groups.iter_mut().filter(|(id, _)| matches(id)) {
+            let Some((_, offsets)) = e.pending.remove(&producer_id) else {
+                continue;
+            };
+            if commit {
+                e.offsets.extend(offsets);
+            }
+            out.records.push(Record::TxnEnd {
+                group_id: id.clone(),
+                producer_id,
+                commit,
+            });
+        }
+    }
+
+    /// Whether an open transaction holds an offset of `group_id` for the
+    /// partition (OffsetFetch's `require_stable`: UNSTABLE_OFFSET_COMMIT).
+    pub fn has_pending(&self, group_id: &str, tp: &TopicPartition) -> bool {
+        self.groups
+            .get(group_id)
+            .is_some_and(|e| e.pending.values().any(|(_, o)| o.contains_key(tp)))
     }
 
     /// Committed offsets of a group; `None` asks for all of them.
@@ -558,6 +634,35 @@ impl Coordinator {
             Record::DeleteGroup { group_id } => {
                 self.groups.remove(&group_id);
             }
+            Record::TxnOffsets {
+                group_id,
+                producer_id,
+                producer_epoch,
+                offsets,
+            } => {
+                let e = self.entry(&group_id, now);
+                let slot = e
+                    .pending
+                    .entry(producer_id)
+                    .or_insert_with(|| (producer_epoch, BTreeMap::new()));
+                slot.0 = producer_epoch;
+                for (t, p, o) in offsets {
+                    slot.1.insert((t, p), o);
+                }
+            }
+            Record::TxnEnd {
+                group_id,
+                producer_id,
+                commit,
+            } => {
+                if let Some(e) = self.groups.get_mut(&group_id) {
+                    if let Some((_, offsets)) = e.pending.remove(&producer_id) {
+                        if commit {
+                            e.offsets.extend(offsets);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -595,6 +700,17 @@ impl Coordinator {
                     group_id: id.clone(),
                     offsets: e
                         .offsets
+                        .iter()
+                        .map(|((t, p), o)| (t.clone(), *p, o.clone()))
+                        .collect(),
+                });
+            }
+            for (producer_id, (epoch, offsets)) in &e.pending {
+                out.push(Record::TxnOffsets {
+                    group_id: id.clone(),
+                    producer_id: *producer_id,
+                    producer_epoch: *epoch,
+                    offsets: offsets
                         .iter()
                         .map(|((t, p), o)| (t.clone(), *p, o.clone()))
                         .collect(),

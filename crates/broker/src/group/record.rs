@@ -60,6 +60,21 @@ pub enum Record {
     DeleteGroup {
         group_id: String,
     },
+    /// Offsets committed inside a transaction (TxnOffsetCommit): pending
+    /// until the transaction's marker reaches this partition.
+    TxnOffsets {
+        group_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    },
+    /// The producer's transaction ended: its pending offsets of this group
+    /// become committed (`commit`) or are dropped.
+    TxnEnd {
+        group_id: String,
+        producer_id: i64,
+        commit: bool,
+    },
 }
 
 impl Record {
@@ -68,7 +83,9 @@ impl Record {
             Record::Group(g) => &g.group_id,
             Record::Offsets { group_id, .. }
             | Record::DeleteOffsets { group_id, .. }
-            | Record::DeleteGroup { group_id } => group_id,
+            | Record::DeleteGroup { group_id }
+            | Record::TxnOffsets { group_id, .. }
+            | Record::TxnEnd { group_id, .. } => group_id,
         }
     }
 }

@@ -253,6 +253,37 @@ impl GroupCoordinator {
             })
     }
 
+    /// A transaction marker for `__consumer_offsets` partition `partition`:
+    /// the producer's pending offsets in its groups are committed or dropped,
+    /// durably, before this returns. NOT_LEADER_OR_FOLLOWER when the
+    /// partition is not led here, COORDINATOR_LOAD_IN_PROGRESS while it
+    /// loads (the coordinator retries either way).
+    pub async fn complete_txn(
+        &self,
+        partition: i32,
+        producer_id: i64,
+        commit: bool,
+    ) -> Result<(), ResponseError> {
+        let count = {
+            let inner = self.inner.lock();
+            match inner.slots.get(&partition).map(|s| s.state) {
+                Some(SlotState::Active) => {}
+                Some(_) => return Err(ResponseError::CoordinatorLoadInProgress),
+                None => return Err(ResponseError::NotLeaderOrFollower),
+            }
+            inner.partition_count
+        };
+        let ((), durable) = self.run(|core, _, out| {
+            core.end_txn(
+                |g| partition_for(g, count) == partition,
+                producer_id,
+                commit,
+                out,
+            );
+        });
+        durable.wait().await.map_or(Ok(()), Err)
+    }
+
     /// Reads the coordinator state (the groups coordinated here).
     pub fn read<T>(&self, f: impl FnOnce(&Coordinator) -> T) -> T {
         f(&self.inner.lock().core)

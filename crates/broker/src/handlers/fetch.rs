@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -35,6 +35,7 @@ use crate::context::RequestContext;
 use crate::dispatch::{Handled, Response};
 use crate::fetch_limits::FetchLimits;
 use crate::handlers::list_offsets::check_current_leader_epoch;
+use crate::partition::CommittedRead;
 use crate::partition::Partition;
 
 /// Fetch versions from which topics are named by id.
@@ -52,6 +53,9 @@ struct Wanted {
     fetch_offset: i64,
     current_leader_epoch: i32,
     max_bytes: usize,
+    /// `isolation_level = 1` (READ_COMMITTED): up to the last stable offset,
+    /// with the aborted transactions in range.
+    committed: bool,
 }
 
 /// The replica a fetch on the inter-node listener speaks for.
@@ -229,6 +233,7 @@ fn resolve(
                 fetch_offset: p.fetch_offset,
                 current_leader_epoch: p.current_leader_epoch,
                 max_bytes: usize::try_from(p.partition_max_bytes.max(0)).unwrap_or(0),
+                committed: replica.is_none() && req.isolation_level == 1,
             });
         }
     }
@@ -327,24 +332,42 @@ fn read_one(
             if partition.record_follower_fetch(node, w.fetch_offset, std::time::Instant::now()) {
                 ctx.broker.replication.isr_changed();
             }
-            partition.read_for_follower(w.fetch_offset, limit)
+            partition
+                .read_for_follower(w.fetch_offset, limit)
+                .map(CommittedRead::from)
         }
-        None => partition.read(w.fetch_offset, limit, first),
+        None if w.committed => partition.read_committed(w.fetch_offset, limit, first),
+        None => partition
+            .read(w.fetch_offset, limit, first)
+            .map(CommittedRead::from),
     };
     let high_watermark = partition.high_watermark();
+    let last_stable = partition.last_stable_offset();
     match read {
-        Ok(r) => empty
-            .with_high_watermark(high_watermark)
-            .with_last_stable_offset(high_watermark)
-            .with_log_start_offset(r.log_start_offset)
-            .with_records(Some(Bytes::from(r.records))),
+        Ok(r) => {
+            let aborted = r
+                .aborted
+                .iter()
+                .map(|t| {
+                    AbortedTransaction::default()
+                        .with_producer_id(ProducerId(t.producer_id))
+                        .with_first_offset(t.first_offset)
+                })
+                .collect();
+            empty
+                .with_high_watermark(high_watermark)
+                .with_last_stable_offset(last_stable)
+                .with_log_start_offset(r.log_start_offset)
+                .with_aborted_transactions(Some(aborted))
+                .with_records(Some(Bytes::from(r.records)))
+        }
         Err(e) => {
             let code = ctx.code(&e);
             let start = partition.log_start_offset();
             empty
                 .with_error_code(code)
                 .with_high_watermark(high_watermark)
-                .with_last_stable_offset(high_watermark)
+                .with_last_stable_offset(last_stable)
                 .with_log_start_offset(start)
         }
     }

@@ -4,8 +4,8 @@
 //! Key type 0 (group) answers that broker's address on the listener the
 //! request came in on (COORDINATOR_NOT_AVAILABLE, retriable, while the
 //! partition has no leader or the topic cannot be created yet); key type 1
-//! (transaction) is COORDINATOR_NOT_AVAILABLE because Veil runs no
-//! transaction coordinator; any other type is INVALID_REQUEST, as Kafka
+//! (transaction) answers the controller, which coordinates every
+//! transactional id (see [`crate::txn`]); any other type is INVALID_REQUEST, as Kafka
 //! answers an unknown type. v4+ batches keys in `coordinator_keys`.
 //!
 //! Authorization, as in Kafka, before anything else per key: DESCRIBE on the
@@ -34,20 +34,26 @@ async fn locate(
         GROUP if !may_describe(ResourceType::Group) => {
             Some(ResponseError::GroupAuthorizationFailed)
         }
-        GROUP => None,
         TRANSACTION if !may_describe(ResourceType::TransactionalId) => {
             Some(ResponseError::TransactionalIdAuthorizationFailed)
         }
-        TRANSACTION => Some(ResponseError::CoordinatorNotAvailable),
+        GROUP | TRANSACTION => None,
         _ => Some(ResponseError::InvalidRequest),
     };
     if let Some(e) = error {
         return (Some(e), -1, String::new(), -1);
     }
     let unavailable = |e| (Some(e), -1, String::new(), -1);
-    let node = match crate::group::offsets_topic::coordinator_of(&ctx.broker, key).await {
-        Ok(node) => node,
-        Err(e) => return unavailable(e),
+    let node = if key_type == TRANSACTION {
+        match crate::txn::TransactionCoordinator::coordinator_node(&ctx.broker) {
+            Some(node) => node,
+            None => return unavailable(ResponseError::CoordinatorNotAvailable),
+        }
+    } else {
+        match crate::group::offsets_topic::coordinator_of(&ctx.broker, key).await {
+            Ok(node) => node,
+            Err(e) => return unavailable(e),
+        }
     };
     if node == ctx.broker.node_id() {
         return match ctx.broker.advertised_for(&ctx.listener) {
@@ -135,9 +141,11 @@ mod tests {
         let req = FindCoordinatorRequest::default()
             .with_key_type(1)
             .with_coordinator_keys(vec![StrBytes::from_static_str("tx")]);
+        let resp = handle(&ctx, req).await;
         assert_eq!(
-            handle(&ctx, req).await.coordinators[0].error_code,
-            ResponseError::CoordinatorNotAvailable.code()
+            (resp.coordinators[0].error_code, resp.coordinators[0].port),
+            (0, 9092),
+            "the controller coordinates transactions"
         );
         let req = FindCoordinatorRequest::default()
             .with_key_type(7)

@@ -8,11 +8,10 @@
 //!   it expects. The old id's partition state is left to expire.
 //! * exactly one of producer id / epoch set to -1 → INVALID_REQUEST (Kafka's `KafkaApis` check).
 //! * an empty transactional id → INVALID_REQUEST.
-//! * a transactional id → COORDINATOR_NOT_AVAILABLE: what Kafka answers while no transaction
-//!   coordinator can serve the id (its `__transaction_state` partition is not loaded or cannot
-//!   be created). Clients treat it as retriable and give up with a timeout, which is the honest
-//!   outcome here: transactions are not implemented. An authorization error would tell the
-//!   operator to fix ACLs, and UNSUPPORTED_VERSION is not an error Java clients expect here.
+//! * a transactional id → the transaction coordinator ([`crate::txn`]): a new producer id, or the
+//!   id's producer with its epoch bumped (fencing the previous producer; an open transaction of
+//!   that producer is aborted first and the client told CONCURRENT_TRANSACTIONS, which it
+//!   retries). PRODUCER_FENCED is INVALID_PRODUCER_EPOCH before v4, as in Kafka.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
@@ -50,7 +49,20 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
     match req.transactional_id.as_ref().map(|t| t.0.as_str()) {
         None => {}
         Some("") => return failed(ResponseError::InvalidRequest),
-        Some(_) => return failed(ResponseError::CoordinatorNotAvailable),
+        Some(id) => {
+            let expected = (req.producer_id.0, req.producer_epoch);
+            return match ctx
+                .broker
+                .transactions
+                .init_producer_id(&ctx.broker, id, req.transaction_timeout_ms, expected)
+                .await
+            {
+                Ok((producer_id, epoch)) => InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(producer_id))
+                    .with_producer_epoch(epoch),
+                Err(e) => failed(super::add_partitions_to_txn::fenced_for(ctx, e, 4)),
+            };
+        }
     }
     match ctx.broker.producer_ids.next(&ctx.broker).await {
         Ok(id) => InitProducerIdResponse::default()

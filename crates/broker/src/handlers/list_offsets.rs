@@ -101,6 +101,8 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
         .collect();
 
     let with_epoch = ctx.api_version >= 4;
+    // READ_COMMITTED (v2+) sees the log up to the last stable offset.
+    let committed = ctx.api_version >= 2 && req.isolation_level == 1;
     let reads_files = plans
         .iter()
         .any(|(_, p)| p.iter().any(|(_, plan)| plan.reads_files()));
@@ -110,7 +112,7 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
             .map(|(name, plans)| {
                 let partitions = plans
                     .into_iter()
-                    .map(|(index, plan)| answer(index, plan, with_epoch))
+                    .map(|(index, plan)| answer(index, plan, with_epoch, committed))
                     .collect();
                 ListOffsetsTopicResponse::default()
                     .with_name(name)
@@ -159,7 +161,12 @@ fn failed(req: &ListOffsetsRequest, error: ResponseError) -> Vec<ListOffsetsTopi
 }
 
 /// Answers one partition (may read segment files).
-fn answer(index: i32, plan: Plan, with_epoch: bool) -> ListOffsetsPartitionResponse {
+fn answer(
+    index: i32,
+    plan: Plan,
+    with_epoch: bool,
+    committed: bool,
+) -> ListOffsetsPartitionResponse {
     let response = ListOffsetsPartitionResponse::default().with_partition_index(index);
     let (partition, timestamp, current_leader_epoch) = match plan {
         Plan::Fail(error) => return response.with_error_code(error.code()),
@@ -173,8 +180,13 @@ fn answer(index: i32, plan: Plan, with_epoch: bool) -> ListOffsetsPartitionRespo
     if let Err(error) = check_current_leader_epoch(current_leader_epoch, leader_epoch) {
         return response.with_error_code(error.code());
     }
-    // Consumers see the log up to the high watermark, lookups too.
-    let high_watermark = partition.high_watermark();
+    // Consumers see the log up to the high watermark (read_committed ones
+    // up to the last stable offset), lookups too.
+    let high_watermark = if committed {
+        partition.last_stable_offset()
+    } else {
+        partition.high_watermark()
+    };
     let found: Result<Option<(i64, i64)>, Error> = partition.with_log(|log| {
         Ok(match timestamp {
             LATEST => Some((high_watermark, -1)),

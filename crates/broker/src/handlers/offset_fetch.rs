@@ -2,7 +2,9 @@
 //! null); v8+ asks for several groups at once. Partitions without a commit
 //! answer offset -1 and empty metadata, as Kafka does. Offsets are read
 //! once the group's records appended so far are replicated, so a consumer
-//! never resumes from a commit that a failover then takes back.
+//! never resumes from a commit that a failover then takes back. With
+//! `require_stable` (v7+), a partition whose offset an open transaction may
+//! still replace answers UNSTABLE_OFFSET_COMMIT.
 //!
 //! Authorization, as in Kafka: DESCRIBE on the group first (refused, the
 //! group's error in v8+, the top-level error in v2-7, every requested
@@ -79,6 +81,31 @@ fn offsets(
     group: &str,
     requested: Requested<'_>,
     hosted: Result<(), ResponseError>,
+    require_stable: bool,
+) -> Result<Vec<TopicOffsets>, ResponseError> {
+    let mut topics = offsets_of(ctx, group, requested, hosted)?;
+    if require_stable {
+        // v7+ (KIP-447): an offset an open transaction may still replace is
+        // withheld; the client retries once the transaction is decided.
+        ctx.broker.groups.read(|c| {
+            for (topic, parts) in &mut topics {
+                for (p, answer) in parts.iter_mut() {
+                    if answer.is_ok() && c.has_pending(group, &(topic.clone(), *p)) {
+                        ctx.count(ResponseError::UnstableOffsetCommit.code());
+                        *answer = Err(ResponseError::UnstableOffsetCommit);
+                    }
+                }
+            }
+        });
+    }
+    Ok(topics)
+}
+
+fn offsets_of(
+    ctx: &RequestContext,
+    group: &str,
+    requested: Requested<'_>,
+    hosted: Result<(), ResponseError>,
 ) -> Result<Vec<TopicOffsets>, ResponseError> {
     if !ctx.authorize(Operation::Describe, ResourceType::Group, group) {
         ctx.count(ResponseError::GroupAuthorizationFailed.code());
@@ -128,6 +155,7 @@ fn offsets(
 }
 
 pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchResponse {
+    let require_stable = ctx.api_version >= 7 && req.require_stable;
     if ctx.api_version >= 8 {
         let mut hosted = Vec::with_capacity(req.groups.len());
         for g in &req.groups {
@@ -143,7 +171,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
                         .map(|t| (t.name.as_str(), t.partition_indexes.as_slice()))
                         .collect()
                 });
-                let answer = offsets(ctx, &g.group_id, requested, hosted);
+                let answer = offsets(ctx, &g.group_id, requested, hosted, require_stable);
                 let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id);
                 let topics = match answer {
                     Ok(topics) => topics,
@@ -181,7 +209,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
             .collect()
     });
     let hosted = settled(ctx, &req.group_id).await;
-    let topics = match offsets(ctx, &req.group_id, requested, hosted) {
+    let topics = match offsets(ctx, &req.group_id, requested, hosted, require_stable) {
         Ok(topics) => topics,
         Err(e) if ctx.api_version >= 2 => {
             return OffsetFetchResponse::default().with_error_code(e.code())

@@ -40,6 +40,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
     let transaction_denied = req.transactional_id.as_ref().is_some_and(|id| {
         !ctx.authorize(Operation::Write, ResourceType::TransactionalId, id.as_str())
     });
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
 
     for (ti, topic_data) in req.topic_data.into_iter().enumerate() {
         let topic = ctx.visible_topic(topic_data.name.0.as_str());
@@ -78,9 +79,19 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Handled {
                             Err((e, message)) => {
                                 Err((e.code(), Some(StrBytes::from_string(message))))
                             }
-                            Ok(min_insync) => match prepare(partition, data.records).await {
-                                Ok(records) => append(ctx, partition, records, now),
+                            Ok(min_insync) => match verify_transaction(
+                                ctx,
+                                transactional_id.as_deref(),
+                                partition,
+                                data.records.as_ref(),
+                            )
+                            .await
+                            {
                                 Err(failure) => Err(failure),
+                                Ok(()) => match prepare(partition, data.records).await {
+                                    Ok(records) => append(ctx, partition, records, now),
+                                    Err(failure) => Err(failure),
+                                },
                             }
                             .map(|(resp, end)| {
                                 if acks == -1 {
@@ -188,6 +199,53 @@ struct Appended {
 }
 
 type Failure = (i16, Option<StrBytes>);
+
+/// A transactional batch may only go to a partition of its producer's open
+/// transaction, at the transaction's epoch (KIP-890 part 1): a late write of
+/// an aborted or fenced producer cannot open a transaction nobody will end.
+async fn verify_transaction(
+    ctx: &RequestContext,
+    transactional_id: Option<&str>,
+    partition: &Partition,
+    records: Option<&bytes::Bytes>,
+) -> Result<(), Failure> {
+    let Some(h) = records.and_then(|r| veil_log::BatchHeader::parse(r).ok()) else {
+        return Ok(());
+    };
+    if !h.is_transactional() || h.producer_id < 0 {
+        return Ok(());
+    }
+    let Some(id) = transactional_id else {
+        return Err((
+            ResponseError::InvalidTxnState.code(),
+            Some(StrBytes::from_static_str(
+                "a transactional batch in a request without a transactional id",
+            )),
+        ));
+    };
+    let key = (partition.topic.clone(), partition.index);
+    crate::txn::TransactionCoordinator::verify(
+        &ctx.broker,
+        id,
+        (h.producer_id, h.producer_epoch),
+        &key,
+    )
+    .await
+    .map_err(|e| {
+        let (code, message) = if e == ResponseError::ProducerFenced {
+            (
+                ResponseError::InvalidProducerEpoch,
+                "the producer's epoch is not its transaction's",
+            )
+        } else {
+            (
+                ResponseError::InvalidTxnState,
+                "the partition is not in the producer's open transaction",
+            )
+        };
+        (code.code(), Some(StrBytes::from_static_str(message)))
+    })
+}
 
 /// What the topic's configs ask of produced batches before they are appended: keys on compacted
 /// topics, recompression under `compression.type`. Decompressing and compressing are CPU work, so

@@ -240,6 +240,20 @@ impl Partition {
     /// Validates and appends a produce request's record set under this
     /// node's leader epoch; refused unless this node leads.
     pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
+        self.append_as(records, now_ms, veil_log::AppendOrigin::Client)
+    }
+
+    /// Appends transaction markers (control batches) the coordinator writes.
+    pub fn append_marker(&self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
+        self.append_as(records, now_ms, veil_log::AppendOrigin::Coordinator)
+    }
+
+    fn append_as(
+        &self,
+        records: &mut [u8],
+        now_ms: i64,
+        origin: veil_log::AppendOrigin,
+    ) -> Result<AppendInfo> {
         let replica = self.replica.read();
         if replica.leader != self.node_id {
             return Err(Error::NotLeader {
@@ -250,7 +264,7 @@ impl Partition {
         let info = self
             .log
             .write()
-            .append(records, replica.leader_epoch, now_ms)?;
+            .append_as(records, replica.leader_epoch, now_ms, origin)?;
         drop(replica);
         self.appended.notify_waiters();
         if self.durability == Durability::Buffered {
@@ -272,6 +286,44 @@ impl Partition {
             Durability::SyncData => self.commit.durable_offset().min(end),
             Durability::Buffered => end,
         }
+    }
+
+    /// The last stable offset: below it every transaction is decided
+    /// (the high watermark, or the first offset of the oldest open
+    /// transaction if lower).
+    pub fn last_stable_offset(&self) -> i64 {
+        let high_watermark = self.high_watermark();
+        self.log
+            .read()
+            .first_unstable_offset()
+            .map_or(high_watermark, |o| o.min(high_watermark))
+    }
+
+    /// Reads whole batches below the last stable offset, with the aborted
+    /// transactions they overlap (`read_committed` consumers).
+    pub fn read_committed(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<CommittedRead> {
+        let high_watermark = self.high_watermark();
+        let log = self.log.read();
+        let stable = log
+            .first_unstable_offset()
+            .map_or(high_watermark, |o| o.min(high_watermark));
+        let r = log.read(offset, max_bytes, stable, min_one)?;
+        let end = records_end(&r.records).unwrap_or(offset);
+        let aborted = if end > offset {
+            log.aborted_transactions(offset, end)
+        } else {
+            Vec::new()
+        };
+        Ok(CommittedRead {
+            records: r.records,
+            log_start_offset: r.log_start_offset,
+            aborted,
+        })
     }
 
     /// Reads whole batches below the high watermark (consumers).
@@ -374,4 +426,38 @@ impl Partition {
             self.visible.notify_waiters();
         }
     }
+}
+
+/// What a read for a consumer returns: records (and, for `read_committed`,
+/// the aborted transactions they overlap).
+#[derive(Debug, Default)]
+pub struct CommittedRead {
+    pub records: Vec<u8>,
+    pub log_start_offset: i64,
+    pub aborted: Vec<veil_log::AbortedTxn>,
+}
+
+impl From<ReadResult> for CommittedRead {
+    fn from(r: ReadResult) -> CommittedRead {
+        CommittedRead {
+            records: r.records,
+            log_start_offset: r.log_start_offset,
+            aborted: Vec::new(),
+        }
+    }
+}
+
+/// The offset after the last whole batch of `records`.
+fn records_end(records: &[u8]) -> Option<i64> {
+    let mut pos = 0usize;
+    let mut end = None;
+    while let Ok(h) = veil_log::BatchHeader::parse(&records[pos..]) {
+        let size = h.total_size();
+        if size == 0 || pos + size > records.len() {
+            break;
+        }
+        end = Some(h.last_offset() + 1);
+        pos += size;
+    }
+    end
 }

@@ -21,6 +21,7 @@ pub struct Changes {
     pub scram: bool,
     pub brokers: bool,
     pub configs: bool,
+    pub transactions: bool,
 }
 
 impl Changes {
@@ -32,6 +33,7 @@ impl Changes {
         scram: true,
         brokers: true,
         configs: true,
+        transactions: true,
     };
 
     pub fn merge(&mut self, other: Changes) {
@@ -41,6 +43,7 @@ impl Changes {
         self.scram |= other.scram;
         self.brokers |= other.brokers;
         self.configs |= other.configs;
+        self.transactions |= other.transactions;
     }
 
     pub fn any(self) -> bool {
