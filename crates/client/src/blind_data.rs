@@ -290,6 +290,9 @@ pub struct Record {
     pub sealed: Option<Sequence>,
 }
 
+/// Numbers the group ids of [`BlindConsumer::from_end`] readers.
+static FROM_END_READERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Consumes one blind topic by plaintext name in a consumer group.
 ///
 /// Revocation must stop a running consumer promptly even if librdkafka only
@@ -321,14 +324,70 @@ impl BlindConsumer {
         check_interval: Duration,
     ) -> Result<Self, BlindError> {
         let physical = client.resolve(topic).await?.physical_name;
-        let opener = sealed::topic_key(&client, topic, &physical, false)
-            .await?
-            .map(|_| Opener::new(topic, &physical));
-        let opener = tokio::sync::Mutex::new(opener);
         let consumer = kafka_consumer(props, group, from_beginning)?;
         consumer
             .subscribe(&[physical.as_str()])
             .map_err(|e| kafka(&e))?;
+        Self::start(client, topic, physical, consumer, check_interval).await
+    }
+
+    /// Resolve `topic` and read each of its partitions from its current
+    /// end, outside any consumer group (nothing is committed): for a reader
+    /// that only wants what is produced from now on. Ready when it returns:
+    /// every record produced afterwards is received. Partitions added later
+    /// are not read.
+    pub async fn from_end(
+        client: Arc<BlindClient>,
+        topic: &str,
+        props: &KafkaProps,
+        check_interval: Duration,
+    ) -> Result<Self, BlindError> {
+        let resolved = client.resolve(topic).await?;
+        let physical = resolved.physical_name;
+        let mut c = config(props);
+        // librdkafka wants a group id even for assigned partitions; nothing
+        // is committed under it.
+        let n = FROM_END_READERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.set(
+            "group.id",
+            format!("veil-from-end-{}-{n}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("allow.auto.create.topics", "false")
+        .set("fetch.queue.backoff.ms", "10");
+        let name = physical.clone();
+        let partitions = resolved.partitions;
+        // Asking for the high watermarks blocks (a metadata round trip).
+        let consumer = tokio::task::spawn_blocking(move || {
+            let consumer: StreamConsumer = c.create().map_err(|e| kafka(&e))?;
+            let mut list = rdkafka::TopicPartitionList::new();
+            for p in 0..partitions {
+                let (_, high) = consumer
+                    .fetch_watermarks(&name, p, Duration::from_secs(10))
+                    .map_err(|e| kafka(&e))?;
+                list.add_partition_offset(&name, p, rdkafka::Offset::Offset(high))
+                    .map_err(|e| kafka(&e))?;
+            }
+            consumer.assign(&list).map_err(|e| kafka(&e))?;
+            Ok::<_, BlindError>(consumer)
+        })
+        .await
+        .map_err(|_| BlindError::Kafka("the consumer could not be set up".into()))??;
+        Self::start(client, topic, physical, consumer, check_interval).await
+    }
+
+    async fn start(
+        client: Arc<BlindClient>,
+        topic: &str,
+        physical: String,
+        consumer: StreamConsumer,
+        check_interval: Duration,
+    ) -> Result<Self, BlindError> {
+        let opener = sealed::topic_key(&client, topic, &physical, false)
+            .await?
+            .map(|_| Opener::new(topic, &physical));
+        let opener = tokio::sync::Mutex::new(opener);
         let (tx, fatal) = watch::channel(false);
         let fatal_error = Arc::new(std::sync::Mutex::new(None));
         let watchdog = tokio::spawn(watch_revocation(
@@ -432,7 +491,9 @@ impl BlindConsumer {
                 }
                 Err(e) => Err(e),
             },
-            _ = fatal.wait_for(|f| *f) => {
+            // The guard `wait_for` returns is dropped inside, so `recv`
+            // stays `Send` (a reader may run on a spawned task).
+            () = async { drop(fatal.wait_for(|f| *f).await); } => {
                 return Err(self.take_fatal().unwrap_or(BlindError::Revoked { tenant: self.client.tenant().to_owned() }));
             }
         };

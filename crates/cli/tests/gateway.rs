@@ -1,0 +1,356 @@
+//! `veil gateway` end to end: a real broker with blind topics, two gateways
+//! run by two users of one tenant, MQTT devices on each. What devices
+//! publish through one gateway reaches subscribers of both, and the
+//! broker's disk and log never show an MQTT topic, a clear topic name or a
+//! payload.
+
+#[path = "common/blind_env.rs"]
+mod blind_env;
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+use veil_testkit::TestBroker;
+
+use blind_env::{all_files, config, ok, setup_users, PASSPHRASE};
+use common::BIN;
+
+const DEVICE_USER: &str = "device-1";
+const DEVICE_PW: &str = "device-1-password";
+/// How long any one wait in this test may take.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A gateway process, stopped when dropped.
+struct Gateway {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn gateway_config(dir: &Path, name: &str) -> std::path::PathBuf {
+    let users = dir.join(format!("{name}-devices.toml"));
+    std::fs::write(
+        &users,
+        veil_broker::auth::plain::hash_entry(DEVICE_USER, DEVICE_PW, 4096),
+    )
+    .unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+users_file = "{}"
+data_dir = "{}"
+
+[mqtt]
+[[mqtt.listeners]]
+name = "MQTT"
+bind = "127.0.0.1:0"
+
+[[mqtt.mappings]]
+filter = "plant-gw/+/line/#"
+topic = "gw-clear-telemetry"
+
+[[mqtt.mappings]]
+filter = "alarms-gw/+/#"
+topic = "gw-clear-alarms"
+key = "site-{{1}}"
+"#,
+            users.display(),
+            dir.join(format!("{name}-data")).display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start_gateway(dir: &Path, name: &str, user: &str, bootstrap: &str, key: &Path) -> Gateway {
+    let log = dir.join(format!("{name}.log"));
+    let mut child = Command::new(BIN)
+        .arg("gateway")
+        .arg("--config")
+        .arg(gateway_config(dir, name))
+        .arg("--key-file")
+        .arg(key)
+        .args([
+            "--bootstrap",
+            bootstrap,
+            "--security-protocol",
+            "SASL_PLAINTEXT",
+        ])
+        .args(["--user", user, "--print-addresses"])
+        .env("VEIL_PASSWORD", format!("{user}-pw"))
+        .env("VEIL_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut g = Gateway {
+        child,
+        port: 0,
+        log,
+    };
+    let line = rx
+        .recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("gateway {name} did not start; log:\n{}", g.log()));
+    let addr = line
+        .strip_prefix("LISTENING mqtt:MQTT ")
+        .unwrap_or_else(|| panic!("unexpected line '{line}'"));
+    g.port = addr.parse::<std::net::SocketAddr>().unwrap().port();
+    g
+}
+
+/// An MQTT device logged in to a gateway; its incoming packets arrive on the receiver.
+fn device(port: u16, id: &str) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>) {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_credentials(DEVICE_USER, DEVICE_PW);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(p)) => {
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Outgoing(_)) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    (client, rx)
+}
+
+/// Waits (bounded) for the first packet `want` accepts.
+async fn until<T>(
+    rx: &mut mpsc::UnboundedReceiver<Packet>,
+    what: &str,
+    mut want: impl FnMut(&Packet) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let p = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .unwrap_or_else(|| panic!("connection closed while waiting for {what}"));
+        if let Some(t) = want(&p) {
+            return t;
+        }
+    }
+}
+
+async fn subscribe(client: &AsyncClient, rx: &mut mpsc::UnboundedReceiver<Packet>, filter: &str) {
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    let codes = until(rx, "SUBACK", |p| match p {
+        Packet::SubAck(s) => Some(s.return_codes.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        codes,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+        "subscription to {filter}"
+    );
+}
+
+/// Collects `n` PUBLISHes: (topic, payload).
+async fn receive(rx: &mut mpsc::UnboundedReceiver<Packet>, n: usize) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let m = until(rx, "a message", |p| match p {
+            Packet::Publish(m) => Some((
+                m.topic.clone(),
+                String::from_utf8_lossy(&m.payload).into_owned(),
+            )),
+            _ => None,
+        })
+        .await;
+        got.push(m);
+    }
+    got.sort();
+    got
+}
+
+#[test]
+#[allow(clippy::too_many_lines)]
+fn gateway_seals_mqtt_into_blind_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("plain-users.toml");
+    std::fs::write(
+        &users,
+        veil_broker::auth::plain::hash_entry("admin", "admin-pw", 4096),
+    )
+    .unwrap();
+    // Debug logs: the scan below also covers what the broker logs in detail.
+    let broker =
+        TestBroker::start_with_config_env(BIN, &config(&users), &[], &[("VEIL_LOG", "debug")]);
+    let sasl = broker.listener_addr("SASL").unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(setup_users(&sasl));
+    let kms = dir.path().join("kms");
+    let out = Command::new(BIN)
+        .args(["kms", "init", "--kid", "plant-e1", "--tenant", "plant"])
+        .args(["--bits", "2048", "--insecure-fast-kdf"])
+        .env("VEIL_KMS_DIR", &kms)
+        .env("VEIL_KMS_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    ok(&out, "kms init");
+    for u in ["alice", "bob"] {
+        let out = Command::new(BIN)
+            .args(["kms", "add-user", u, "--bootstrap", &sasl])
+            .args(["--security-protocol", "SASL_PLAINTEXT", "--user", "admin"])
+            .args(["--sasl-mechanism", "PLAIN"])
+            .env("VEIL_PASSWORD", "admin-pw")
+            .env("VEIL_KMS_DIR", &kms)
+            .env("VEIL_KMS_PASSPHRASE", PASSPHRASE)
+            .env("VEIL_LOG", "warn")
+            .output()
+            .unwrap();
+        ok(&out, u);
+    }
+    let a = start_gateway(dir.path(), "gw-a", "alice", &sasl, &kms.join("alice.key"));
+    let b = start_gateway(dir.path(), "gw-b", "bob", &sasl, &kms.join("bob.key"));
+
+    let mut want: Vec<(String, String)> = (0..6)
+        .map(|i| {
+            (
+                format!("plant-gw/7/line/{}/temperature", i % 2),
+                format!("gw-secret-reading-{i}"),
+            )
+        })
+        .collect();
+    want.push(("alarms-gw/berlin/fire".into(), "gw-secret-alarm".into()));
+    want.sort();
+
+    rt.block_on(async {
+        // Subscribers on both gateways first: they receive what follows.
+        let (sub_a, mut rx_a) = device(a.port, "sub-a");
+        subscribe(&sub_a, &mut rx_a, "plant-gw/#").await;
+        subscribe(&sub_a, &mut rx_a, "alarms-gw/+/fire").await;
+        let (sub_b, mut rx_b) = device(b.port, "sub-b");
+        subscribe(&sub_b, &mut rx_b, "plant-gw/+/line/#").await;
+        subscribe(&sub_b, &mut rx_b, "alarms-gw/#").await;
+
+        // QoS 0 and QoS 1 through gateway A; every QoS 1 publish is
+        // acknowledged (after the broker's acks=all).
+        let (publisher, mut rx_p) = device(a.port, "pub-a");
+        let mut qos1 = 0;
+        for (i, (topic, payload)) in want.iter().enumerate() {
+            let qos = if i % 2 == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            if qos == QoS::AtLeastOnce {
+                qos1 += 1;
+            }
+            publisher
+                .publish(topic.clone(), qos, false, payload.clone().into_bytes())
+                .await
+                .unwrap();
+        }
+        for _ in 0..qos1 {
+            until(&mut rx_p, "PUBACK", |p| {
+                matches!(p, Packet::PubAck(_)).then_some(())
+            })
+            .await;
+        }
+        assert_eq!(receive(&mut rx_a, want.len()).await, want);
+        assert_eq!(receive(&mut rx_b, want.len()).await, want);
+
+        // A topic no rule maps is refused (MQTT 3.1.1: the connection closes).
+        publisher
+            .publish("unmapped/topic", QoS::AtLeastOnce, false, b"x".to_vec())
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, rx_p.recv())
+                .await
+                .expect("the connection stayed open after an unmapped publish");
+            match next {
+                None => break,
+                Some(Packet::PubAck(_)) => panic!("an unmapped publish was acknowledged"),
+                Some(_) => {}
+            }
+        }
+
+        // A wrong password is refused.
+        let mut opts = MqttOptions::new("intruder", "127.0.0.1", a.port);
+        opts.set_credentials(DEVICE_USER, "wrong");
+        let (_c, mut events) = AsyncClient::new(opts, 8);
+        let refused = tokio::time::timeout(WAIT, events.poll()).await.unwrap();
+        assert!(refused.is_err(), "{refused:?}");
+    });
+
+    // The broker saw none of it: no MQTT topic, clear topic name or
+    // payload on its disk or in its log.
+    let mut files = Vec::new();
+    all_files(broker.data_dir(), &mut files);
+    files.push(("broker log".into(), broker.log().into_bytes()));
+    assert!(
+        broker.log().contains("vb1-"),
+        "the scan must see blind-topic activity"
+    );
+    let needles = [
+        "plant-gw",
+        "alarms-gw",
+        "gw-clear-telemetry",
+        "gw-clear-alarms",
+        "berlin",
+        "gw-secret-reading",
+        "gw-secret-alarm",
+        "temperature",
+    ];
+    for (path, bytes) in &files {
+        for n in needles {
+            assert!(
+                !bytes.windows(n.len()).any(|w| w == n.as_bytes()),
+                "{n} found in {}",
+                path.display()
+            );
+        }
+    }
+    // Nor did the gateways log secrets or payloads.
+    for g in [&a, &b] {
+        let log = g.log();
+        for secret in [DEVICE_PW, "alice-pw", "bob-pw", "gw-secret"] {
+            assert!(!log.contains(secret), "{secret} in a gateway log:\n{log}");
+        }
+    }
+    drop(rt);
+}
