@@ -1,8 +1,8 @@
 //! `veil gateway` end to end: a real broker with blind topics, two gateways
 //! run by two users of one tenant, MQTT devices on each. What devices
-//! publish through one gateway reaches subscribers of both, and the
-//! broker's disk and log never show an MQTT topic, a clear topic name or a
-//! payload.
+//! publish through one gateway reaches subscribers of both, a QoS 1 PUBACK
+//! waits for the broker's acknowledgement, and the broker's disk and log
+//! never show an MQTT topic, a clear topic name or a payload.
 
 #[path = "common/blind_env.rs"]
 mod blind_env;
@@ -292,6 +292,38 @@ fn gateway_seals_mqtt_into_blind_topics() {
         assert_eq!(receive(&mut rx_a, want.len()).await, want);
         assert_eq!(receive(&mut rx_b, want.len()).await, want);
 
+        // The PUBACK waits for the broker: none while it is stopped, one
+        // once it runs again.
+        broker.pause();
+        let late = (
+            "plant-gw/7/line/9/pressure".to_owned(),
+            "gw-secret-late".to_owned(),
+        );
+        publisher
+            .publish(
+                late.0.clone(),
+                QoS::AtLeastOnce,
+                false,
+                late.1.clone().into_bytes(),
+            )
+            .await
+            .unwrap();
+        let early = tokio::time::timeout(
+            Duration::from_secs(3),
+            until(&mut rx_p, "PUBACK", |p| {
+                matches!(p, Packet::PubAck(_)).then_some(())
+            }),
+        )
+        .await;
+        broker.resume();
+        assert!(early.is_err(), "PUBACK while the broker was stopped");
+        until(&mut rx_p, "PUBACK", |p| {
+            matches!(p, Packet::PubAck(_)).then_some(())
+        })
+        .await;
+        assert_eq!(receive(&mut rx_a, 1).await, vec![late.clone()]);
+        assert_eq!(receive(&mut rx_b, 1).await, vec![late]);
+
         // A topic no rule maps is refused (MQTT 3.1.1: the connection closes).
         publisher
             .publish("unmapped/topic", QoS::AtLeastOnce, false, b"x".to_vec())
@@ -334,6 +366,8 @@ fn gateway_seals_mqtt_into_blind_topics() {
         "berlin",
         "gw-secret-reading",
         "gw-secret-alarm",
+        "gw-secret-late",
+        "pressure",
         "temperature",
     ];
     for (path, bytes) in &files {

@@ -290,6 +290,27 @@ pub struct Record {
     pub sealed: Option<Sequence>,
 }
 
+/// A partition's high watermark. A topic created a moment ago may not be
+/// in librdkafka's metadata yet: asked again a few times, briefly.
+fn high_watermark(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, BlindError> {
+    const ATTEMPTS: u32 = 10;
+    let mut attempt = 1;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok((_, high)) => return Ok(high),
+            Err(e) if attempt >= ATTEMPTS => return Err(kafka(&e)),
+            Err(_) => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
 /// Numbers the group ids of [`BlindConsumer::from_end`] readers.
 static FROM_END_READERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -363,9 +384,7 @@ impl BlindConsumer {
             let consumer: StreamConsumer = c.create().map_err(|e| kafka(&e))?;
             let mut list = rdkafka::TopicPartitionList::new();
             for p in 0..partitions {
-                let (_, high) = consumer
-                    .fetch_watermarks(&name, p, Duration::from_secs(10))
-                    .map_err(|e| kafka(&e))?;
+                let high = high_watermark(&consumer, &name, p)?;
                 list.add_partition_offset(&name, p, rdkafka::Offset::Offset(high))
                     .map_err(|e| kafka(&e))?;
             }

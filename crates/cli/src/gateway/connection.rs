@@ -749,7 +749,7 @@ async fn send(
         .send(&target.kafka_topic, &key, &message.payload, &headers)
         .await
         .map_err(|e| {
-            if e.is_fatal() {
+            if super::remote::is_final(&e) {
                 tracing::warn!(topic = %target.kafka_topic, error = %e, "publish refused");
                 Refused::Final(e.to_string())
             } else {

@@ -60,7 +60,7 @@ pub struct Args {
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Device user names and passwords, in the broker's PLAIN users-file
-    /// format (`veil user hash`).
+    /// format (`veil user hash-plain`).
     #[serde(default)]
     users_file: Option<PathBuf>,
     /// Where retained messages are kept (in clear: this is the owner's side).

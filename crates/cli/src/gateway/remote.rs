@@ -134,7 +134,7 @@ async fn read_topic(
                 tracing::warn!(%topic, error = %e, "record not delivered");
                 continue;
             }
-            Err(e) if e.is_fatal() => {
+            Err(e) if is_final(&e) => {
                 tracing::error!(%topic, error = %e, "stopped reading the topic");
                 break;
             }
@@ -162,6 +162,26 @@ async fn read_topic(
         }));
     }
     readers.lock().await.remove(&topic);
+}
+
+/// Whether trying again cannot help: the key, the login or the topic is
+/// the problem. Anything else (the broker unreachable or restarting, a
+/// transient Kafka error) may pass, so a publish is left for the device to
+/// resend and a reader keeps reading.
+pub(crate) fn is_final(e: &BlindError) -> bool {
+    matches!(
+        e,
+        BlindError::MissingKeyFile { .. }
+            | BlindError::BadKeyFile { .. }
+            | BlindError::Revoked { .. }
+            | BlindError::NotIssued { .. }
+            | BlindError::KeyOfAnotherUser { .. }
+            | BlindError::KeyUserMismatch(_)
+            | BlindError::UnknownTopic { .. }
+            | BlindError::NotAuthenticated
+            | BlindError::Unsupported
+            | BlindError::SealedTopic { .. }
+    )
 }
 
 /// The MQTT message an opened record is (QoS set per subscriber).
