@@ -200,6 +200,109 @@ async fn receive(rx: &mut mpsc::UnboundedReceiver<Packet>, n: usize) -> Vec<(Str
     got
 }
 
+/// An MQTT 5 device; its incoming packets arrive on the receiver.
+fn device_v5(
+    port: u16,
+    id: &str,
+) -> (
+    rumqttc::v5::AsyncClient,
+    mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Packet>,
+) {
+    let mut opts = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_credentials(DEVICE_USER, DEVICE_PW);
+    let (client, mut events) = rumqttc::v5::AsyncClient::new(opts, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(e) = events.poll().await {
+            if let rumqttc::v5::Event::Incoming(p) = e {
+                if tx.send(p).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (client, rx)
+}
+
+async fn next_v5<T>(
+    rx: &mut mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Packet>,
+    what: &str,
+    mut want: impl FnMut(&rumqttc::v5::mqttbytes::v5::Packet) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let p = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .unwrap_or_else(|| panic!("connection closed while waiting for {what}"));
+        if let Some(t) = want(&p) {
+            return t;
+        }
+    }
+}
+
+async fn v5_round_trip(pub_port: u16, sub_port: u16) {
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PubAckReason, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let (sub, mut rx_s) = device_v5(sub_port, "sub-v5");
+    sub.subscribe("alarms-gw/+/smoke", Q5::AtLeastOnce)
+        .await
+        .unwrap();
+    next_v5(&mut rx_s, "SUBACK", |p| {
+        matches!(p, P5::SubAck(_)).then_some(())
+    })
+    .await;
+    let (publisher, mut rx_p) = device_v5(pub_port, "pub-v5");
+    let props = PublishProperties {
+        user_properties: vec![("gw-secret-prop".into(), "celsius-secret-unit".into())],
+        content_type: Some("text/gw-secret-type".into()),
+        ..PublishProperties::default()
+    };
+    publisher
+        .publish_with_properties(
+            "alarms-gw/hamburg/smoke",
+            Q5::AtLeastOnce,
+            false,
+            b"gw-secret-smoke".to_vec(),
+            props,
+        )
+        .await
+        .unwrap();
+    let reason = next_v5(&mut rx_p, "PUBACK", |p| match p {
+        P5::PubAck(a) => Some(a.reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, PubAckReason::Success);
+    let (topic, payload, props) = next_v5(&mut rx_s, "a message", |p| match p {
+        P5::Publish(m) => Some((m.topic.clone(), m.payload.clone(), m.properties.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(&topic[..], b"alarms-gw/hamburg/smoke");
+    assert_eq!(&payload[..], b"gw-secret-smoke");
+    let props = props.expect("properties");
+    assert_eq!(
+        props.user_properties,
+        vec![(
+            "gw-secret-prop".to_owned(),
+            "celsius-secret-unit".to_owned()
+        )]
+    );
+    assert_eq!(props.content_type.as_deref(), Some("text/gw-secret-type"));
+    publisher
+        .publish("unmapped-v5/topic", Q5::AtLeastOnce, false, b"x".to_vec())
+        .await
+        .unwrap();
+    let reason = next_v5(&mut rx_p, "PUBACK", |p| match p {
+        P5::PubAck(a) => Some(a.reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, PubAckReason::TopicNameInvalid);
+}
+
 #[test]
 #[allow(clippy::too_many_lines)]
 fn gateway_seals_mqtt_into_blind_topics() {
@@ -324,6 +427,10 @@ fn gateway_seals_mqtt_into_blind_topics() {
         assert_eq!(receive(&mut rx_a, 1).await, vec![late.clone()]);
         assert_eq!(receive(&mut rx_b, 1).await, vec![late]);
 
+        // MQTT 5: user properties and the content type travel sealed and
+        // come back as properties; an unmapped topic gets PUBACK 0x90.
+        v5_round_trip(a.port, b.port).await;
+
         // A topic no rule maps is refused (MQTT 3.1.1: the connection closes).
         publisher
             .publish("unmapped/topic", QoS::AtLeastOnce, false, b"x".to_vec())
@@ -368,6 +475,11 @@ fn gateway_seals_mqtt_into_blind_topics() {
         "gw-secret-alarm",
         "gw-secret-late",
         "pressure",
+        "hamburg",
+        "gw-secret-smoke",
+        "gw-secret-prop",
+        "celsius-secret-unit",
+        "gw-secret-type",
         "temperature",
     ];
     for (path, bytes) in &files {

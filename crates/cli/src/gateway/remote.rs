@@ -20,7 +20,7 @@ use veil_broker::mqtt::codec::{Message, Properties};
 use veil_broker::mqtt::ingest::{CONTENT_TYPE_HEADER, PAYLOAD_FORMAT_HEADER};
 use veil_broker::mqtt::mapping::{record_topic, Mappings, TOPIC_HEADER};
 use veil_client::blind_data::KafkaProps;
-use veil_client::{BlindClient, BlindConsumer, BlindError, BlindProducer, SealOptions};
+use veil_client::{BlindClient, BlindConsumer, BlindError, BlindProducer, SealOptions, Sequence};
 
 /// How often a reader checks that the key is still valid.
 const REVOCATION_CHECK: Duration = Duration::from_secs(1);
@@ -144,10 +144,18 @@ async fn read_topic(
                 continue;
             }
         };
-        // Only sealed records come from a gateway; anything else was
-        // written by someone else and is not trusted as a device message.
-        if record.sealed.is_none() {
-            continue;
+        match record.sealed {
+            Some(Sequence::InOrder | Sequence::Gap { .. } | Sequence::Reordered) => {}
+            // The same data key and counter again: the broker replayed the
+            // record (or a producer retry stored it twice); sent once.
+            Some(Sequence::Duplicate) => {
+                tracing::debug!(%topic, partition = record.partition, offset = record.offset, "replayed record not delivered");
+                continue;
+            }
+            // Only sealed records come from a gateway: anything else was
+            // written by someone else and is not a device message; deletes
+            // (key tags without a value) are not messages either.
+            Some(Sequence::Deleted) | None => continue,
         }
         let Some(message) = to_message(record.key.as_deref(), record.value, &record.headers) else {
             continue;
