@@ -29,6 +29,8 @@ const WAIT: Duration = Duration::from_secs(60);
 struct Gateway {
     child: Child,
     port: u16,
+    /// The MQTTS listener's port (0: none).
+    tls_port: u16,
     log: std::path::PathBuf,
 }
 
@@ -45,7 +47,25 @@ impl Gateway {
     }
 }
 
-fn gateway_config(dir: &Path, name: &str) -> std::path::PathBuf {
+/// The gateway's config; with `certs`, also an MQTTS listener on which a
+/// device certificate is the login.
+fn gateway_config(dir: &Path, name: &str, certs: Option<&Path>) -> std::path::PathBuf {
+    let mqtts = certs.map_or_else(String::new, |d| {
+        let d = d.display();
+        format!(
+            r#"
+[[mqtt.listeners]]
+name = "MQTTS"
+bind = "127.0.0.1:0"
+[mqtt.listeners.tls]
+cert_file = "{d}/broker.pem"
+key_file = "{d}/broker-key.pem"
+ca_file = "{d}/ca.pem"
+client_auth = "required"
+principal_mapping_rules = ["RULE:^CN=(.*?),O=.*$/$1/L", "DEFAULT"]
+"#
+        )
+    });
     let users = dir.join(format!("{name}-devices.toml"));
     std::fs::write(
         &users,
@@ -64,7 +84,7 @@ data_dir = "{}"
 [[mqtt.listeners]]
 name = "MQTT"
 bind = "127.0.0.1:0"
-
+{mqtts}
 [[mqtt.mappings]]
 filter = "plant-gw/+/line/#"
 topic = "gw-clear-telemetry"
@@ -82,12 +102,19 @@ key = "site-{{1}}"
     path
 }
 
-fn start_gateway(dir: &Path, name: &str, user: &str, bootstrap: &str, key: &Path) -> Gateway {
+fn start_gateway(
+    dir: &Path,
+    name: &str,
+    user: &str,
+    bootstrap: &str,
+    key: &Path,
+    certs: Option<&Path>,
+) -> Gateway {
     let log = dir.join(format!("{name}.log"));
     let mut child = Command::new(BIN)
         .arg("gateway")
         .arg("--config")
-        .arg(gateway_config(dir, name))
+        .arg(gateway_config(dir, name, certs))
         .arg("--key-file")
         .arg(key)
         .args([
@@ -115,16 +142,88 @@ fn start_gateway(dir: &Path, name: &str, user: &str, bootstrap: &str, key: &Path
     let mut g = Gateway {
         child,
         port: 0,
+        tls_port: 0,
         log,
     };
-    let line = rx
-        .recv_timeout(WAIT)
-        .unwrap_or_else(|_| panic!("gateway {name} did not start; log:\n{}", g.log()));
-    let addr = line
-        .strip_prefix("LISTENING mqtt:MQTT ")
-        .unwrap_or_else(|| panic!("unexpected line '{line}'"));
-    g.port = addr.parse::<std::net::SocketAddr>().unwrap().port();
+    let port = |listener: &str| {
+        let line = rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("gateway {name} did not start; log:\n{}", g.log()));
+        let addr = line
+            .strip_prefix(&format!("LISTENING mqtt:{listener} "))
+            .unwrap_or_else(|| panic!("unexpected line '{line}'"));
+        addr.parse::<std::net::SocketAddr>().unwrap().port()
+    };
+    let plain = port("MQTT");
+    let tls = if certs.is_some() { port("MQTTS") } else { 0 };
+    g.port = plain;
+    g.tls_port = tls;
     g
+}
+
+/// An MQTT 3.1.1 device logging in with its certificate alone (no user
+/// name) over TLS, publishing one message at QoS 1: whether the CONNACK
+/// accepted it and the PUBACK came.
+async fn tls_device(port: u16, certs: &Path, topic: &str, payload: &str) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain = CertificateDer::pem_file_iter(certs.join("sensor-1.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(certs.join("sensor-1-key.pem")).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    // CONNECT, MQTT 3.1.1, clean session, keep-alive 30 s, no user name.
+    let id = b"tls-device";
+    let mut connect = vec![0x10, u8::try_from(12 + id.len()).unwrap()];
+    connect.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 30, 0]);
+    connect.push(u8::try_from(id.len()).unwrap());
+    connect.extend_from_slice(id);
+    tls.write_all(&connect).await.unwrap();
+    let mut connack = [0u8; 4];
+    tokio::time::timeout(WAIT, tls.read_exact(&mut connack))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        connack,
+        [0x20, 2, 0, 0],
+        "CONNACK with a device certificate"
+    );
+    // PUBLISH at QoS 1, packet id 1.
+    let mut body = Vec::new();
+    body.extend_from_slice(&u16::try_from(topic.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&[0, 1]);
+    body.extend_from_slice(payload.as_bytes());
+    let mut publish = vec![0x32, u8::try_from(body.len()).unwrap()];
+    publish.extend_from_slice(&body);
+    tls.write_all(&publish).await.unwrap();
+    let mut puback = [0u8; 4];
+    tokio::time::timeout(WAIT, tls.read_exact(&mut puback))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(puback, [0x40, 2, 0, 1], "PUBACK over MQTTS");
 }
 
 /// An MQTT device logged in to a gateway; its incoming packets arrive on the receiver.
@@ -345,8 +444,23 @@ fn gateway_seals_mqtt_into_blind_topics() {
             .unwrap();
         ok(&out, u);
     }
-    let a = start_gateway(dir.path(), "gw-a", "alice", &sasl, &kms.join("alice.key"));
-    let b = start_gateway(dir.path(), "gw-b", "bob", &sasl, &kms.join("bob.key"));
+    let certs = dir.path().join("certs");
+    let out = Command::new(BIN)
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .args(["--clients", "sensor-1"])
+        .output()
+        .unwrap();
+    ok(&out, "certs init");
+    let a = start_gateway(
+        dir.path(),
+        "gw-a",
+        "alice",
+        &sasl,
+        &kms.join("alice.key"),
+        Some(&certs),
+    );
+    let b = start_gateway(dir.path(), "gw-b", "bob", &sasl, &kms.join("bob.key"), None);
 
     let mut want: Vec<(String, String)> = (0..6)
         .map(|i| {
@@ -427,6 +541,14 @@ fn gateway_seals_mqtt_into_blind_topics() {
         assert_eq!(receive(&mut rx_a, 1).await, vec![late.clone()]);
         assert_eq!(receive(&mut rx_b, 1).await, vec![late]);
 
+        // MQTTS: a device certificate is the login.
+        let tls_msg = (
+            "plant-gw/9/line/1/humidity".to_owned(),
+            "gw-secret-tls".to_owned(),
+        );
+        tls_device(a.tls_port, &certs, &tls_msg.0, &tls_msg.1).await;
+        assert_eq!(receive(&mut rx_b, 1).await, vec![tls_msg]);
+
         // MQTT 5: user properties and the content type travel sealed and
         // come back as properties; an unmapped topic gets PUBACK 0x90.
         v5_round_trip(a.port, b.port).await;
@@ -480,6 +602,8 @@ fn gateway_seals_mqtt_into_blind_topics() {
         "gw-secret-prop",
         "celsius-secret-unit",
         "gw-secret-type",
+        "gw-secret-tls",
+        "humidity",
         "temperature",
     ];
     for (path, bytes) in &files {
