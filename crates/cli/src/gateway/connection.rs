@@ -478,6 +478,10 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 for f in &filters {
                     self.subscriptions.remove(f);
                 }
+                if self.subscriptions.is_empty() {
+                    // Nothing to keep up with any more.
+                    self.deliveries = None;
+                }
                 self.send(Outbound::UnsubAck { pkid, count })
             }
             Inbound::PingReq => self.send(Outbound::PingResp),
