@@ -452,6 +452,28 @@ fn gateway_seals_mqtt_into_blind_topics() {
         .output()
         .unwrap();
     ok(&out, "certs init");
+    // Another user's key file is refused before anything starts.
+    let wrong = Command::new(BIN)
+        .arg("gateway")
+        .arg("--config")
+        .arg(gateway_config(dir.path(), "gw-wrong", None))
+        .arg("--key-file")
+        .arg(kms.join("bob.key"))
+        .args([
+            "--bootstrap",
+            &sasl,
+            "--security-protocol",
+            "SASL_PLAINTEXT",
+        ])
+        .args(["--user", "alice"])
+        .env("VEIL_PASSWORD", "alice-pw")
+        .env("VEIL_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("issued for User:bob"), "{err}");
+
     let a = start_gateway(
         dir.path(),
         "gw-a",

@@ -210,6 +210,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         mappings.clone(),
         config.backlog,
     )?;
+    // Every mapped topic now rather than at the first publish: a key or
+    // login the remote broker refuses stops the gateway with the reason.
+    let mut topics: Vec<&str> = mappings.rules().iter().map(|r| r.topic.as_str()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    for t in topics {
+        match remote.prepare(t).await {
+            Ok(()) => {}
+            Err(e) if remote::is_final(&e) => {
+                return Err(anyhow::Error::new(e).context("the remote broker refused the gateway"));
+            }
+            Err(e) => {
+                tracing::warn!(%t, error = %e, "the remote broker cannot be reached yet; publishes to this topic are refused until it can");
+            }
+        }
+    }
     let retained = RetainedStore::open(&config.data_dir, config.mqtt.max_retained);
     let gateway = Arc::new(Gateway {
         config: config.mqtt.clone(),

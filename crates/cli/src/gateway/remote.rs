@@ -81,6 +81,11 @@ impl Remote {
             .await
     }
 
+    /// Finds `topic`, or creates it as a sealed blind topic.
+    pub(crate) async fn prepare(&self, topic: &str) -> Result<(), BlindError> {
+        self.producer.physical_name(topic).await.map(|_| ())
+    }
+
     /// What every connection's subscriptions are fed from.
     pub(crate) fn deliveries(&self) -> broadcast::Receiver<Arc<Delivery>> {
         self.deliveries.subscribe()
@@ -94,7 +99,7 @@ impl Remote {
         if readers.contains(topic) {
             return Ok(());
         }
-        self.producer.physical_name(topic).await?;
+        self.prepare(topic).await?;
         let consumer = BlindConsumer::from_end(
             Arc::clone(&self.client),
             topic,
