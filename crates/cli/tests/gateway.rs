@@ -36,12 +36,16 @@ struct Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
 impl Gateway {
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -247,6 +251,52 @@ fn device(port: u16, id: &str) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>)
         }
     });
     (client, rx)
+}
+
+/// A device with a persistent session (MQTT 3.1.1, clean session off).
+fn persistent_device(port: u16) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>) {
+    let mut opts = MqttOptions::new("keeper-1", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_session(false);
+    opts.set_credentials(DEVICE_USER, DEVICE_PW);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(e) = events.poll().await {
+            if let Event::Incoming(p) = e {
+                if tx.send(p).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (client, rx)
+}
+
+/// Waits (bounded) until the gateway wrote the session of a device that
+/// left (its `disconnected_ms` set).
+fn wait_for_saved_session(data_dir: &Path) {
+    let dir = data_dir.join("mqtt").join("sessions");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let saved = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|s| {
+                    s.contains("disconnected_ms") && !s.contains("\"disconnected_ms\":0")
+                })
+            });
+        if saved {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session was not saved"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Waits (bounded) for the first packet `want` accepts.
@@ -482,7 +532,7 @@ fn gateway_seals_mqtt_into_blind_topics() {
         &kms.join("alice.key"),
         Some(&certs),
     );
-    let b = start_gateway(dir.path(), "gw-b", "bob", &sasl, &kms.join("bob.key"), None);
+    let mut b = start_gateway(dir.path(), "gw-b", "bob", &sasl, &kms.join("bob.key"), None);
 
     let mut want: Vec<(String, String)> = (0..6)
         .map(|i| {
@@ -575,6 +625,52 @@ fn gateway_seals_mqtt_into_blind_topics() {
         // come back as properties; an unmapped topic gets PUBACK 0x90.
         v5_round_trip(a.port, b.port).await;
 
+        // A persistent session on gateway B outlives its connection and a
+        // restart of the gateway: what was published meanwhile arrives.
+        let (keeper, mut rx_k) = persistent_device(b.port);
+        let present = until(&mut rx_k, "CONNACK", |p| match p {
+            Packet::ConnAck(c) => Some(c.session_present),
+            _ => None,
+        })
+        .await;
+        assert!(!present);
+        subscribe(&keeper, &mut rx_k, "plant-gw/+/line/#").await;
+        keeper.disconnect().await.unwrap();
+        wait_for_saved_session(&dir.path().join("gw-b-data"));
+        b.stop();
+        let missed: Vec<(String, String)> = (0..3)
+            .map(|i| {
+                (
+                    format!("plant-gw/5/line/{i}/flow"),
+                    format!("gw-secret-missed-{i}"),
+                )
+            })
+            .collect();
+        for (topic, payload) in &missed {
+            publisher
+                .publish(
+                    topic.clone(),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload.clone().into_bytes(),
+                )
+                .await
+                .unwrap();
+            until(&mut rx_p, "PUBACK", |p| {
+                matches!(p, Packet::PubAck(_)).then_some(())
+            })
+            .await;
+        }
+        b = start_gateway(dir.path(), "gw-b", "bob", &sasl, &kms.join("bob.key"), None);
+        let (_keeper, mut rx_k) = persistent_device(b.port);
+        let present = until(&mut rx_k, "CONNACK", |p| match p {
+            Packet::ConnAck(c) => Some(c.session_present),
+            _ => None,
+        })
+        .await;
+        assert!(present, "the session was not resumed");
+        assert_eq!(receive(&mut rx_k, missed.len()).await, missed);
+
         // A topic no rule maps is refused (MQTT 3.1.1: the connection closes).
         publisher
             .publish("unmapped/topic", QoS::AtLeastOnce, false, b"x".to_vec())
@@ -625,6 +721,8 @@ fn gateway_seals_mqtt_into_blind_topics() {
         "celsius-secret-unit",
         "gw-secret-type",
         "gw-secret-tls",
+        "gw-secret-missed",
+        "keeper-1",
         "humidity",
         "temperature",
     ];

@@ -332,6 +332,8 @@ pub struct BlindConsumer {
     fatal: watch::Receiver<bool>,
     fatal_error: Arc<std::sync::Mutex<Option<BlindError>>>,
     watchdog: tokio::task::JoinHandle<()>,
+    /// Where each assigned partition started ([`BlindConsumer::from_positions`]).
+    started: HashMap<i32, i64>,
 }
 
 impl BlindConsumer {
@@ -363,6 +365,19 @@ impl BlindConsumer {
         props: &KafkaProps,
         check_interval: Duration,
     ) -> Result<Self, BlindError> {
+        Self::from_positions(client, topic, props, &HashMap::new(), check_interval).await
+    }
+
+    /// [`BlindConsumer::from_end`], except that the partitions in
+    /// `positions` start at the offset given (where a reader left off; one
+    /// that retention removed starts at the oldest record kept).
+    pub async fn from_positions(
+        client: Arc<BlindClient>,
+        topic: &str,
+        props: &KafkaProps,
+        positions: &HashMap<i32, i64>,
+        check_interval: Duration,
+    ) -> Result<Self, BlindError> {
         let resolved = client.resolve(topic).await?;
         let physical = resolved.physical_name;
         let mut c = config(props);
@@ -374,26 +389,43 @@ impl BlindConsumer {
             format!("veil-from-end-{}-{n}", std::process::id()),
         )
         .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("allow.auto.create.topics", "false")
         .set("fetch.queue.backoff.ms", "10");
         let name = physical.clone();
         let partitions = resolved.partitions;
+        let positions = positions.clone();
         // Asking for the high watermarks blocks (a metadata round trip).
-        let consumer = tokio::task::spawn_blocking(move || {
+        let (consumer, started) = tokio::task::spawn_blocking(move || {
             let consumer: StreamConsumer = c.create().map_err(|e| kafka(&e))?;
             let mut list = rdkafka::TopicPartitionList::new();
+            let mut started = HashMap::new();
             for p in 0..partitions {
-                let high = high_watermark(&consumer, &name, p)?;
-                list.add_partition_offset(&name, p, rdkafka::Offset::Offset(high))
+                let at = match positions.get(&p) {
+                    Some(&at) => at,
+                    None => high_watermark(&consumer, &name, p)?,
+                };
+                list.add_partition_offset(&name, p, rdkafka::Offset::Offset(at))
                     .map_err(|e| kafka(&e))?;
+                started.insert(p, at);
             }
             consumer.assign(&list).map_err(|e| kafka(&e))?;
-            Ok::<_, BlindError>(consumer)
+            Ok::<_, BlindError>((consumer, started))
         })
         .await
         .map_err(|_| BlindError::Kafka("the consumer could not be set up".into()))??;
-        Self::start(client, topic, physical, consumer, check_interval).await
+        let mut c = Self::start(client, topic, physical, consumer, check_interval).await?;
+        c.started = started;
+        Ok(c)
+    }
+
+    /// Where each partition started, for a consumer made by
+    /// [`BlindConsumer::from_positions`] or [`BlindConsumer::from_end`]
+    /// (empty for a group member): the position of a partition no record
+    /// has come from yet.
+    pub fn started(&self) -> &HashMap<i32, i64> {
+        &self.started
     }
 
     async fn start(
@@ -425,6 +457,7 @@ impl BlindConsumer {
             fatal,
             fatal_error,
             watchdog,
+            started: HashMap::new(),
         })
     }
 

@@ -9,18 +9,18 @@
 //! Start at [`run`]: it loads the `[mqtt]` config and the device users,
 //! binds the listeners and serves each connection in [`connection`].
 //! [`remote`] is the sealed client side (produce with acks=all, one reader
-//! per Kafka topic fanned out to subscribers); [`devices`] checks device
-//! logins.
+//! per Kafka topic fanned out to clean sessions, readers of their own for
+//! persistent ones); [`devices`] checks device logins. Persistent sessions
+//! and retained messages are kept in `data_dir` in the broker's formats.
 
 mod connection;
 mod devices;
 mod remote;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use veil_broker::auth::tls::ListenerTls;
 use veil_broker::mqtt::mapping::Mappings;
 use veil_broker::mqtt::retained::RetainedStore;
+use veil_broker::mqtt::session::SessionStore;
 use veil_broker::mqtt::{MqttConfig, MqttListenerConfig};
 use veil_client::{load_user_key, BlindClient};
 
@@ -63,12 +64,17 @@ pub struct GatewayConfig {
     /// format (`veil user hash-plain`).
     #[serde(default)]
     users_file: Option<PathBuf>,
-    /// Where retained messages are kept (in clear: this is the owner's side).
+    /// Where retained messages and persistent sessions are kept (in clear:
+    /// this is the owner's side).
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
     /// Partitions of a blind topic the gateway creates on first use.
     #[serde(default = "default_partitions")]
     partitions: i32,
+    /// Persistent sessions connected at once (each reads with Kafka
+    /// consumers of its own); more are refused (MQTT 5: 0x88).
+    #[serde(default = "default_max_persistent_sessions")]
+    max_persistent_sessions: usize,
     /// Device connections served at once; more are refused.
     #[serde(default = "default_max_connections")]
     max_connections: usize,
@@ -96,6 +102,10 @@ fn default_backlog() -> usize {
     1_024
 }
 
+fn default_max_persistent_sessions() -> usize {
+    100
+}
+
 fn default_max_connections() -> usize {
     1_000
 }
@@ -115,6 +125,9 @@ impl GatewayConfig {
         }
         if !(1..=1_000_000).contains(&self.backlog) {
             return Err("backlog must be between 1 and 1000000".into());
+        }
+        if self.max_persistent_sessions > 100_000 {
+            return Err("max_persistent_sessions must be at most 100000".into());
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
@@ -150,36 +163,17 @@ pub(crate) struct Gateway {
     pub(crate) users: Option<devices::Users>,
     pub(crate) retained: RetainedStore,
     pub(crate) remote: Arc<remote::Remote>,
-    /// Client id → (connection number, what tells it to close): a second
-    /// connection with the same id takes over.
-    clients: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    /// Persistent sessions (the broker's format) and which connection holds
+    /// each client id: a second connection with the same id takes over.
+    pub(crate) sessions: Arc<SessionStore>,
+    /// Persistent sessions connected at once, at most.
+    pub(crate) persistent_slots: Arc<Semaphore>,
     connection_ids: AtomicU64,
 }
 
 impl Gateway {
-    /// Registers `client_id`, telling an earlier connection with it to close.
-    fn claim(&self, client_id: &str) -> (u64, CancellationToken) {
-        let id = self.connection_ids.fetch_add(1, Ordering::Relaxed);
-        let token = CancellationToken::new();
-        let old = self
-            .clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(client_id.to_owned(), (id, token.clone()));
-        if let Some((_, old)) = old {
-            old.cancel();
-        }
-        (id, token)
-    }
-
-    fn release(&self, client_id: &str, id: u64) {
-        let mut clients = self
-            .clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if clients.get(client_id).is_some_and(|(i, _)| *i == id) {
-            clients.remove(client_id);
-        }
+    fn next_connection_id(&self) -> u64 {
+        self.connection_ids.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -227,13 +221,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let retained = RetainedStore::open(&config.data_dir, config.mqtt.max_retained);
+    let sessions = Arc::new(SessionStore::open(&config.data_dir).with_context(|| {
+        format!(
+            "cannot use the data directory {}",
+            config.data_dir.display()
+        )
+    })?);
     let gateway = Arc::new(Gateway {
         config: config.mqtt.clone(),
         mappings,
         users,
         retained,
         remote: Arc::new(remote),
-        clients: Mutex::new(HashMap::new()),
+        sessions,
+        persistent_slots: Arc::new(Semaphore::new(config.max_persistent_sessions)),
         connection_ids: AtomicU64::new(0),
     });
     let shutdown = CancellationToken::new();

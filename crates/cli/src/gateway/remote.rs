@@ -6,15 +6,16 @@
 //! by every device connection: it starts at the topics' current ends, opens
 //! each sealed record and hands the MQTT message to the connections over a
 //! bounded broadcast channel; a connection too far behind is closed rather
-//! than buffered for.
+//! than buffered for. A persistent session instead has readers of its own,
+//! from where it left off, into a bounded channel of its connection.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::producer::DeliveryFuture;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use veil_blind::Header;
 use veil_broker::mqtt::codec::{Message, Properties};
 use veil_broker::mqtt::ingest::{CONTENT_TYPE_HEADER, PAYLOAD_FORMAT_HEADER};
@@ -30,14 +31,14 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// A message read back from a Kafka topic, for the subscribers.
 #[derive(Debug)]
 pub(crate) struct Delivery {
-    pub(crate) kafka_topic: String,
     pub(crate) message: Message,
 }
 
 pub(crate) struct Remote {
     client: Arc<BlindClient>,
     producer: BlindProducer,
-    props: KafkaProps,
+    /// The connection settings plus a cap on what each reader prefetches.
+    consumer_props: KafkaProps,
     mappings: Mappings,
     /// Kafka topics with a running reader.
     readers: Arc<tokio::sync::Mutex<HashSet<String>>>,
@@ -47,20 +48,25 @@ pub(crate) struct Remote {
 impl Remote {
     pub(crate) fn new(
         client: Arc<BlindClient>,
-        mut props: KafkaProps,
+        props: KafkaProps,
         partitions: i32,
         mappings: Mappings,
         backlog: usize,
     ) -> Result<Remote, BlindError> {
+        let mut producer_props = props.clone();
         // A QoS 1 PUBACK waits for this acknowledgement.
-        props.push(("acks".into(), "all".into()));
-        let producer = BlindProducer::new(Arc::clone(&client), &props, partitions)?
+        producer_props.push(("acks".into(), "all".into()));
+        let producer = BlindProducer::new(Arc::clone(&client), &producer_props, partitions)?
             .with_seal(SealOptions::default());
+        let mut consumer_props = props;
+        // A reader held back by slow devices buffers at most this much
+        // (librdkafka's default is 64 MiB per reader).
+        consumer_props.push(("queued.max.messages.kbytes".into(), "4096".into()));
         let (deliveries, _) = broadcast::channel(backlog.max(1));
         Ok(Remote {
             client,
             producer,
-            props,
+            consumer_props,
             mappings,
             readers: Arc::new(tokio::sync::Mutex::new(HashSet::new())),
             deliveries,
@@ -103,7 +109,7 @@ impl Remote {
         let consumer = BlindConsumer::from_end(
             Arc::clone(&self.client),
             topic,
-            &self.props,
+            &self.consumer_props,
             REVOCATION_CHECK,
         )
         .await?;
@@ -118,30 +124,82 @@ impl Remote {
         Ok(())
     }
 
+    /// Starts a persistent session's own reader of `topic` (created if
+    /// absent): the partitions in `positions` from there, the others from
+    /// their current end. Ready when it returns; with where each partition
+    /// started.
+    pub(crate) async fn read_from(
+        &self,
+        topic: &str,
+        positions: &HashMap<i32, i64>,
+        out: mpsc::Sender<(String, Read)>,
+    ) -> Result<(tokio::task::JoinHandle<()>, HashMap<i32, i64>), BlindError> {
+        self.prepare(topic).await?;
+        let consumer = BlindConsumer::from_positions(
+            Arc::clone(&self.client),
+            topic,
+            &self.consumer_props,
+            positions,
+            REVOCATION_CHECK,
+        )
+        .await?;
+        let started = consumer.started().clone();
+        let task = tokio::spawn(read_for_session(
+            consumer,
+            topic.to_owned(),
+            self.mappings.clone(),
+            out,
+        ));
+        Ok((task, started))
+    }
+
     pub(crate) fn flush(&self, timeout: Duration) -> Result<(), BlindError> {
         self.producer.flush(timeout)
     }
 }
 
-/// One topic's reader, until its key is revoked or the topic goes away (the
-/// next subscription then starts it again).
-async fn read_topic(
+/// What a reader makes of one record: `None` when the record is not a
+/// message for subscribers (it still moves a session's position past it).
+pub(crate) struct Read {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) message: Option<Message>,
+}
+
+/// Reads `topic` until its key is revoked or the topic goes away, handing
+/// each record to `sink`; stops early when `sink` says so.
+async fn read_records<F, Fut>(
     consumer: BlindConsumer,
-    topic: String,
-    mappings: Mappings,
-    out: broadcast::Sender<Arc<Delivery>>,
-    readers: Arc<tokio::sync::Mutex<HashSet<String>>>,
-) {
+    topic: &str,
+    mappings: &Mappings,
+    mut sink: F,
+) where
+    F: FnMut(Read) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     loop {
         let record = match consumer.recv().await {
             Ok(r) => r,
-            Err(e @ BlindError::Integrity { .. }) => {
-                tracing::warn!(%topic, error = %e, "record not delivered");
+            Err(BlindError::Integrity {
+                partition,
+                offset,
+                reason,
+            }) => {
+                tracing::warn!(%topic, partition, offset, %reason, "record failed verification; not delivered");
+                if !sink(Read {
+                    partition,
+                    offset,
+                    message: None,
+                })
+                .await
+                {
+                    return;
+                }
                 continue;
             }
             Err(e) if is_final(&e) => {
                 tracing::error!(%topic, error = %e, "stopped reading the topic");
-                break;
+                return;
             }
             Err(e) => {
                 tracing::debug!(%topic, error = %e, "reading the topic");
@@ -149,32 +207,68 @@ async fn read_topic(
                 continue;
             }
         };
-        match record.sealed {
-            Some(Sequence::InOrder | Sequence::Gap { .. } | Sequence::Reordered) => {}
+        let message = match record.sealed {
+            Some(Sequence::InOrder | Sequence::Gap { .. } | Sequence::Reordered) => {
+                to_message(record.key.as_deref(), record.value, &record.headers)
+                    .filter(|m| mappings.routes_to(&m.topic, topic))
+            }
             // The same data key and counter again: the broker replayed the
             // record (or a producer retry stored it twice); sent once.
             Some(Sequence::Duplicate) => {
                 tracing::debug!(%topic, partition = record.partition, offset = record.offset, "replayed record not delivered");
-                continue;
+                None
             }
             // Only sealed records come from a gateway: anything else was
             // written by someone else and is not a device message; deletes
             // (key tags without a value) are not messages either.
-            Some(Sequence::Deleted) | None => continue,
-        }
-        let Some(message) = to_message(record.key.as_deref(), record.value, &record.headers) else {
-            continue;
+            Some(Sequence::Deleted) | None => None,
         };
-        if !mappings.routes_to(&message.topic, &topic) {
-            continue;
-        }
-        // No receiver (no subscriber right now) is not an error.
-        let _ = out.send(Arc::new(Delivery {
-            kafka_topic: topic.clone(),
+        let read = Read {
+            partition: record.partition,
+            offset: record.offset,
             message,
-        }));
+        };
+        if !sink(read).await {
+            return;
+        }
     }
+}
+
+/// The gateway-wide reader of one topic, feeding every clean session; the
+/// next subscription starts it again once it stopped.
+async fn read_topic(
+    consumer: BlindConsumer,
+    topic: String,
+    mappings: Mappings,
+    out: broadcast::Sender<Arc<Delivery>>,
+    readers: Arc<tokio::sync::Mutex<HashSet<String>>>,
+) {
+    read_records(consumer, &topic, &mappings, |read| {
+        if let Some(message) = read.message {
+            // No receiver (no subscriber right now) is not an error.
+            let _ = out.send(Arc::new(Delivery { message }));
+        }
+        std::future::ready(true)
+    })
+    .await;
     readers.lock().await.remove(&topic);
+}
+
+/// A persistent session's own reader of one topic: every record, in
+/// order, into the connection's bounded channel (a slow device holds the
+/// reader back); ends with the connection.
+async fn read_for_session(
+    consumer: BlindConsumer,
+    topic: String,
+    mappings: Mappings,
+    out: mpsc::Sender<(String, Read)>,
+) {
+    read_records(consumer, &topic, &mappings, |read| {
+        let out = out.clone();
+        let topic = topic.clone();
+        async move { out.send((topic, read)).await.is_ok() }
+    })
+    .await;
 }
 
 /// Whether trying again cannot help: the key, the login or the topic is

@@ -1,14 +1,16 @@
 //! One device connection at the gateway: CONNECT and login, then publishes
 //! sealed to the remote broker, subscriptions fed from the gateway's topic
-//! readers, keep-alive and the will.
+//! readers, keep-alive, the will and the persistent session.
 //!
 //! Publishes of a connection are sealed and queued in order; a QoS 1 PUBACK
 //! (MQTT 3 QoS 2 PUBREC) is sent, in order, once the remote broker
 //! acknowledged the record with acks=all, and the socket is not read while
-//! `max_inflight` of them wait. Sessions are not kept: every connection
-//! starts clean.
+//! `max_inflight` of them wait. A clean session is fed by the gateway-wide
+//! readers; a persistent one by readers of its own that start where it
+//! left off, its positions (per partition, the oldest message not yet
+//! acknowledged) saved in the broker's session format.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,22 +19,27 @@ use bytes::BytesMut;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use veil_broker::mqtt::codec::{
     self, CodecError, Connect, Inbound, Message, Outbound, Reason, Version,
 };
+use veil_broker::mqtt::session::SAVE_INTERVAL;
 use veil_broker::mqtt::{filter, ingest};
 use veil_client::blind_data::delivered;
 
-use super::remote::Delivery;
+mod feed;
+
+use super::remote::{Delivery, Read};
 use super::Gateway;
 
 /// How long a device has to send CONNECT after the TCP (and TLS) handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The answer to a wrong password is held back this long.
 const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(500);
+/// How long a takeover waits for the previous connection to save.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
 /// Why the connection ends.
 struct Close {
@@ -65,8 +72,38 @@ enum Event {
     Kicked,
     Durable(u16, u8, Result<(), String>),
     Read(Result<bool, CodecError>),
-    Delivery(Result<Arc<Delivery>, broadcast::error::RecvError>),
+    Feed(Fed),
     KeepAlive,
+    Save,
+}
+
+/// Where a connection's subscriptions are fed from.
+enum Feed {
+    /// A clean session: the gateway-wide readers (from the first subscription).
+    Shared(Option<broadcast::Receiver<Arc<Delivery>>>),
+    /// A persistent session: readers of its own.
+    Own(OwnReaders),
+}
+
+/// A persistent session's readers, one per Kafka topic; stopped with it.
+struct OwnReaders {
+    tx: mpsc::Sender<(String, Read)>,
+    rx: mpsc::Receiver<(String, Read)>,
+    tasks: HashMap<String, tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for OwnReaders {
+    fn drop(&mut self) {
+        for t in self.tasks.values() {
+            t.abort();
+        }
+    }
+}
+
+/// What a feed gave.
+enum Fed {
+    Shared(Result<Arc<Delivery>, broadcast::error::RecvError>),
+    Own(Option<(String, Read)>),
 }
 
 struct Conn<W> {
@@ -79,16 +116,34 @@ struct Conn<W> {
     client_id: String,
     /// Filter → granted QoS.
     subscriptions: BTreeMap<String, u8>,
-    /// Set at the first subscription.
-    deliveries: Option<broadcast::Receiver<Arc<Delivery>>>,
-    /// Outgoing QoS 1 packet ids awaiting PUBACK.
-    outgoing: HashSet<u16>,
+    feed: Feed,
+    /// Whether the session outlives the connection.
+    persistent: bool,
+    expiry_secs: u32,
+    /// A persistent session's next offset to read, by Kafka topic and partition.
+    positions: BTreeMap<(String, i32), i64>,
+    /// Positions or subscriptions changed since the last save.
+    dirty: bool,
+    /// Outgoing QoS 1 messages awaiting PUBACK: where each came from
+    /// (`None`: a clean session's or a retained message).
+    outgoing: HashMap<u16, Option<(String, i32, i64)>>,
     next_pkid: u16,
     /// QoS 1 messages the device takes unacknowledged.
     out_limit: usize,
     /// MQTT 3 QoS 2 packet ids received and not yet released (PUBREL).
     qos2: HashSet<u16>,
     will: Option<Message>,
+    /// A persistent session's share of `max_persistent_sessions`.
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+/// A CONNECT accepted, before the session is set up.
+struct Accepted<W> {
+    conn: Conn<W>,
+    keep_alive: u16,
+    server_keep_alive: Option<u16>,
+    assigned_id: Option<String>,
+    clean_start: bool,
 }
 
 /// Serves one accepted connection to its end.
@@ -133,7 +188,7 @@ pub(crate) async fn serve<S>(
         }
         _ => return,
     };
-    let Some((mut conn, keep_alive, ack)) = Box::pin(accept(
+    let Some(accepted) = Box::pin(accept(
         &gateway,
         writer,
         *connect,
@@ -144,17 +199,36 @@ pub(crate) async fn serve<S>(
     else {
         return;
     };
-    let (id, kicked) = gateway.claim(&conn.client_id);
+    let mut conn = accepted.conn;
+    let claim = gateway
+        .sessions
+        .claim(&conn.client_id, gateway.next_connection_id(), TAKEOVER_WAIT)
+        .await;
+    let session_present = Box::pin(conn.start_session(accepted.clean_start)).await;
+    let ack = Outbound::ConnAck {
+        session_present,
+        reason: Reason::Success,
+        receive_maximum: u16::try_from(gateway.config.max_inflight).unwrap_or(u16::MAX),
+        max_packet_size: u32::try_from(max_in).unwrap_or(u32::MAX),
+        server_keep_alive: accepted.server_keep_alive,
+        assigned_client_id: accepted.assigned_id,
+        reason_string: None,
+    };
     if conn.send(ack).is_err() || conn.flush().await.is_err() {
-        gateway.release(&conn.client_id, id);
         return;
     }
-    tracing::debug!(%peer, client_id = %conn.client_id, version = ?conn.version, "MQTT client connected");
+    tracing::debug!(%peer, client_id = %conn.client_id, version = ?conn.version, persistent = conn.persistent, "MQTT client connected");
     let close = conn
-        .run(&mut reader, &mut inbuf, keep_alive, &kicked, &shutdown)
+        .run(
+            &mut reader,
+            &mut inbuf,
+            accepted.keep_alive,
+            &claim.kicked,
+            &shutdown,
+        )
         .await;
-    gateway.release(&conn.client_id, id);
-    conn.finish(close).await;
+    Box::pin(conn.finish(close)).await;
+    drop(claim);
 }
 
 fn refusal(reason: Reason, why: Option<&str>) -> Outbound {
@@ -169,18 +243,40 @@ fn refusal(reason: Reason, why: Option<&str>) -> Outbound {
     }
 }
 
-/// Checks a CONNECT: the connection, its keep-alive and the CONNACK to
-/// send, or `None` once a refusal was sent.
+/// Checks a CONNECT: the connection and what its CONNACK says, or `None`
+/// once a refusal was sent.
 async fn accept<W: AsyncWrite + Unpin>(
     gateway: &Arc<Gateway>,
     mut writer: W,
     c: Connect,
     tls_principal: Option<String>,
     allow_anonymous: bool,
-) -> Option<(Conn<W>, u16, Outbound)> {
+) -> Option<Accepted<W>> {
     let cfg = &gateway.config;
     let version = c.version;
     let mut refused: Option<(Reason, &str)> = None;
+    let persistent = match version {
+        Version::V4 => !c.clean_start,
+        Version::V5 => c.session_expiry.unwrap_or(0) > 0,
+    };
+    if version == Version::V4 && persistent && c.client_id.is_empty() {
+        refused = Some((
+            Reason::ClientIdentifierNotValid,
+            "a persistent session needs a client id",
+        ));
+    }
+    // Readers of its own cost a Kafka consumer per topic: counted.
+    let slot = if persistent && refused.is_none() {
+        let slot = Arc::clone(&gateway.persistent_slots)
+            .try_acquire_owned()
+            .ok();
+        if slot.is_none() {
+            refused = Some((Reason::ServerUnavailable, "too many persistent sessions"));
+        }
+        slot
+    } else {
+        None
+    };
     if let Some(w) = &c.will {
         if filter::validate_name(&w.topic).is_err() {
             refused = Some((Reason::TopicNameInvalid, "invalid will topic"));
@@ -241,15 +337,15 @@ async fn accept<W: AsyncWrite + Unpin>(
     } else {
         asked
     };
-    let ack = Outbound::ConnAck {
-        // Sessions are not kept at the gateway.
-        session_present: false,
-        reason: Reason::Success,
-        receive_maximum: u16::try_from(cfg.max_inflight).unwrap_or(u16::MAX),
-        max_packet_size: u32::try_from(cfg.max_packet_bytes).unwrap_or(u32::MAX),
-        server_keep_alive: (keep_alive != asked).then_some(keep_alive),
-        assigned_client_id: assigned,
-        reason_string: None,
+    let feed = if persistent {
+        let (tx, rx) = mpsc::channel(cfg.max_queued_messages.max(1));
+        Feed::Own(OwnReaders {
+            tx,
+            rx,
+            tasks: HashMap::new(),
+        })
+    } else {
+        Feed::Shared(None)
     };
     let conn = Conn {
         gateway: Arc::clone(gateway),
@@ -261,16 +357,33 @@ async fn accept<W: AsyncWrite + Unpin>(
             .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
         client_id,
         subscriptions: BTreeMap::new(),
-        deliveries: None,
-        outgoing: HashSet::new(),
+        feed,
+        persistent,
+        expiry_secs: match version {
+            Version::V4 => cfg.max_session_expiry_secs,
+            Version::V5 => c
+                .session_expiry
+                .unwrap_or(0)
+                .min(cfg.max_session_expiry_secs),
+        },
+        positions: BTreeMap::new(),
+        dirty: false,
+        outgoing: HashMap::new(),
         next_pkid: 0,
         out_limit: usize::from(c.receive_maximum.unwrap_or(u16::MAX))
             .min(cfg.max_inflight)
             .max(1),
         qos2: HashSet::new(),
         will: c.will,
+        _slot: slot,
     };
-    Some((conn, keep_alive, ack))
+    Some(Accepted {
+        conn,
+        keep_alive,
+        server_keep_alive: (keep_alive != asked).then_some(keep_alive),
+        assigned_id: assigned,
+        clean_start: c.clean_start,
+    })
 }
 
 /// Reads until one whole packet is buffered; `None` when the peer closed.
@@ -307,12 +420,11 @@ async fn fill<R: AsyncRead + Unpin>(
 }
 
 /// The next message for the subscriptions; never without any.
-async fn next_delivery(
-    rx: &mut Option<broadcast::Receiver<Arc<Delivery>>>,
-) -> Result<Arc<Delivery>, broadcast::error::RecvError> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
+async fn next_feed(feed: &mut Feed) -> Fed {
+    match feed {
+        Feed::Shared(Some(rx)) => Fed::Shared(rx.recv().await),
+        Feed::Shared(None) => std::future::pending().await,
+        Feed::Own(o) => Fed::Own(o.rx.recv().await),
     }
 }
 
@@ -332,16 +444,20 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         let idle = Duration::from_millis(u64::from(keep_alive_secs) * 1500);
         let mut deadline = Instant::now() + idle;
         let mut durable: FuturesOrdered<Durable> = FuturesOrdered::new();
+        let mut save = tokio::time::interval(SAVE_INTERVAL);
+        save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let room = self.outgoing.len() < self.out_limit;
+            let save_due = self.persistent && self.dirty;
             let event = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => Event::Shutdown,
                 () = kicked.cancelled() => Event::Kicked,
                 Some((pkid, qos, result)) = durable.next() => Event::Durable(pkid, qos, result),
                 read = fill(reader, inbuf, max_in), if durable.len() < max_inflight => Event::Read(read),
-                d = next_delivery(&mut self.deliveries), if room => Event::Delivery(d),
+                fed = next_feed(&mut self.feed), if room => Event::Feed(fed),
                 () = tokio::time::sleep_until(deadline) => Event::KeepAlive,
+                _ = save.tick(), if save_due => Event::Save,
             };
             match event {
                 Event::Shutdown => {
@@ -376,15 +492,25 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 Event::Read(Err(e)) => {
                     return Close::because(Reason::MalformedPacket, e.to_string())
                 }
-                Event::Delivery(Ok(d)) => self.deliver(&d),
-                Event::Delivery(Err(broadcast::error::RecvError::Lagged(n))) => {
+                Event::Feed(Fed::Shared(Ok(d))) => self.deliver(&d),
+                Event::Feed(Fed::Shared(Err(broadcast::error::RecvError::Lagged(n)))) => {
                     let _ = self.flush().await;
                     return Close::because(
                         Reason::ImplementationSpecificError,
                         format!("the subscriber fell {n} messages behind"),
                     );
                 }
-                Event::Delivery(Err(broadcast::error::RecvError::Closed)) => self.deliveries = None,
+                Event::Feed(Fed::Shared(Err(broadcast::error::RecvError::Closed))) => {
+                    self.feed = Feed::Shared(None);
+                }
+                Event::Feed(Fed::Own(Some((topic, read)))) => self.take(topic, read),
+                // Never: the connection holds a sender.
+                Event::Feed(Fed::Own(None)) => {}
+                Event::Save => {
+                    self.dirty = false;
+                    let state = self.session_state(0);
+                    self.gateway.sessions.save(&self.client_id, &state).await;
+                }
                 Event::KeepAlive => {
                     return Close::because(Reason::KeepAliveTimeout, "keep-alive timed out")
                 }
@@ -439,7 +565,9 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 self.publish(pkid, message, durable, publish_timeout).await
             }
             Inbound::PubAck(pkid) => {
-                self.outgoing.remove(&pkid);
+                if self.outgoing.remove(&pkid).is_some() {
+                    self.dirty = true;
+                }
                 Ok(())
             }
             Inbound::PubRec(pkid) | Inbound::PubComp(pkid) => Err(Close::because(
@@ -469,27 +597,32 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                     if self.outgoing.len() >= self.out_limit {
                         m.qos = 0;
                     }
-                    self.send_message(m);
+                    self.send_message(m, None);
                 }
                 Ok(())
             }
             Inbound::Unsubscribe { pkid, filters } => {
                 let count = filters.len();
-                for f in &filters {
-                    self.subscriptions.remove(f);
-                }
-                if self.subscriptions.is_empty() {
-                    // Nothing to keep up with any more.
-                    self.deliveries = None;
-                }
+                self.unsubscribe(&filters);
                 self.send(Outbound::UnsubAck { pkid, count })
             }
             Inbound::PingReq => self.send(Outbound::PingResp),
-            Inbound::Disconnect { reason, .. } => Err(Close {
-                reason: None,
-                // 0x04: "disconnect with will message".
-                send_will: reason == 0x04,
-            }),
+            Inbound::Disconnect {
+                reason,
+                session_expiry,
+            } => {
+                // MQTT 5 may change the expiry on the way out; a session
+                // made persistent only now keeps its subscriptions.
+                if let (Some(e), Version::V5) = (session_expiry, self.version) {
+                    self.expiry_secs = e.min(self.gateway.config.max_session_expiry_secs);
+                    self.persistent = e > 0;
+                }
+                Err(Close {
+                    reason: None,
+                    // 0x04: "disconnect with will message".
+                    send_will: reason == 0x04,
+                })
+            }
             Inbound::Auth => Err(Close::because(
                 Reason::ProtocolError,
                 "enhanced authentication is not offered",
@@ -601,53 +734,9 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         }
     }
 
-    /// Adds a subscription; the granted QoS or why not.
-    async fn subscribe(&mut self, f: &str, qos: u8) -> Result<u8, Reason> {
-        if filter::validate_filter(f).is_err() || f.starts_with("$share/") {
-            return Err(Reason::TopicFilterInvalid);
-        }
-        let topics = self.gateway.mappings.topics_for_filter(f);
-        if topics.is_empty() {
-            return Err(Reason::TopicFilterInvalid);
-        }
-        if self.deliveries.is_none() {
-            // Before the readers are checked, so nothing they read after
-            // the SUBACK is missed.
-            self.deliveries = Some(self.gateway.remote.deliveries());
-        }
-        for t in &topics {
-            if let Err(e) = self.gateway.remote.read(t).await {
-                tracing::warn!(client_id = %self.client_id, error = %e, "subscription refused: cannot read the remote topic");
-                return Err(Reason::UnspecifiedError);
-            }
-        }
-        self.subscriptions.insert(f.to_owned(), qos);
-        Ok(qos)
-    }
-
-    /// Sends a message read back if a subscription wants it, at the highest
-    /// QoS granted among the matching ones.
-    fn deliver(&mut self, d: &Delivery) {
-        let topic = &d.message.topic;
-        let Some(qos) = self
-            .subscriptions
-            .iter()
-            .filter(|(f, _)| filter::matches(f, topic))
-            .map(|(_, q)| *q)
-            .max()
-        else {
-            return;
-        };
-        // Reader filters already checked the mapping; a subscription whose
-        // topics do not include this Kafka topic cannot match it.
-        debug_assert!(self.gateway.mappings.routes_to(topic, &d.kafka_topic));
-        let mut m = d.message.clone();
-        m.qos = qos;
-        self.send_message(m);
-    }
-
-    /// Queues one message to the device (QoS 1: tracked until PUBACK).
-    fn send_message(&mut self, message: Message) {
+    /// Queues one message to the device (QoS 1: tracked until PUBACK, with
+    /// where it came from).
+    fn send_message(&mut self, message: Message, from: Option<(String, i32, i64)>) {
         let qos = message.qos;
         let pkid = if qos > 0 { self.allocate_pkid() } else { 0 };
         let packet = Outbound::Publish {
@@ -657,7 +746,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         };
         match codec::write(&mut self.out, self.version, packet, self.max_out) {
             Ok(_) if qos > 0 => {
-                self.outgoing.insert(pkid);
+                self.outgoing.insert(pkid, from);
             }
             Ok(_) => {}
             // Larger than the device accepts: MQTT 5 says drop it.
@@ -668,7 +757,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
     fn allocate_pkid(&mut self) -> u16 {
         loop {
             self.next_pkid = self.next_pkid.wrapping_add(1);
-            if self.next_pkid != 0 && !self.outgoing.contains(&self.next_pkid) {
+            if self.next_pkid != 0 && !self.outgoing.contains_key(&self.next_pkid) {
                 return self.next_pkid;
             }
         }
@@ -689,7 +778,8 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         r
     }
 
-    /// Says why (MQTT 5) and publishes the will if due.
+    /// Says why (MQTT 5), publishes the will if due, saves or forgets the
+    /// session.
     async fn finish(mut self, close: Close) {
         if let Some((reason, message)) = close.reason {
             tracing::debug!(client_id = %self.client_id, ?reason, %message, "closing MQTT connection");
@@ -702,22 +792,24 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             }
         }
         let _ = self.writer.shutdown().await;
-        if !close.send_will {
-            return;
-        }
-        let Some(will) = self.will.take() else {
-            return;
-        };
-        match send(&self.gateway, &will).await {
-            Ok(queued) => {
-                if will.retain {
-                    let _ = self.gateway.retained.set(&will);
+        if let (true, Some(will)) = (close.send_will, self.will.take()) {
+            match send(&self.gateway, &will).await {
+                Ok(queued) => {
+                    if will.retain {
+                        let _ = self.gateway.retained.set(&will);
+                    }
+                    tokio::spawn(report_failure(queued));
                 }
-                tokio::spawn(report_failure(queued));
+                Err(e) => {
+                    tracing::debug!(client_id = %self.client_id, reason = %e, "will not published");
+                }
             }
-            Err(e) => {
-                tracing::debug!(client_id = %self.client_id, reason = %e, "will not published");
-            }
+        }
+        if self.persistent {
+            let state = self.session_state(now_ms().max(1));
+            self.gateway.sessions.save(&self.client_id, &state).await;
+        } else {
+            self.gateway.sessions.remove(&self.client_id).await;
         }
     }
 }
@@ -760,6 +852,13 @@ async fn send(
                 Refused::Transient(e.to_string())
             }
         })
+}
+
+/// Milliseconds since the epoch (when a session was left).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A QoS 0 message (or a will) nobody waits for: its failure is logged.
