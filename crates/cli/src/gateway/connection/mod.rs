@@ -265,18 +265,6 @@ async fn accept<W: AsyncWrite + Unpin>(
             "a persistent session needs a client id",
         ));
     }
-    // Readers of its own cost a Kafka consumer per topic: counted.
-    let slot = if persistent && refused.is_none() {
-        let slot = Arc::clone(&gateway.persistent_slots)
-            .try_acquire_owned()
-            .ok();
-        if slot.is_none() {
-            refused = Some((Reason::ServerUnavailable, "too many persistent sessions"));
-        }
-        slot
-    } else {
-        None
-    };
     if let Some(w) = &c.will {
         if filter::validate_name(&w.topic).is_err() {
             refused = Some((Reason::TopicNameInvalid, "invalid will topic"));
@@ -311,7 +299,20 @@ async fn accept<W: AsyncWrite + Unpin>(
         ));
         None
     };
-    let Some(principal) = principal else {
+    // A logged-in device's persistent session reads with Kafka consumers of
+    // its own: counted.
+    let slot = if persistent && principal.is_some() {
+        let slot = Arc::clone(&gateway.persistent_slots)
+            .try_acquire_owned()
+            .ok();
+        if slot.is_none() {
+            refused = Some((Reason::ServerUnavailable, "too many persistent sessions"));
+        }
+        slot
+    } else {
+        None
+    };
+    let (Some(principal), false) = (principal, persistent && slot.is_none()) else {
         let (reason, why) = refused.unwrap_or((Reason::NotAuthorized, "not authorized"));
         let mut out = BytesMut::new();
         if codec::write(&mut out, version, refusal(reason, Some(why)), usize::MAX).is_ok() {
