@@ -311,6 +311,41 @@ fn high_watermark(
     }
 }
 
+/// Attempts at opening one record whose data key could not be fetched for
+/// a reason that may pass, and the longest pause between two.
+const OPEN_ATTEMPTS: u32 = 10;
+const OPEN_MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Opens one record, asking again while fetching its data key fails for a
+/// reason that may pass (the broker throttling key requests, a lost
+/// connection): the record is already taken from the Kafka consumer, so
+/// giving up at once would skip it.
+async fn open_retrying(
+    opener: &mut Opener,
+    client: &BlindClient,
+    partition: i32,
+    offset: i64,
+    value: Option<&[u8]>,
+) -> Result<(veil_blind::OpenedRecord, Sequence), BlindError> {
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match opener.open(client, partition, offset, value).await {
+            Err(
+                BlindError::Throttled
+                | BlindError::Kafka(_)
+                | BlindError::Connect(_)
+                | BlindError::Client(_),
+            ) if attempt < OPEN_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(OPEN_MAX_PAUSE);
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Numbers the group ids of [`BlindConsumer::from_end`] readers.
 static FROM_END_READERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -526,9 +561,9 @@ impl BlindConsumer {
                         sealed: None,
                     }),
                     Some(o) => {
-                        let (rec, seq) = o
-                            .open(&self.client, m.partition(), m.offset(), m.payload())
-                            .await?;
+                        let (rec, seq) =
+                            open_retrying(o, &self.client, m.partition(), m.offset(), m.payload())
+                                .await?;
                         Ok(Record {
                             partition: m.partition(),
                             offset: m.offset(),

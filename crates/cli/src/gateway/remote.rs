@@ -201,8 +201,15 @@ async fn read_records<F, Fut>(
                 tracing::error!(%topic, error = %e, "stopped reading the topic");
                 return;
             }
-            Err(e) => {
+            Err(e @ BlindError::Kafka(_)) => {
                 tracing::debug!(%topic, error = %e, "reading the topic");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            // The SDK already asked again for a while: a record was taken
+            // from Kafka and could not be opened.
+            Err(e) => {
+                tracing::warn!(%topic, error = %e, "a record could not be opened and is not delivered");
                 tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             }
