@@ -6,6 +6,7 @@ mod broker;
 mod certs;
 mod cluster;
 mod consume;
+mod gateway;
 mod groups;
 mod health;
 mod kms;
@@ -73,6 +74,9 @@ enum Command {
     Produce(produce::Args),
     /// Read a topic's records (a blind topic with --blind).
     Consume(consume::Args),
+    /// Serve MQTT devices and write their messages, sealed, to blind topics
+    /// of a remote broker (run by the data owner, next to the devices).
+    Gateway(gateway::Args),
     /// Ask a broker's admin endpoint whether it is ready (exit 0 if so).
     Health(health::Args),
 }
@@ -130,6 +134,7 @@ fn main() -> std::process::ExitCode {
             Command::Kms(args) => kms::run(args).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
+            Command::Gateway(args) => gateway::run(args).await,
             Command::Health(args) => health::run(args),
         }
     });

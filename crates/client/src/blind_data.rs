@@ -290,6 +290,65 @@ pub struct Record {
     pub sealed: Option<Sequence>,
 }
 
+/// A partition's high watermark. A topic created a moment ago may not be
+/// in librdkafka's metadata yet: asked again a few times, briefly.
+fn high_watermark(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, BlindError> {
+    const ATTEMPTS: u32 = 10;
+    let mut attempt = 1;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok((_, high)) => return Ok(high),
+            Err(e) if attempt >= ATTEMPTS => return Err(kafka(&e)),
+            Err(_) => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// Attempts at opening one record whose data key could not be fetched for
+/// a reason that may pass, and the longest pause between two.
+const OPEN_ATTEMPTS: u32 = 10;
+const OPEN_MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Opens one record, asking again while fetching its data key fails for a
+/// reason that may pass (the broker throttling key requests, a lost
+/// connection): the record is already taken from the Kafka consumer, so
+/// giving up at once would skip it.
+async fn open_retrying(
+    opener: &mut Opener,
+    client: &BlindClient,
+    partition: i32,
+    offset: i64,
+    value: Option<&[u8]>,
+) -> Result<(veil_blind::OpenedRecord, Sequence), BlindError> {
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match opener.open(client, partition, offset, value).await {
+            Err(
+                BlindError::Throttled
+                | BlindError::Kafka(_)
+                | BlindError::Connect(_)
+                | BlindError::Client(_),
+            ) if attempt < OPEN_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(OPEN_MAX_PAUSE);
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Numbers the group ids of [`BlindConsumer::from_end`] readers.
+static FROM_END_READERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Consumes one blind topic by plaintext name in a consumer group.
 ///
 /// Revocation must stop a running consumer promptly even if librdkafka only
@@ -308,6 +367,8 @@ pub struct BlindConsumer {
     fatal: watch::Receiver<bool>,
     fatal_error: Arc<std::sync::Mutex<Option<BlindError>>>,
     watchdog: tokio::task::JoinHandle<()>,
+    /// Where each assigned partition started ([`BlindConsumer::from_positions`]).
+    started: HashMap<i32, i64>,
 }
 
 impl BlindConsumer {
@@ -321,14 +382,98 @@ impl BlindConsumer {
         check_interval: Duration,
     ) -> Result<Self, BlindError> {
         let physical = client.resolve(topic).await?.physical_name;
-        let opener = sealed::topic_key(&client, topic, &physical, false)
-            .await?
-            .map(|_| Opener::new(topic, &physical));
-        let opener = tokio::sync::Mutex::new(opener);
         let consumer = kafka_consumer(props, group, from_beginning)?;
         consumer
             .subscribe(&[physical.as_str()])
             .map_err(|e| kafka(&e))?;
+        Self::start(client, topic, physical, consumer, check_interval).await
+    }
+
+    /// Resolve `topic` and read each of its partitions from its current
+    /// end, outside any consumer group (nothing is committed): for a reader
+    /// that only wants what is produced from now on. Ready when it returns:
+    /// every record produced afterwards is received. Partitions added later
+    /// are not read.
+    pub async fn from_end(
+        client: Arc<BlindClient>,
+        topic: &str,
+        props: &KafkaProps,
+        check_interval: Duration,
+    ) -> Result<Self, BlindError> {
+        Self::from_positions(client, topic, props, &HashMap::new(), check_interval).await
+    }
+
+    /// [`BlindConsumer::from_end`], except that the partitions in
+    /// `positions` start at the offset given (where a reader left off; one
+    /// that retention removed starts at the oldest record kept).
+    pub async fn from_positions(
+        client: Arc<BlindClient>,
+        topic: &str,
+        props: &KafkaProps,
+        positions: &HashMap<i32, i64>,
+        check_interval: Duration,
+    ) -> Result<Self, BlindError> {
+        let resolved = client.resolve(topic).await?;
+        let physical = resolved.physical_name;
+        let mut c = config(props);
+        // librdkafka wants a group id even for assigned partitions; nothing
+        // is committed under it.
+        let n = FROM_END_READERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.set(
+            "group.id",
+            format!("veil-from-end-{}-{n}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("allow.auto.create.topics", "false")
+        .set("fetch.queue.backoff.ms", "10");
+        let name = physical.clone();
+        let partitions = resolved.partitions;
+        let positions = positions.clone();
+        // Asking for the high watermarks blocks (a metadata round trip).
+        let (consumer, started) = tokio::task::spawn_blocking(move || {
+            let consumer: StreamConsumer = c.create().map_err(|e| kafka(&e))?;
+            let mut list = rdkafka::TopicPartitionList::new();
+            let mut started = HashMap::new();
+            for p in 0..partitions {
+                let at = match positions.get(&p) {
+                    Some(&at) => at,
+                    None => high_watermark(&consumer, &name, p)?,
+                };
+                list.add_partition_offset(&name, p, rdkafka::Offset::Offset(at))
+                    .map_err(|e| kafka(&e))?;
+                started.insert(p, at);
+            }
+            consumer.assign(&list).map_err(|e| kafka(&e))?;
+            Ok::<_, BlindError>((consumer, started))
+        })
+        .await
+        .map_err(|_| BlindError::Kafka("the consumer could not be set up".into()))??;
+        let mut c = Self::start(client, topic, physical, consumer, check_interval).await?;
+        c.started = started;
+        Ok(c)
+    }
+
+    /// Where each partition started, for a consumer made by
+    /// [`BlindConsumer::from_positions`] or [`BlindConsumer::from_end`]
+    /// (empty for a group member): the position of a partition no record
+    /// has come from yet.
+    pub fn started(&self) -> &HashMap<i32, i64> {
+        &self.started
+    }
+
+    async fn start(
+        client: Arc<BlindClient>,
+        topic: &str,
+        physical: String,
+        consumer: StreamConsumer,
+        check_interval: Duration,
+    ) -> Result<Self, BlindError> {
+        let opener = sealed::topic_key(&client, topic, &physical, false)
+            .await?
+            .map(|_| Opener::new(topic, &physical));
+        let opener = tokio::sync::Mutex::new(opener);
         let (tx, fatal) = watch::channel(false);
         let fatal_error = Arc::new(std::sync::Mutex::new(None));
         let watchdog = tokio::spawn(watch_revocation(
@@ -347,6 +492,7 @@ impl BlindConsumer {
             fatal,
             fatal_error,
             watchdog,
+            started: HashMap::new(),
         })
     }
 
@@ -415,9 +561,9 @@ impl BlindConsumer {
                         sealed: None,
                     }),
                     Some(o) => {
-                        let (rec, seq) = o
-                            .open(&self.client, m.partition(), m.offset(), m.payload())
-                            .await?;
+                        let (rec, seq) =
+                            open_retrying(o, &self.client, m.partition(), m.offset(), m.payload())
+                                .await?;
                         Ok(Record {
                             partition: m.partition(),
                             offset: m.offset(),
@@ -432,7 +578,9 @@ impl BlindConsumer {
                 }
                 Err(e) => Err(e),
             },
-            _ = fatal.wait_for(|f| *f) => {
+            // The guard `wait_for` returns is dropped inside, so `recv`
+            // stays `Send` (a reader may run on a spawned task).
+            () = async { drop(fatal.wait_for(|f| *f).await); } => {
                 return Err(self.take_fatal().unwrap_or(BlindError::Revoked { tenant: self.client.tenant().to_owned() }));
             }
         };
