@@ -311,7 +311,7 @@ impl TransactionCoordinator {
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!(transactional_id = %id, error = %e, "completing a transaction failed; retrying")
+                        tracing::warn!(transactional_id = %id, error = %e, "completing a transaction failed; retrying");
                     }
                 }
             }
