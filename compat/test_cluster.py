@@ -206,3 +206,81 @@ def test_a_consumer_group_keeps_its_committed_offsets_when_its_coordinator_is_ki
     fresh.close()
     described = admin.describe_consumer_groups(["g"])["g"].result(timeout=30)
     assert described.coordinator.id != killed
+
+
+def test_transactions_survive_the_loss_of_their_coordinators_node(cluster):
+    """Consume-transform-produce with a transactional confluent-kafka
+    producer on three nodes; the controller (the transaction coordinator) is
+    killed with SIGKILL while a transaction is open. The next controller
+    finishes or aborts what was prepared, the producer re-initialises, and
+    the output holds every input transformed exactly once, in order, with
+    the group's offset at the end."""
+    from confluent_kafka import Consumer, KafkaException, OFFSET_BEGINNING, Producer, TopicPartition
+
+    bootstrap = ",".join(n.bootstrap for n in cluster)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for t in ("in", "out"):
+        admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=3)])[t].result(30)
+    total = 300
+    src = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    for i in range(total):
+        src.produce("in", value=str(i).encode())
+    assert src.flush(60) == 0
+
+    def committed():
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "ctp"})
+        got = c.committed([TopicPartition("in", 0)], timeout=60)[0].offset
+        c.close()
+        return max(got, 0)
+
+    killed = None
+    done = 0
+    deadline = time.monotonic() + 240
+    while done < total:
+        assert time.monotonic() < deadline, f"transformed {done} of {total}"
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "ctp",
+                      "isolation.level": "read_committed", "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest", "session.timeout.ms": 10000})
+        c.subscribe(["in"])
+        p = Producer({"bootstrap.servers": bootstrap, "transactional.id": "ctp-1",
+                      "transaction.timeout.ms": 15000})
+        try:
+            p.init_transactions(90)
+            while done < total and time.monotonic() < deadline:
+                batch = [m for m in c.consume(25, 1.0) if m.error() is None]
+                if not batch:
+                    continue
+                p.begin_transaction()
+                for m in batch:
+                    p.produce("out", value=str(int(m.value()) * 3).encode())
+                if killed is None and done >= total // 3:
+                    p.flush(30)
+                    killed = admin.describe_cluster().result(30).controller.id
+                    cluster[killed - 1].kill()
+                p.send_offsets_to_transaction(
+                    [TopicPartition("in", 0, batch[-1].offset() + 1)],
+                    c.consumer_group_metadata(), 90)
+                p.commit_transaction(90)
+                done = batch[-1].offset() + 1
+        except KafkaException:
+            # The transaction could not complete across the failover: start
+            # again from what the group committed (the rest was aborted).
+            done = committed()
+        finally:
+            c.close()
+    assert killed is not None
+    assert committed() == total
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "check",
+                       "isolation.level": "read_committed", "enable.auto.commit": False})
+    reader.assign([TopicPartition("out", 0, OFFSET_BEGINNING)])
+    got = []
+    quiet = time.monotonic() + 60
+    while time.monotonic() < quiet and len(got) < total:
+        m = reader.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(int(m.value()))
+    reader.close()
+    assert got == [i * 3 for i in range(total)], (len(got), got[:20])
+    survivors = ",".join(n.bootstrap for i, n in enumerate(cluster, 1) if i != killed)
+    after = AdminClient({"bootstrap.servers": survivors})
+    assert after.describe_cluster().result(60).controller.id != killed

@@ -286,12 +286,17 @@ impl Reader<'_> {
 }
 
 /// Kafka APIs the inter-node listener serves besides Veil's own calls:
-/// what a follower replicating from a leader needs.
+/// what a follower replicating from a leader needs, and transaction
+/// markers from the coordinator.
 fn allowed_between_nodes(api: crate::dispatch::Api) -> bool {
     matches!(
         api,
         crate::dispatch::Api::Kafka(
-            ApiKey::ApiVersions | ApiKey::Fetch | ApiKey::OffsetForLeaderEpoch | ApiKey::Metadata
+            ApiKey::ApiVersions
+                | ApiKey::Fetch
+                | ApiKey::OffsetForLeaderEpoch
+                | ApiKey::Metadata
+                | ApiKey::WriteTxnMarkers
         )
     )
 }

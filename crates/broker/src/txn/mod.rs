@@ -323,10 +323,25 @@ impl TransactionCoordinator {
         }
     }
 
-    /// One timer pass on the coordinator: abort transactions past their
-    /// timeout, finish prepared ones nobody is finishing (after a coordinator
-    /// change), forget expired ids.
-    pub async fn tick(self: &Arc<Self>, state: &Arc<BrokerState>) {
+    /// Finishes prepared transactions nobody is finishing (after a
+    /// coordinator change or a restart).
+    pub fn resume_prepared(self: &Arc<Self>, state: &Arc<BrokerState>) {
+        if Self::check_coordinator(state).is_err() {
+            return;
+        }
+        let preparing: Vec<String> = state.with_meta(|m| {
+            m.transactions()
+                .filter(|(_, r)| r.state.is_preparing())
+                .map(|(id, _)| id.clone())
+                .collect()
+        });
+        for id in preparing {
+            self.spawn_completion(state, &id);
+        }
+    }
+
+    /// Aborts transactions open past their timeout and forgets expired ids.
+    pub async fn expire(self: &Arc<Self>, state: &Arc<BrokerState>) {
         if Self::check_coordinator(state).is_err() {
             return;
         }
@@ -334,31 +349,30 @@ impl TransactionCoordinator {
         let expiration = state.config.transactions.id_expiration_ms;
         let records: Vec<(String, TxnRecord)> = state.with_meta(|m| {
             m.transactions()
+                .filter(|(_, r)| !r.state.is_preparing())
                 .map(|(id, r)| (id.clone(), r.clone()))
                 .collect()
         });
         for (id, record) in records {
-            if record.state.is_preparing() {
-                self.spawn_completion(state, &id);
-            } else if let Some(next) = state::abort_if_timed_out(&record, now) {
-                let lock = self.lock_for(&id);
-                let _held = lock.lock().await;
-                if Self::record(state, &id).as_ref() == Some(&record) {
-                    tracing::info!(transactional_id = %id, producer_id = record.producer_id,
-                        timeout_ms = record.timeout_ms, "aborting a transaction open past its timeout");
-                    if Self::store(state, &id, Some(record), Some(next))
-                        .await
-                        .is_ok()
-                    {
-                        self.spawn_completion(state, &id);
-                    }
-                }
+            let next = if let Some(aborting) = state::abort_if_timed_out(&record, now) {
+                Some(aborting)
             } else if state::expired(&record, expiration, now) {
-                let lock = self.lock_for(&id);
-                let _held = lock.lock().await;
-                if Self::record(state, &id).as_ref() == Some(&record) {
-                    let _ = Self::store(state, &id, Some(record), None).await;
-                }
+                None
+            } else {
+                continue;
+            };
+            let lock = self.lock_for(&id);
+            let _held = lock.lock().await;
+            if Self::record(state, &id).as_ref() != Some(&record) {
+                continue; // changed meanwhile
+            }
+            let aborting = next.is_some();
+            if aborting {
+                tracing::info!(transactional_id = %id, producer_id = record.producer_id,
+                    timeout_ms = record.timeout_ms, "aborting a transaction open past its timeout");
+            }
+            if Self::store(state, &id, Some(record), next).await.is_ok() && aborting {
+                self.spawn_completion(state, &id);
             }
         }
         // Locks of ids nobody waits on are dropped.
@@ -366,7 +380,12 @@ impl TransactionCoordinator {
     }
 }
 
-/// The coordinator's timer task.
+/// How often a coordinator looks for prepared transactions to finish.
+const RESUME_EVERY: Duration = Duration::from_millis(250);
+
+/// The coordinator's timer task: prepared transactions are resumed within
+/// [`RESUME_EVERY`] of this node becoming coordinator; timeouts and expiry
+/// are checked every `abort_timed_out_interval_ms`.
 pub async fn run_timers(state: std::sync::Weak<BrokerState>, shutdown: CancellationToken) {
     let Some(interval) = state
         .upgrade()
@@ -374,15 +393,20 @@ pub async fn run_timers(state: std::sync::Weak<BrokerState>, shutdown: Cancellat
     else {
         return;
     };
+    let mut next_expiry = tokio::time::Instant::now() + interval;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(RESUME_EVERY.min(interval)) => {}
         }
         let Some(state) = state.upgrade() else {
             return;
         };
         let coordinator = Arc::clone(&state.transactions);
-        coordinator.tick(&state).await;
+        coordinator.resume_prepared(&state);
+        if tokio::time::Instant::now() >= next_expiry {
+            coordinator.expire(&state).await;
+            next_expiry = tokio::time::Instant::now() + interval;
+        }
     }
 }
