@@ -236,3 +236,68 @@ def test_consume_transform_produce_is_exactly_once_across_kill_9(tbroker, topic_
     assert committed_offset(tbroker, group, topic_name) == n
     got = read_all(tbroker, out, "read_committed", expect=n, timeout=60)
     assert got == [str(i * 2) for i in range(n)], (len(got), got[:10])
+
+
+def test_a_topic_deleted_mid_transaction_leaves_nothing_stuck(tbroker, topic_name):
+    """The transaction writes to two topics; one is deleted before the
+    commit. The commit completes (no marker is owed to a deleted topic), the
+    other topic's records are committed, and its last stable offset moves
+    on; the transactional id takes its next transaction."""
+    from confluent_kafka.admin import AdminClient
+
+    gone = topic_name + "-gone"
+    create_topic(tbroker, topic_name, 1)
+    create_topic(tbroker, gone, 1)
+    p = txn_producer(tbroker, "tx-deleted")
+    p.begin_transaction()
+    p.produce(topic_name, value="kept")
+    p.produce(gone, value="lost")
+    p.flush(30)
+    admin = AdminClient({"bootstrap.servers": tbroker.bootstrap})
+    admin.delete_topics([gone])[gone].result(30)
+    try:
+        p.commit_transaction(30)
+    except Exception:  # the client may see the deleted partition fail; then abort
+        p.abort_transaction(30)
+    deadline = time.monotonic() + 30
+    while "Complete" not in tbroker.veil("transactions", "--bootstrap", tbroker.bootstrap,
+                                         "describe", "tx-deleted").stdout:
+        assert time.monotonic() < deadline, "the transaction never completed"
+        time.sleep(0.3)
+    p.begin_transaction()
+    p.produce(topic_name, value="next")
+    p.commit_transaction(30)
+    got = read_all(tbroker, topic_name, "read_committed", expect=1)
+    assert got[-1] == "next" and got in (["kept", "next"], ["next"]), got
+
+
+def test_an_operator_lists_and_aborts_an_open_transaction(tbroker, topic_name):
+    create_topic(tbroker, topic_name, 1)
+    p = txn_producer(tbroker, "tx-operator")
+    p.begin_transaction()
+    p.produce(topic_name, value="hanging")
+    p.flush(30)
+    listed = tbroker.veil("transactions", "--bootstrap", tbroker.bootstrap, "list",
+                          "--state", "Ongoing").stdout
+    assert "tx-operator" in listed, listed
+    bad = tbroker.veil("transactions", "--bootstrap", tbroker.bootstrap, "list",
+                       "--state", "Sleeping", check=False)
+    assert bad.returncode != 0 and "Sleeping" in bad.stderr, bad.stderr
+    described = tbroker.veil("transactions", "--bootstrap", tbroker.bootstrap, "describe",
+                             "tx-operator").stdout
+    assert f"{topic_name}-0" in described and "Ongoing" in described, described
+    tbroker.veil("transactions", "--bootstrap", tbroker.bootstrap, "abort", "tx-operator")
+    deadline = time.monotonic() + 30
+    while "CompleteAbort" not in tbroker.veil("transactions", "--bootstrap", tbroker.bootstrap,
+                                              "describe", "tx-operator").stdout:
+        assert time.monotonic() < deadline, "the abort never completed"
+        time.sleep(0.3)
+    again = tbroker.veil("transactions", "--bootstrap", tbroker.bootstrap, "abort",
+                         "tx-operator", check=False)
+    assert again.returncode != 0 and "no open transaction" in again.stderr, again.stderr
+    with pytest.raises(KafkaException):
+        p.commit_transaction(10)
+    plain = Producer({"bootstrap.servers": tbroker.bootstrap})
+    plain.produce(topic_name, value="after")
+    plain.flush(30)
+    assert read_all(tbroker, topic_name, "read_committed", expect=1) == ["after"]

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
@@ -27,6 +28,9 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, DescribeTransactionsRequest, EndTxnRequest,
+};
 use kafka_protocol::messages::{
     AlterConfigsRequest, ApiVersionsRequest, CreateAclsRequest, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteAclsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
@@ -558,6 +562,61 @@ async fn producer_ids_and_transactional_produce() {
         produce(&as_(&ctx, BOB, 9), "shared", Some("other-tx")).await,
         TRANSACTIONAL_ID_DENIED
     );
+    // The transaction APIs: WRITE on the id, then WRITE on each topic; a
+    // refused topic fails alone and nothing is added.
+    let (pid, epoch) = ctx
+        .broker
+        .transactions
+        .init_producer_id(&ctx.broker, "bob-tx", 60_000, (-1, -1))
+        .await
+        .unwrap();
+    let add = |principal, id: &'static str, topic: &'static str| {
+        let ctx = as_(&ctx, principal, 3);
+        async move {
+            let req = AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(TransactionalId(text(id)))
+                .with_v3_and_below_producer_id(kafka_protocol::messages::ProducerId(pid))
+                .with_v3_and_below_producer_epoch(epoch)
+                .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                    .with_name(name(topic))
+                    .with_partitions(vec![0])]);
+            handlers::add_partitions_to_txn::handle(&ctx, req)
+                .await
+                .results_by_topic_v3_and_below[0]
+                .results_by_partition[0]
+                .partition_error_code
+        }
+    };
+    assert_eq!(add(EVE, "bob-tx", "shared").await, TRANSACTIONAL_ID_DENIED);
+    assert_eq!(add(BOB, "bob-tx", "alice-data").await, TOPIC_DENIED);
+    assert_eq!(add(BOB, "bob-tx", "shared").await, OK);
+    let describe = |principal| {
+        let ctx = as_(&ctx, principal, 0);
+        async move {
+            let req = DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(text("bob-tx"))]);
+            handlers::describe_transactions::handle(&ctx, req)
+                .await
+                .transaction_states[0]
+                .error_code
+        }
+    };
+    // WRITE implies DESCRIBE; others see nothing.
+    assert_eq!(describe(BOB).await, OK);
+    assert_eq!(describe(EVE).await, TRANSACTIONAL_ID_DENIED);
+    let end = |principal| {
+        let ctx = as_(&ctx, principal, 3);
+        async move {
+            let req = EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(text("bob-tx")))
+                .with_producer_id(kafka_protocol::messages::ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_committed(false);
+            handlers::end_txn::handle(&ctx, req).await.error_code
+        }
+    };
+    assert_eq!(end(EVE).await, TRANSACTIONAL_ID_DENIED);
+    assert_eq!(end(BOB).await, OK);
 }
 
 #[tokio::test]
