@@ -53,12 +53,7 @@ enum Command {
 async fn coordinator(connect: &ConnectArgs, group: &str) -> anyhow::Result<Admin> {
     let mut admin = Admin::from_connection(connect.connect("veil-groups").await?);
     let addr = admin.find_coordinator(group).await?;
-    if addr == connect.bootstrap {
-        return Ok(admin);
-    }
-    let mut there = connect.clone();
-    there.bootstrap = addr;
-    Ok(Admin::from_connection(there.connect("veil-groups").await?))
+    connect.admin_at(admin, addr, "veil-groups").await
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

@@ -59,6 +59,24 @@ impl std::fmt::Debug for ConnectArgs {
 }
 
 impl ConnectArgs {
+    /// An admin connection to `addr` (a coordinator FindCoordinator named),
+    /// reusing `admin` when it is already connected there.
+    pub async fn admin_at(
+        &self,
+        admin: veil_client::Admin,
+        addr: String,
+        client_id: &str,
+    ) -> anyhow::Result<veil_client::Admin> {
+        if addr == self.bootstrap {
+            return Ok(admin);
+        }
+        let mut there = self.clone();
+        there.bootstrap = addr;
+        Ok(veil_client::Admin::from_connection(
+            there.connect(client_id).await?,
+        ))
+    }
+
     pub async fn connect(&self, client_id: &str) -> anyhow::Result<Connection> {
         let (tls, sasl) = match self.security_protocol.to_ascii_uppercase().as_str() {
             "PLAINTEXT" => (false, false),

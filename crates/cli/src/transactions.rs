@@ -33,14 +33,7 @@ enum Command {
 async fn coordinator(connect: &ConnectArgs, transactional_id: &str) -> anyhow::Result<Admin> {
     let mut admin = Admin::from_connection(connect.connect("veil-transactions").await?);
     let addr = admin.find_transaction_coordinator(transactional_id).await?;
-    if addr == connect.bootstrap {
-        return Ok(admin);
-    }
-    let mut there = connect.clone();
-    there.bootstrap = addr;
-    Ok(Admin::from_connection(
-        there.connect("veil-transactions").await?,
-    ))
+    connect.admin_at(admin, addr, "veil-transactions").await
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

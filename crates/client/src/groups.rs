@@ -87,14 +87,27 @@ fn decode_assignment(bytes: &Bytes) -> Vec<TopicPartition> {
 impl Admin {
     /// The coordinator of `group` as `host:port`.
     pub async fn find_coordinator(&mut self, group: &str) -> Result<String> {
+        self.coordinator_of(0, group, &format!("group '{group}'"))
+            .await
+    }
+
+    /// FindCoordinator for one key of `key_type` (0 group, 1 transactional
+    /// id); `what` names it in the error.
+    pub(crate) async fn coordinator_of(
+        &mut self,
+        key_type: i8,
+        key: &str,
+        what: &str,
+    ) -> Result<String> {
         // v4+ batches keys; older versions carry one key.
         let batched = self.connection().version_for::<FindCoordinatorRequest>()? >= 4;
-        let key = StrBytes::from_string(group.to_owned());
+        let key = StrBytes::from_string(key.to_owned());
         let req = if batched {
             FindCoordinatorRequest::default().with_coordinator_keys(vec![key])
         } else {
             FindCoordinatorRequest::default().with_key(key)
-        };
+        }
+        .with_key_type(key_type);
         let resp = self.connection().send(&req).await?;
         let (code, host, port) = match resp.coordinators.first() {
             Some(c) => (c.error_code, c.host.to_string(), c.port),
@@ -102,7 +115,7 @@ impl Admin {
         };
         if code != 0 {
             return Err(Error::kafka(
-                format!("cannot find the coordinator of group '{group}'"),
+                format!("cannot find the coordinator of {what}"),
                 code,
                 None,
             ));

@@ -3,8 +3,8 @@
 //! producer.
 
 use kafka_protocol::messages::{
-    DescribeTransactionsRequest, FindCoordinatorRequest, InitProducerIdRequest,
-    ListTransactionsRequest, ProducerId, TransactionalId,
+    DescribeTransactionsRequest, InitProducerIdRequest, ListTransactionsRequest, ProducerId,
+    TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -40,27 +40,12 @@ fn txn_id(id: &str) -> TransactionalId {
 impl Admin {
     /// The coordinator of `transactional_id` as `host:port`.
     pub async fn find_transaction_coordinator(&mut self, transactional_id: &str) -> Result<String> {
-        let batched = self.connection().version_for::<FindCoordinatorRequest>()? >= 4;
-        let key = StrBytes::from_string(transactional_id.to_owned());
-        let req = if batched {
-            FindCoordinatorRequest::default().with_coordinator_keys(vec![key])
-        } else {
-            FindCoordinatorRequest::default().with_key(key)
-        }
-        .with_key_type(TRANSACTION);
-        let resp = self.connection().send(&req).await?;
-        let (code, host, port) = match resp.coordinators.first() {
-            Some(c) => (c.error_code, c.host.to_string(), c.port),
-            None => (resp.error_code, resp.host.to_string(), resp.port),
-        };
-        if code != 0 {
-            return Err(Error::kafka(
-                format!("cannot find the coordinator of transactional id '{transactional_id}'"),
-                code,
-                None,
-            ));
-        }
-        Ok(format!("{host}:{port}"))
+        self.coordinator_of(
+            TRANSACTION,
+            transactional_id,
+            &format!("transactional id '{transactional_id}'"),
+        )
+        .await
     }
 
     /// Transactions the connected broker coordinates, optionally only in

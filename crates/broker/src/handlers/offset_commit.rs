@@ -40,15 +40,14 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
         let mut parts = Vec::new();
         for p in &t.partitions {
             let metadata = p.committed_metadata.as_deref().unwrap_or_default();
-            let error = if topic_denied {
-                Some(ResponseError::TopicAuthorizationFailed)
-            } else if !topic
-                .as_ref()
-                .is_some_and(|t| t.has_partition(p.partition_index))
-            {
-                Some(ResponseError::UnknownTopicOrPartition)
-            } else if metadata.len() > max_metadata {
-                Some(ResponseError::OffsetMetadataTooLarge)
+            let error = if let Some(e) = refusal(
+                topic_denied,
+                topic.as_deref(),
+                p.partition_index,
+                metadata,
+                max_metadata,
+            ) {
+                Some(e)
             } else {
                 to_store.push((
                     t.name.to_string(),
@@ -121,6 +120,26 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Why one requested offset cannot be stored, checked in Kafka's order:
+/// READ on the topic, then existence, then the metadata's size.
+pub(crate) fn refusal(
+    topic_denied: bool,
+    topic: Option<&crate::topics::Topic>,
+    partition: i32,
+    metadata: &str,
+    max_metadata: usize,
+) -> Option<ResponseError> {
+    if topic_denied {
+        Some(ResponseError::TopicAuthorizationFailed)
+    } else if !topic.is_some_and(|t| t.has_partition(partition)) {
+        Some(ResponseError::UnknownTopicOrPartition)
+    } else if metadata.len() > max_metadata {
+        Some(ResponseError::OffsetMetadataTooLarge)
+    } else {
+        None
+    }
 }
 
 /// The same error for every partition of the request.

@@ -18,6 +18,7 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
 use super::add_partitions_to_txn::fenced_for;
+use super::offset_commit::refusal;
 use crate::auth::{Operation, ResourceType};
 use crate::context::RequestContext;
 use crate::group::record::CommittedOffset;
@@ -49,17 +50,16 @@ pub async fn handle(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOff
         let mut parts = Vec::new();
         for p in &t.partitions {
             let metadata = p.committed_metadata.as_deref().unwrap_or_default();
-            let error = if let Some(e) = request_error {
+            let error = if let Some(e) = request_error.or_else(|| {
+                refusal(
+                    topic_denied,
+                    topic.as_deref(),
+                    p.partition_index,
+                    metadata,
+                    max_metadata,
+                )
+            }) {
                 Some(e)
-            } else if topic_denied {
-                Some(ResponseError::TopicAuthorizationFailed)
-            } else if !topic
-                .as_ref()
-                .is_some_and(|t| t.has_partition(p.partition_index))
-            {
-                Some(ResponseError::UnknownTopicOrPartition)
-            } else if metadata.len() > max_metadata {
-                Some(ResponseError::OffsetMetadataTooLarge)
             } else {
                 to_store.push((
                     t.name.to_string(),
