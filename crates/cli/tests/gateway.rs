@@ -165,6 +165,96 @@ fn start_gateway(
     g
 }
 
+/// Everything both directions of a TCP relay carried.
+type Recording = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// A TCP relay on loopback to `target` that records every byte it carries
+/// (the gateway↔broker traffic, scanned at the end). Returns its address.
+fn recording_relay(target: String) -> (String, Recording) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let recording: Recording = Recording::default();
+    let rec = recording.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let Ok(server) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                let rec = rec.clone();
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    (addr, recording)
+}
+
+/// `mosquitto_sub` on the gateway for one message of `topic` while
+/// `mosquitto_pub` publishes it at QoS 1; the line the subscriber printed.
+/// `None` when the mosquitto clients are not installed.
+fn mosquitto_round_trip(port: u16, topic: &str, payload: &str) -> Option<String> {
+    let port = port.to_string();
+    let login = ["-u", DEVICE_USER, "-P", DEVICE_PW];
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "60",
+            "-v",
+        ])
+        .args(["-i", "mosq-sub", "-t", topic])
+        .args(login)
+        .stdout(Stdio::piped())
+        .spawn();
+    let Ok(sub) = sub else {
+        return None;
+    };
+    // The subscription must exist before the publish: retry the publish
+    // until the subscriber has printed its line (bounded).
+    let out = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let done = out.clone();
+    let waiter = std::thread::spawn(move || {
+        let o = sub.wait_with_output().unwrap();
+        *done.lock().unwrap() = Some(String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    });
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        if out.lock().unwrap().is_some() {
+            break;
+        }
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-i", "mosq-pub"])
+            .args(["-t", topic, "-m", payload])
+            .args(login)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mosquitto_pub through the gateway failed");
+    }
+    waiter.join().unwrap();
+    let line = out.lock().unwrap().take();
+    line
+}
+
 /// An MQTT 3.1.1 device logging in with its certificate alone (no user
 /// name) over TLS, publishing one message at QoS 1: whether the CONNACK
 /// accepted it and the PUBACK came.
@@ -524,11 +614,13 @@ fn gateway_seals_mqtt_into_blind_topics() {
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(err.contains("issued for User:bob"), "{err}");
 
+    // Gateway A reaches the broker through a recording relay.
+    let (relayed, recording) = recording_relay(sasl.clone());
     let a = start_gateway(
         dir.path(),
         "gw-a",
         "alice",
-        &sasl,
+        &relayed,
         &kms.join("alice.key"),
         Some(&certs),
     );
@@ -696,11 +788,28 @@ fn gateway_seals_mqtt_into_blind_topics() {
         assert!(refused.is_err(), "{refused:?}");
     });
 
+    // Debian's mosquitto clients, through gateway A to gateway B's
+    // subscribers' topics: a QoS 1 round trip over the broker.
+    if let Some(line) =
+        mosquitto_round_trip(a.port, "plant-gw/7/line/5/humidity", "gw-secret-mosquitto")
+    {
+        assert_eq!(line, "plant-gw/7/line/5/humidity gw-secret-mosquitto");
+    } else {
+        eprintln!("mosquitto clients not installed: their round trip was not run");
+    }
+
     // The broker saw none of it: no MQTT topic, clear topic name or
-    // payload on its disk or in its log.
+    // payload on its disk, in its log, or on the wire from gateway A.
     let mut files = Vec::new();
     all_files(broker.data_dir(), &mut files);
     files.push(("broker log".into(), broker.log().into_bytes()));
+    let wire = recording.lock().unwrap().clone();
+    assert!(
+        wire.len() > 10_000,
+        "the relay must have carried gateway A's traffic ({} bytes)",
+        wire.len()
+    );
+    files.push(("gateway A <-> broker traffic".into(), wire));
     assert!(
         broker.log().contains("vb1-"),
         "the scan must see blind-topic activity"
@@ -722,6 +831,7 @@ fn gateway_seals_mqtt_into_blind_topics() {
         "gw-secret-type",
         "gw-secret-tls",
         "gw-secret-missed",
+        "gw-secret-mosquitto",
         "keeper-1",
         "humidity",
         "temperature",
