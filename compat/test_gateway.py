@@ -81,8 +81,12 @@ topic = "py-clear-telemetry"
 def device(port, client_id):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
     c.username_pw_set(DEVICE, DEVICE_PW)
+    connected = threading.Event()
+    c.on_connect = lambda _c, _u, _f, reason, _p: reason == 0 and connected.set()
     c.connect("127.0.0.1", port)
     c.loop_start()
+    # paho does not queue a SUBSCRIBE sent before the CONNACK.
+    assert connected.wait(30), "the gateway did not accept the device"
     return c
 
 
