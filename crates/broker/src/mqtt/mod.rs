@@ -2,7 +2,8 @@
 //! subscribe from ordinary Kafka topics.
 //!
 //! Start at [`start`]: it binds `[[mqtt.listeners]]` (MQTT, or MQTTS with
-//! TLS) and serves each connection in [`connection`]. Packets are decoded
+//! TLS) and serves each connection in [`connection`], with the parts
+//! `veil gateway` shares in [`front_end`]. Packets are decoded
 //! and encoded by `rumqttc`'s codecs behind [`codec`]; [`mapping`] turns
 //! MQTT topics into Kafka topics and keys by the configured rules (topic
 //! names and filters in [`filter`]); [`ingest`] appends a PUBLISH to its
@@ -18,6 +19,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod filter;
+pub mod front_end;
 pub mod ingest;
 pub mod mapping;
 pub mod retained;
@@ -26,7 +28,6 @@ pub mod session;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -113,19 +114,7 @@ async fn accept_loop(
     connections: TaskTracker,
 ) {
     let limits = Arc::clone(&svc.state.connection_limits);
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "MQTT accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = front_end::next_connection(&listener, &shutdown).await {
         // MQTT connections count against the same limits as Kafka's.
         let slot = match limits.admit(peer.ip()) {
             Ok(slot) => slot,
@@ -158,30 +147,18 @@ async fn accept_loop(
                 .await;
                 return;
             };
-            let handshake =
-                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;
-            let stream = match handshake {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(parent: &span, error = %e, "MQTT TLS handshake failed");
-                    svc.state
-                        .metrics
-                        .tls_handshake_failures
-                        .with_label_values(&[&name])
-                        .inc();
+            let (stream, principal) = match front_end::accept_tls(stream, &tls, &span).await {
+                Ok(accepted) => accepted,
+                Err(refused) => {
+                    if refused == front_end::TlsRefused::Handshake {
+                        svc.state
+                            .metrics
+                            .tls_handshake_failures
+                            .with_label_values(&[&name])
+                            .inc();
+                    }
                     return;
                 }
-                Err(_) => return,
-            };
-            let principal = match stream.get_ref().1.peer_certificates() {
-                Some(chain) if !chain.is_empty() => {
-                    let Some(p) = tls.principal(chain) else {
-                        tracing::debug!(parent: &span, "no principal mapping rule matches the client certificate");
-                        return;
-                    };
-                    Some(p)
-                }
-                _ => None,
             };
             tracing::Instrument::instrument(
                 connection::serve(stream, peer, svc, name, principal, anonymous, shutdown),
@@ -209,6 +186,3 @@ async fn save_retained(svc: Arc<MqttService>, shutdown: CancellationToken) {
         }
     }
 }
-
-/// How long a client may take to complete the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -30,6 +30,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use veil_broker::auth::tls::ListenerTls;
+use veil_broker::mqtt::front_end;
 use veil_broker::mqtt::mapping::Mappings;
 use veil_broker::mqtt::retained::RetainedStore;
 use veil_broker::mqtt::session::SessionStore;
@@ -299,19 +300,7 @@ async fn accept_loop(
     shutdown: CancellationToken,
     connections: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "MQTT accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = front_end::next_connection(&listener, &shutdown).await {
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; refusing an MQTT client");
             continue;
@@ -344,24 +333,8 @@ async fn serve_tls(
     shutdown: CancellationToken,
     span: tracing::Span,
 ) {
-    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;
-    let stream = match handshake {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(parent: &span, error = %e, "MQTT TLS handshake failed");
-            return;
-        }
-        Err(_) => return,
-    };
-    let principal = match stream.get_ref().1.peer_certificates() {
-        Some(chain) if !chain.is_empty() => {
-            let Some(p) = tls.principal(chain) else {
-                tracing::debug!(parent: &span, "no principal mapping rule matches the client certificate");
-                return;
-            };
-            Some(p)
-        }
-        _ => None,
+    let Ok((stream, principal)) = front_end::accept_tls(stream, tls, &span).await else {
+        return;
     };
     let serve = connection::serve(stream, peer, gateway, principal, anonymous, shutdown);
     tracing::Instrument::instrument(serve, span).await;
@@ -392,9 +365,6 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// How long a device may take to complete the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

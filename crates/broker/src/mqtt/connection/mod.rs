@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -29,44 +29,16 @@ mod publish;
 use delivery::{wait_for_records, Cursor};
 
 use super::codec::{self, CodecError, Connect, Inbound, Message, Outbound, Reason, Version};
+use super::front_end::{self, fill, read_packet, Close, CONNECT_TIMEOUT, TAKEOVER_WAIT};
 use super::ingest::{self, Publisher, Refused};
 use super::session::{SessionState, Subscription, SAVE_INTERVAL};
-use super::{filter, MqttService};
+use super::MqttService;
 use crate::context::ANONYMOUS;
 
-/// How long a client has to send CONNECT after the TCP (and TLS) handshake.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Headers read per record; a record with more is skipped.
 const MAX_HEADERS: usize = 64;
-/// Bytes read at once when a read fills the stack buffer.
-const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing connection reads what the client still sends.
 const LINGER: Duration = Duration::from_secs(1);
-/// How long a takeover waits for the previous connection to save.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
-
-/// Why the connection ends.
-struct Close {
-    /// Sent in an MQTT 5 DISCONNECT (MQTT 3 just closes).
-    reason: Option<(Reason, String)>,
-    send_will: bool,
-}
-
-impl Close {
-    fn abrupt() -> Close {
-        Close {
-            reason: None,
-            send_will: true,
-        }
-    }
-
-    fn because(reason: Reason, message: impl Into<String>) -> Close {
-        Close {
-            reason: Some((reason, message.into())),
-            send_will: true,
-        }
-    }
-}
 
 type Durable = BoxFuture<'static, (u16, u8, Result<(), Refused>)>;
 
@@ -137,21 +109,8 @@ pub async fn serve<S>(
     let connect = match first {
         Ok(Ok(Some(Inbound::Connect(c)))) => c,
         Ok(Err(CodecError::UnsupportedVersion(level))) => {
-            // The one answer MQTT 3 clients of any level understand.
             let mut w = writer;
-            let mut out = BytesMut::new();
-            let refusal = Outbound::ConnAck {
-                session_present: false,
-                reason: Reason::UnsupportedProtocolVersion,
-                receive_maximum: 0,
-                max_packet_size: 0,
-                server_keep_alive: None,
-                assigned_client_id: None,
-                reason_string: None,
-            };
-            if codec::write(&mut out, Version::V4, refusal, usize::MAX).is_ok() {
-                let _ = w.write_all(&out).await;
-            }
+            front_end::refuse_protocol_level(&mut w).await;
             tracing::debug!(%peer, level, "MQTT protocol level not supported");
             return;
         }
@@ -277,19 +236,10 @@ async fn accept<W: AsyncWrite + Unpin>(
 ) -> Option<Accepted<W>> {
     let cfg = &svc.config;
     let version = c.version;
-    let mut refuse_with: Option<(Reason, &str)> = None;
-    let persistent = match version {
-        Version::V4 => !c.clean_start,
-        Version::V5 => c.session_expiry.unwrap_or(0) > 0,
-    };
+    let persistent = front_end::persistent(&c);
+    let mut refuse_with = front_end::check_connect(&c, persistent);
     let mut assigned_id = None;
     let client_id = if c.client_id.is_empty() {
-        if version == Version::V4 && persistent {
-            refuse_with = Some((
-                Reason::ClientIdentifierNotValid,
-                "a persistent session needs a client id",
-            ));
-        }
         let id = format!("veil-{}", uuid::Uuid::new_v4().simple());
         if version == Version::V5 {
             assigned_id = Some(id.clone());
@@ -298,13 +248,6 @@ async fn accept<W: AsyncWrite + Unpin>(
     } else {
         c.client_id.clone()
     };
-    if let Some(w) = &c.will {
-        if filter::validate_name(&w.topic).is_err() {
-            refuse_with = Some((Reason::TopicNameInvalid, "invalid will topic"));
-        } else if w.qos > 1 && version == Version::V5 {
-            refuse_with = Some((Reason::QosNotSupported, "QoS 2 is not supported"));
-        }
-    }
     // Who: a user name and password, else the client certificate, else anonymous.
     let principal = if refuse_with.is_some() {
         None
@@ -323,47 +266,33 @@ async fn accept<W: AsyncWrite + Unpin>(
                 None
             }
         }
-    } else if let Some(p) = tls_principal {
-        Some(p)
-    } else if allow_anonymous {
-        Some(ANONYMOUS.to_owned())
     } else {
-        refuse_with = Some((
-            Reason::NotAuthorized,
-            "this listener needs a user name and password or a client certificate",
-        ));
-        None
+        match front_end::principal_without_password(tls_principal, allow_anonymous) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                refuse_with = Some(why);
+                None
+            }
+        }
     };
-    let max_out = c
-        .max_packet_size
-        .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
-    let out_limit = usize::from(c.receive_maximum.unwrap_or(u16::MAX))
-        .min(cfg.max_inflight)
-        .max(1);
     let mut conn = Conn {
         svc: Arc::clone(svc),
         writer,
         out: BytesMut::new(),
         version,
-        max_out,
+        max_out: front_end::max_out(&c),
         client_id,
         publisher: Publisher {
             principal: principal.clone().unwrap_or_else(|| ANONYMOUS.to_owned()),
             host: peer.ip(),
         },
         persistent,
-        expiry_secs: match version {
-            Version::V4 => cfg.max_session_expiry_secs,
-            Version::V5 => c
-                .session_expiry
-                .unwrap_or(0)
-                .min(cfg.max_session_expiry_secs),
-        },
+        expiry_secs: front_end::expiry_secs(&c, cfg.max_session_expiry_secs),
         subscriptions: BTreeMap::new(),
         cursors: BTreeMap::new(),
         outgoing: HashMap::new(),
         next_pkid: 0,
-        out_limit,
+        out_limit: front_end::out_limit(&c, cfg.max_inflight),
         qos2: HashSet::new(),
         will: c.will.clone(),
         more: false,
@@ -371,84 +300,19 @@ async fn accept<W: AsyncWrite + Unpin>(
     };
     if let Some((reason, why)) = refuse_with {
         tracing::debug!(%peer, reason = ?reason, why, "MQTT CONNECT refused");
-        let _ = conn.send(Outbound::ConnAck {
-            session_present: false,
-            reason,
-            receive_maximum: 0,
-            max_packet_size: 0,
-            server_keep_alive: None,
-            assigned_client_id: None,
-            reason_string: Some(why.to_owned()),
-        });
+        let _ = conn.send(front_end::refusal(reason, Some(why)));
         let _ = conn.flush().await;
         return None;
     }
-    let asked = c.keep_alive;
-    let keep_alive_secs = if asked == 0 || asked > cfg.max_keep_alive_secs {
-        cfg.max_keep_alive_secs
-    } else {
-        asked
-    };
+    let (keep_alive_secs, server_keep_alive) =
+        front_end::keep_alive(c.keep_alive, cfg.max_keep_alive_secs);
     Some(Accepted {
         inner: conn,
         keep_alive_secs,
-        server_keep_alive: (keep_alive_secs != asked).then_some(keep_alive_secs),
+        server_keep_alive,
         assigned_id,
         clean_start: c.clean_start,
     })
-}
-
-/// Reads until one whole packet is buffered; `None` when the peer closed.
-async fn read_packet<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    inbuf: &mut BytesMut,
-    version: Option<Version>,
-    max: usize,
-) -> Result<Option<Inbound>, CodecError> {
-    loop {
-        if let Some(p) = codec::read(inbuf, version, max)? {
-            return Ok(Some(p));
-        }
-        if !fill(reader, inbuf, max).await? {
-            return Ok(None);
-        }
-    }
-}
-
-/// Reads more bytes: capacity grows only to what the next packet's header
-/// says it needs (itself capped at `max`). `false` at end of stream.
-async fn fill<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    inbuf: &mut BytesMut,
-    max: usize,
-) -> Result<bool, CodecError> {
-    if inbuf.is_empty() {
-        // Between packets no buffer is held: the first bytes go to the
-        // stack, and a buffer exists only while a packet is arriving.
-        let mut first = [0u8; 512];
-        let n = reader
-            .read(&mut first)
-            .await
-            .map_err(|e| CodecError::Malformed(e.to_string()))?;
-        inbuf.extend_from_slice(&first[..n]);
-        if n == first.len() {
-            // More is probably waiting (a publisher with a full window):
-            // take what is already there in one go, so its publishes share
-            // appends and fsyncs, without waiting for more.
-            inbuf.reserve(READ_CHUNK.min(max));
-            if let Some(r) = reader.read_buf(inbuf).now_or_never() {
-                r.map_err(|e| CodecError::Malformed(e.to_string()))?;
-            }
-        }
-        return Ok(n > 0);
-    }
-    let need = codec::needed(inbuf, max)?;
-    inbuf.reserve(need.max(1024).min(max));
-    let n = reader
-        .read_buf(inbuf)
-        .await
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
-    Ok(n > 0)
 }
 
 impl<W: AsyncWrite + Unpin> Conn<W> {
@@ -463,8 +327,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         let max_in = self.svc.config.max_packet_bytes;
         let max_inflight = self.svc.config.max_inflight;
         let publish_timeout = Duration::from_millis(self.svc.config.publish_timeout_ms);
-        // MQTT: the server closes after one and a half keep-alive periods of silence.
-        let idle = Duration::from_millis(u64::from(keep_alive_secs) * 1500);
+        let idle = front_end::idle_limit(keep_alive_secs);
         let mut deadline = Instant::now() + idle;
         let mut durable: FuturesOrdered<Durable> = FuturesOrdered::new();
         let mut save = tokio::time::interval(SAVE_INTERVAL);
@@ -488,21 +351,8 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 }
             };
             match event {
-                Event::Shutdown => {
-                    return Close {
-                        reason: Some((
-                            Reason::ServerShuttingDown,
-                            "the broker is shutting down".into(),
-                        )),
-                        send_will: false,
-                    };
-                }
-                Event::Kicked => {
-                    return Close::because(
-                        Reason::SessionTakenOver,
-                        "another connection took the client id",
-                    );
-                }
+                Event::Shutdown => return Close::shutting_down("broker"),
+                Event::Kicked => return Close::taken_over(),
                 Event::Durable(pkid, qos, result) => {
                     if let Err(close) = self.acknowledge(pkid, qos, result) {
                         let _ = self.flush().await;
@@ -511,20 +361,10 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 }
                 Event::Read(Ok(true)) => deadline = Instant::now() + idle,
                 Event::Read(Ok(false)) => return Close::abrupt(),
-                Event::Read(Err(CodecError::TooLarge(n))) => {
-                    return Close::because(
-                        Reason::PacketTooLarge,
-                        format!("a packet of {n} bytes"),
-                    );
-                }
-                Event::Read(Err(e)) => {
-                    return Close::because(Reason::MalformedPacket, e.to_string())
-                }
+                Event::Read(Err(e)) => return Close::unreadable(&e),
                 Event::Wake => self.more = true,
                 Event::Deliver => self.more = self.deliver(),
-                Event::KeepAlive => {
-                    return Close::because(Reason::KeepAliveTimeout, "keep-alive timed out");
-                }
+                Event::KeepAlive => return Close::keep_alive_timed_out(),
                 Event::Save => {
                     self.dirty = false;
                     let state = self.session_state(0);
@@ -541,13 +381,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                         }
                     }
                     Ok(None) => break,
-                    Err(CodecError::TooLarge(n)) => {
-                        return Close::because(
-                            Reason::PacketTooLarge,
-                            format!("a packet of {n} bytes"),
-                        );
-                    }
-                    Err(e) => return Close::because(Reason::MalformedPacket, e.to_string()),
+                    Err(e) => return Close::unreadable(&e),
                 }
             }
             if inbuf.is_empty() && inbuf.capacity() > 0 {
@@ -573,10 +407,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 topic_alias,
             } => {
                 if topic_alias.is_some() {
-                    return Err(Close::because(
-                        Reason::TopicAliasInvalid,
-                        "topic aliases are not accepted (Topic Alias Maximum is 0)",
-                    ));
+                    return Err(Close::topic_alias());
                 }
                 self.publish(pkid, message, durable, publish_timeout)
             }
@@ -641,11 +472,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                         self.persistent = e > 0;
                     }
                 }
-                Err(Close {
-                    reason: None,
-                    // 0x04: "disconnect with will message".
-                    send_will: reason == 0x04,
-                })
+                Err(Close::disconnect(reason))
             }
             Inbound::Auth => Err(Close::because(
                 Reason::ProtocolError,
@@ -690,12 +517,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
     }
 
     fn allocate_pkid(&mut self) -> u16 {
-        loop {
-            self.next_pkid = self.next_pkid.wrapping_add(1);
-            if self.next_pkid != 0 && !self.outgoing.contains_key(&self.next_pkid) {
-                return self.next_pkid;
-            }
-        }
+        front_end::next_packet_id(&mut self.next_pkid, &self.outgoing)
     }
 
     fn send(&mut self, p: Outbound) -> Result<(), Close> {

@@ -8,9 +8,9 @@ use futures_util::stream::FuturesOrdered;
 use tokio::io::AsyncWrite;
 
 use super::super::codec::{Message, Outbound, Reason, Version};
-use super::super::filter;
+use super::super::front_end::{self, Close};
 use super::super::ingest::{self, Refused};
-use super::{Close, Conn, Durable};
+use super::{Conn, Durable};
 
 impl<W: AsyncWrite + Unpin> Conn<W> {
     pub(super) fn publish(
@@ -20,24 +20,10 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         durable: &mut FuturesOrdered<Durable>,
         publish_timeout: Duration,
     ) -> Result<(), Close> {
-        if filter::validate_name(&message.topic).is_err() {
-            return Err(Close::because(
-                Reason::TopicNameInvalid,
-                format!("'{}' is not a valid topic name", message.topic),
-            ));
-        }
-        if message.qos > 1 && self.version == Version::V5 {
-            return Err(Close::because(
-                Reason::QosNotSupported,
-                "QoS 2 is not supported (Maximum QoS is 1)",
-            ));
-        }
+        front_end::check_publish(self.version, &message)?;
         if message.qos == 2 && self.qos2.contains(&pkid) {
             // A resend before PUBREL: stored once already.
-            return self.send(Outbound::PubRec {
-                pkid,
-                reason: Reason::Success,
-            });
+            return self.send(front_end::stored(pkid, 2));
         }
         let svc = Arc::clone(&self.svc);
         let appended = ingest::append(&svc.state, &svc.mappings, &self.publisher, &message);
@@ -93,15 +79,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         result: Result<(), Refused>,
     ) -> Result<(), Close> {
         match result {
-            Ok(()) if qos == 2 => self.send(Outbound::PubRec {
-                pkid,
-                reason: Reason::Success,
-            }),
-            Ok(()) => self.send(Outbound::PubAck {
-                pkid,
-                reason: Reason::Success,
-                reason_string: None,
-            }),
+            Ok(()) => self.send(front_end::stored(pkid, qos)),
             Err(refused) => {
                 // Appended but not durable in time: no PUBACK; the client
                 // resends after reconnecting (at least once).

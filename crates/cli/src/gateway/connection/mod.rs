@@ -18,14 +18,16 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use veil_broker::mqtt::codec::{
     self, CodecError, Connect, Inbound, Message, Outbound, Reason, Version,
 };
-use veil_broker::mqtt::filter;
+use veil_broker::mqtt::front_end::{
+    self, fill, read_packet, refusal, Close, CONNECT_TIMEOUT, TAKEOVER_WAIT,
+};
 use veil_broker::mqtt::session::SAVE_INTERVAL;
 
 mod feed;
@@ -34,35 +36,8 @@ mod publish;
 use super::remote::{Delivery, Read};
 use super::Gateway;
 
-/// How long a device has to send CONNECT after the TCP (and TLS) handshake.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The answer to a wrong password is held back this long.
 const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(500);
-/// How long a takeover waits for the previous connection to save.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
-
-/// Why the connection ends.
-struct Close {
-    /// Sent in an MQTT 5 DISCONNECT (MQTT 3 just closes).
-    reason: Option<(Reason, String)>,
-    send_will: bool,
-}
-
-impl Close {
-    fn abrupt() -> Close {
-        Close {
-            reason: None,
-            send_will: true,
-        }
-    }
-
-    fn because(reason: Reason, message: impl Into<String>) -> Close {
-        Close {
-            reason: Some((reason, message.into())),
-            send_will: true,
-        }
-    }
-}
 
 /// A publish waiting for the remote broker: packet id, QoS, outcome.
 type Durable = BoxFuture<'static, (u16, u8, Result<(), String>)>;
@@ -168,17 +143,7 @@ pub(crate) async fn serve<S>(
         Ok(Ok(Some(Inbound::Connect(c)))) => c,
         Ok(Err(CodecError::UnsupportedVersion(level))) => {
             let mut w = writer;
-            let mut out = BytesMut::new();
-            if codec::write(
-                &mut out,
-                Version::V4,
-                refusal(Reason::UnsupportedProtocolVersion, None),
-                usize::MAX,
-            )
-            .is_ok()
-            {
-                let _ = w.write_all(&out).await;
-            }
+            front_end::refuse_protocol_level(&mut w).await;
             tracing::debug!(%peer, level, "MQTT protocol level not supported");
             return;
         }
@@ -231,18 +196,6 @@ pub(crate) async fn serve<S>(
     drop(claim);
 }
 
-fn refusal(reason: Reason, why: Option<&str>) -> Outbound {
-    Outbound::ConnAck {
-        session_present: false,
-        reason,
-        receive_maximum: 0,
-        max_packet_size: 0,
-        server_keep_alive: None,
-        assigned_client_id: None,
-        reason_string: why.map(str::to_owned),
-    }
-}
-
 /// Checks a CONNECT: the connection and what its CONNACK says, or `None`
 /// once a refusal was sent.
 async fn accept<W: AsyncWrite + Unpin>(
@@ -254,24 +207,8 @@ async fn accept<W: AsyncWrite + Unpin>(
 ) -> Option<Accepted<W>> {
     let cfg = &gateway.config;
     let version = c.version;
-    let mut refused: Option<(Reason, &str)> = None;
-    let persistent = match version {
-        Version::V4 => !c.clean_start,
-        Version::V5 => c.session_expiry.unwrap_or(0) > 0,
-    };
-    if version == Version::V4 && persistent && c.client_id.is_empty() {
-        refused = Some((
-            Reason::ClientIdentifierNotValid,
-            "a persistent session needs a client id",
-        ));
-    }
-    if let Some(w) = &c.will {
-        if filter::validate_name(&w.topic).is_err() {
-            refused = Some((Reason::TopicNameInvalid, "invalid will topic"));
-        } else if w.qos > 1 && version == Version::V5 {
-            refused = Some((Reason::QosNotSupported, "QoS 2 is not supported"));
-        }
-    }
+    let persistent = front_end::persistent(&c);
+    let mut refused = front_end::check_connect(&c, persistent);
     // Who: a user name and password, else the client certificate, else anonymous.
     let principal = if refused.is_some() {
         None
@@ -288,16 +225,14 @@ async fn accept<W: AsyncWrite + Unpin>(
             refused = Some((Reason::BadUserNameOrPassword, "bad user name or password"));
             None
         }
-    } else if let Some(p) = tls_principal {
-        Some(p)
-    } else if allow_anonymous {
-        Some("User:ANONYMOUS".to_owned())
     } else {
-        refused = Some((
-            Reason::NotAuthorized,
-            "this listener needs a user name and password or a client certificate",
-        ));
-        None
+        match front_end::principal_without_password(tls_principal, allow_anonymous) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                refused = Some(why);
+                None
+            }
+        }
     };
     // A logged-in device's persistent session reads with Kafka consumers of
     // its own: counted.
@@ -332,12 +267,8 @@ async fn accept<W: AsyncWrite + Unpin>(
         c.client_id.clone()
     };
     tracing::debug!(client_id = %client_id, %principal, "device logged in");
-    let asked = c.keep_alive;
-    let keep_alive = if asked == 0 || asked > cfg.max_keep_alive_secs {
-        cfg.max_keep_alive_secs
-    } else {
-        asked
-    };
+    let (keep_alive, server_keep_alive) =
+        front_end::keep_alive(c.keep_alive, cfg.max_keep_alive_secs);
     let feed = if persistent {
         let (tx, rx) = mpsc::channel(cfg.max_queued_messages.max(1));
         Feed::Own(OwnReaders {
@@ -353,27 +284,17 @@ async fn accept<W: AsyncWrite + Unpin>(
         writer,
         out: BytesMut::new(),
         version,
-        max_out: c
-            .max_packet_size
-            .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
+        max_out: front_end::max_out(&c),
         client_id,
         subscriptions: BTreeMap::new(),
         feed,
         persistent,
-        expiry_secs: match version {
-            Version::V4 => cfg.max_session_expiry_secs,
-            Version::V5 => c
-                .session_expiry
-                .unwrap_or(0)
-                .min(cfg.max_session_expiry_secs),
-        },
+        expiry_secs: front_end::expiry_secs(&c, cfg.max_session_expiry_secs),
         positions: BTreeMap::new(),
         dirty: false,
         outgoing: HashMap::new(),
         next_pkid: 0,
-        out_limit: usize::from(c.receive_maximum.unwrap_or(u16::MAX))
-            .min(cfg.max_inflight)
-            .max(1),
+        out_limit: front_end::out_limit(&c, cfg.max_inflight),
         qos2: HashSet::new(),
         will: c.will,
         _slot: slot,
@@ -381,43 +302,10 @@ async fn accept<W: AsyncWrite + Unpin>(
     Some(Accepted {
         conn,
         keep_alive,
-        server_keep_alive: (keep_alive != asked).then_some(keep_alive),
+        server_keep_alive,
         assigned_id: assigned,
         clean_start: c.clean_start,
     })
-}
-
-/// Reads until one whole packet is buffered; `None` when the peer closed.
-async fn read_packet<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    inbuf: &mut BytesMut,
-    version: Option<Version>,
-    max: usize,
-) -> Result<Option<Inbound>, CodecError> {
-    loop {
-        if let Some(p) = codec::read(inbuf, version, max)? {
-            return Ok(Some(p));
-        }
-        if !fill(reader, inbuf, max).await? {
-            return Ok(None);
-        }
-    }
-}
-
-/// Reads more bytes; the buffer grows only to what the next packet's
-/// header says it needs, itself capped at `max`. `false` at end of stream.
-async fn fill<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    inbuf: &mut BytesMut,
-    max: usize,
-) -> Result<bool, CodecError> {
-    let need = codec::needed(inbuf, max)?;
-    inbuf.reserve(need.clamp(1024, max.max(1024)));
-    let n = reader
-        .read_buf(inbuf)
-        .await
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
-    Ok(n > 0)
 }
 
 /// The next message for the subscriptions; never without any.
@@ -441,8 +329,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         let max_in = self.gateway.config.max_packet_bytes;
         let max_inflight = self.gateway.config.max_inflight;
         let publish_timeout = Duration::from_millis(self.gateway.config.publish_timeout_ms);
-        // MQTT: the server closes after one and a half keep-alive periods of silence.
-        let idle = Duration::from_millis(u64::from(keep_alive_secs) * 1500);
+        let idle = front_end::idle_limit(keep_alive_secs);
         let mut deadline = Instant::now() + idle;
         let mut durable: FuturesOrdered<Durable> = FuturesOrdered::new();
         let mut save = tokio::time::interval(SAVE_INTERVAL);
@@ -461,21 +348,8 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 _ = save.tick(), if save_due => Event::Save,
             };
             match event {
-                Event::Shutdown => {
-                    return Close {
-                        reason: Some((
-                            Reason::ServerShuttingDown,
-                            "the gateway is shutting down".into(),
-                        )),
-                        send_will: false,
-                    };
-                }
-                Event::Kicked => {
-                    return Close::because(
-                        Reason::SessionTakenOver,
-                        "another connection took the client id",
-                    );
-                }
+                Event::Shutdown => return Close::shutting_down("gateway"),
+                Event::Kicked => return Close::taken_over(),
                 Event::Durable(pkid, qos, result) => {
                     if let Err(close) = self.acknowledge(pkid, qos, result) {
                         let _ = self.flush().await;
@@ -484,15 +358,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 }
                 Event::Read(Ok(true)) => deadline = Instant::now() + idle,
                 Event::Read(Ok(false)) => return Close::abrupt(),
-                Event::Read(Err(CodecError::TooLarge(n))) => {
-                    return Close::because(
-                        Reason::PacketTooLarge,
-                        format!("a packet of {n} bytes"),
-                    );
-                }
-                Event::Read(Err(e)) => {
-                    return Close::because(Reason::MalformedPacket, e.to_string())
-                }
+                Event::Read(Err(e)) => return Close::unreadable(&e),
                 Event::Feed(Fed::Shared(Ok(d))) => self.deliver(&d),
                 Event::Feed(Fed::Shared(Err(broadcast::error::RecvError::Lagged(n)))) => {
                     let _ = self.flush().await;
@@ -512,9 +378,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                     let state = self.session_state(0);
                     self.gateway.sessions.save(&self.client_id, &state).await;
                 }
-                Event::KeepAlive => {
-                    return Close::because(Reason::KeepAliveTimeout, "keep-alive timed out")
-                }
+                Event::KeepAlive => return Close::keep_alive_timed_out(),
             }
             // Every whole packet buffered, while the inflight window has room.
             while durable.len() < max_inflight {
@@ -526,13 +390,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                         }
                     }
                     Ok(None) => break,
-                    Err(CodecError::TooLarge(n)) => {
-                        return Close::because(
-                            Reason::PacketTooLarge,
-                            format!("a packet of {n} bytes"),
-                        );
-                    }
-                    Err(e) => return Close::because(Reason::MalformedPacket, e.to_string()),
+                    Err(e) => return Close::unreadable(&e),
                 }
             }
             if inbuf.is_empty() && inbuf.capacity() > 0 {
@@ -558,10 +416,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 topic_alias,
             } => {
                 if topic_alias.is_some() {
-                    return Err(Close::because(
-                        Reason::TopicAliasInvalid,
-                        "topic aliases are not accepted (Topic Alias Maximum is 0)",
-                    ));
+                    return Err(Close::topic_alias());
                 }
                 self.publish(pkid, message, durable, publish_timeout).await
             }
@@ -618,11 +473,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                     self.expiry_secs = e.min(self.gateway.config.max_session_expiry_secs);
                     self.persistent = e > 0;
                 }
-                Err(Close {
-                    reason: None,
-                    // 0x04: "disconnect with will message".
-                    send_will: reason == 0x04,
-                })
+                Err(Close::disconnect(reason))
             }
             Inbound::Auth => Err(Close::because(
                 Reason::ProtocolError,
@@ -656,12 +507,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
     }
 
     fn allocate_pkid(&mut self) -> u16 {
-        loop {
-            self.next_pkid = self.next_pkid.wrapping_add(1);
-            if self.next_pkid != 0 && !self.outgoing.contains_key(&self.next_pkid) {
-                return self.next_pkid;
-            }
-        }
+        front_end::next_packet_id(&mut self.next_pkid, &self.outgoing)
     }
 
     fn send(&mut self, p: Outbound) -> Result<(), Close> {

@@ -7,11 +7,12 @@ use std::time::Duration;
 use futures_util::stream::FuturesOrdered;
 use tokio::io::AsyncWrite;
 use veil_broker::mqtt::codec::{Message, Outbound, Reason, Version};
-use veil_broker::mqtt::{filter, ingest};
+use veil_broker::mqtt::front_end::{self, Close};
+use veil_broker::mqtt::ingest;
 use veil_client::blind_data::delivered;
 
 use super::super::Gateway;
-use super::{Close, Conn, Durable};
+use super::{Conn, Durable};
 
 impl<W: AsyncWrite + Unpin> Conn<W> {
     pub(super) async fn publish(
@@ -21,24 +22,10 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         durable: &mut FuturesOrdered<Durable>,
         publish_timeout: Duration,
     ) -> Result<(), Close> {
-        if filter::validate_name(&message.topic).is_err() {
-            return Err(Close::because(
-                Reason::TopicNameInvalid,
-                format!("'{}' is not a valid topic name", message.topic),
-            ));
-        }
-        if message.qos > 1 && self.version == Version::V5 {
-            return Err(Close::because(
-                Reason::QosNotSupported,
-                "QoS 2 is not supported (Maximum QoS is 1)",
-            ));
-        }
+        front_end::check_publish(self.version, &message)?;
         if message.qos == 2 && self.qos2.contains(&pkid) {
             // A resend before PUBREL: sent once already.
-            return self.send(Outbound::PubRec {
-                pkid,
-                reason: Reason::Success,
-            });
+            return self.send(front_end::stored(pkid, 2));
         }
         let queued = match send(&self.gateway, &message).await {
             Ok(f) => f,
@@ -105,15 +92,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         result: Result<(), String>,
     ) -> Result<(), Close> {
         match result {
-            Ok(()) if qos == 2 => self.send(Outbound::PubRec {
-                pkid,
-                reason: Reason::Success,
-            }),
-            Ok(()) => self.send(Outbound::PubAck {
-                pkid,
-                reason: Reason::Success,
-                reason_string: None,
-            }),
+            Ok(()) => self.send(front_end::stored(pkid, qos)),
             // No PUBACK: the device resends after reconnecting (at least once).
             Err(why) => Err(Close::because(Reason::ImplementationSpecificError, why)),
         }
