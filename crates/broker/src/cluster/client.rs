@@ -147,27 +147,20 @@ impl PeerClient {
             })?;
         let work = async {
             let mut guard = slot.lock().await;
-            if guard.is_none() {
-                *guard = Some(self.dial(addr).await?);
-            }
-            let Some(conn) = guard.as_mut() else {
-                return Err(CallError::Unreachable {
-                    addr: addr.to_owned(),
-                    reason: "no connection".into(),
-                });
+            // The connection is out of the slot while in use: a call given up half-way (a
+            // timeout) drops it with its unread reply or half-written request, and the next
+            // call dials afresh.
+            let mut conn = match guard.take() {
+                Some(conn) => conn,
+                None => self.dial(addr).await?,
             };
-            let outcome = exchange(conn, &frame, addr).await;
-            if outcome.is_err() {
-                // Whatever state the stream is in, start over next time.
-                *guard = None;
+            let outcome = exchange(&mut conn, &frame, addr).await;
+            if outcome.is_ok() {
+                *guard = Some(conn);
             }
             outcome
         };
         let Ok(outcome) = tokio::time::timeout(timeout, work).await else {
-            // The connection may hold a late reply: drop it.
-            if let Ok(mut g) = slot.try_lock() {
-                *g = None;
-            }
             return Err(CallError::Timeout {
                 addr: addr.to_owned(),
                 timeout,
@@ -271,15 +264,12 @@ impl PeerClient {
         );
         let work = async {
             let mut guard = slot.lock().await;
-            if guard.is_none() {
-                *guard = Some(self.dial(addr).await?);
-            }
-            let Some((stream, frames, _)) = guard.as_mut() else {
-                return Err(CallError::Unreachable {
-                    addr: addr.to_owned(),
-                    reason: "no connection".into(),
-                });
+            // Out of the slot while in use, as in `call`.
+            let mut conn = match guard.take() {
+                Some(conn) => conn,
+                None => self.dial(addr).await?,
             };
+            let (stream, frames, _) = &mut conn;
             let outcome = async {
                 stream.write_all(&frame).await?;
                 stream.flush().await?;
@@ -289,8 +279,8 @@ impl PeerClient {
                     .map_err(|e| std::io::Error::other(e.to_string()))
             }
             .await;
-            if outcome.is_err() {
-                *guard = None;
+            if outcome.is_ok() {
+                *guard = Some(conn);
             }
             outcome.map_err(|e| CallError::Unreachable {
                 addr: addr.to_owned(),
@@ -298,9 +288,6 @@ impl PeerClient {
             })
         };
         let Ok(reply) = tokio::time::timeout(timeout, work).await else {
-            if let Ok(mut g) = slot.try_lock() {
-                *g = None;
-            }
             return Err(CallError::Timeout {
                 addr: addr.to_owned(),
                 timeout,
@@ -419,4 +406,94 @@ async fn exchange(
         reason,
     })?;
     Ok((cid, envelope, *certified))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A node that answers every Probe with `Probe(None)`, the first one only after `delay`.
+    async fn slow_first_answer(listener: TcpListener, delay: Duration) {
+        let mut first = true;
+        for _ in 0..4 {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let pause = if first { Some(delay) } else { None };
+            first = false;
+            tokio::spawn(async move {
+                for _ in 0..8 {
+                    let mut len = [0; 4];
+                    if stream.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut frame = vec![0; u32::from_be_bytes(len) as usize];
+                    if stream.read_exact(&mut frame).await.is_err() {
+                        return;
+                    }
+                    let (cid, _, _) = rpc::decode_request(&frame).unwrap();
+                    if let Some(pause) = pause {
+                        tokio::time::sleep(pause).await;
+                    }
+                    let reply = Envelope {
+                        from: 2,
+                        cluster_id: None,
+                        voters: String::new(),
+                        body: Reply::Probe(None),
+                    };
+                    let bytes = rpc::encode_response(cid, &reply).unwrap();
+                    if stream.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_waiting_behind_a_timed_out_one_never_reads_its_late_reply() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(slow_first_answer(listener, Duration::from_millis(400)));
+        let identity = Arc::new(Identity {
+            node_id: 1,
+            voters: String::new(),
+            cluster_id: RwLock::new(None),
+        });
+        let client = Arc::new(PeerClient::new(identity, None, None));
+        // The first call gives up while the second waits for the connection; the second must
+        // get its own answer, not the first one's arriving late on the same stream.
+        let early = {
+            let client = Arc::clone(&client);
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                client
+                    .call(
+                        &addr,
+                        Lane::Control,
+                        Call::Probe,
+                        Duration::from_millis(100),
+                    )
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let waiting = client
+            .call(&addr, Lane::Control, Call::Probe, Duration::from_secs(5))
+            .await;
+        assert!(matches!(
+            early.await.unwrap(),
+            Err(CallError::Timeout { .. })
+        ));
+        assert!(
+            matches!(waiting, Ok(Reply::Probe(None))),
+            "second call: {waiting:?}"
+        );
+        let again = client
+            .call(&addr, Lane::Control, Call::Probe, Duration::from_secs(5))
+            .await;
+        assert!(matches!(again, Ok(Reply::Probe(None))), "{again:?}");
+    }
 }
