@@ -154,6 +154,60 @@ fn a_paused_leader_is_replaced_and_never_acknowledges_afterwards() {
     assert_clean("pause-leader", &report);
 }
 
+/// Waits (bounded) for `done`, polling every 50 ms.
+fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_controller_that_wakes_up_deposed_fences_nobody() {
+    let cluster = TestCluster::start_with(common::BIN, 3, &options());
+    let mut old = None;
+    assert!(eventually(Duration::from_secs(30), || {
+        old = cluster.controller_seen_by(1);
+        old.is_some()
+    }));
+    let old = old.unwrap();
+    let others: Vec<usize> = (1..=3).filter(|i| *i != old).collect();
+    cluster.pause(old);
+    // The others elect a controller, which fences the paused node once its lease is over.
+    let mut new = None;
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            new = cluster
+                .controller_seen_by(others[0])
+                .filter(|c| *c != old && cluster.fenced_seen_by(*c) == 1);
+            new.is_some()
+        }),
+        "a new controller fenced node {old}"
+    );
+    let new = new.unwrap();
+    // Woken up, the old controller finds every lease it kept "expired" by its own clock; it
+    // must decide nothing on that, neither itself nor through the new controller.
+    cluster.resume(old);
+    let watch = Instant::now();
+    let mut most = 0;
+    while watch.elapsed() < Duration::from_secs(5) {
+        most = most.max(cluster.fenced_seen_by(new));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(
+        most <= 1,
+        "{most} brokers fenced at once: only the paused node may be"
+    );
+    cluster.wait_ready(&[1, 2, 3], Duration::from_secs(60));
+    assert_eq!(cluster.fenced_seen_by(new), 0);
+}
+
 #[test]
 fn a_leader_cut_off_from_the_others_is_replaced_and_heals() {
     let cluster = TestCluster::start_with(common::BIN, 3, &options());

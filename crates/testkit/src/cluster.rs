@@ -247,20 +247,28 @@ impl TestCluster {
 
     /// Live brokers as node `id` sees them (`/metrics`: registered − fenced).
     fn alive_seen_by(&self, id: usize) -> usize {
+        let [registered, fenced] =
+            self.gauges_of(id, ["veil_brokers_registered", "veil_brokers_fenced"]);
+        registered.saturating_sub(fenced)
+    }
+
+    /// Fenced brokers as node `id` sees them.
+    pub fn fenced_seen_by(&self, id: usize) -> usize {
+        let [fenced] = self.gauges_of(id, ["veil_brokers_fenced"]);
+        fenced
+    }
+
+    /// Whole-number gauges from node `id`'s `/metrics` (0 when absent or negative).
+    fn gauges_of<const N: usize>(&self, id: usize, names: [&str; N]) -> [usize; N] {
         let (_, body) = self.node(id).http_get("/metrics");
-        let gauge = |name: &str| {
+        names.map(|name| {
             body.lines()
                 .find(|l| l.split_whitespace().next() == Some(name))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let alive = gauge("veil_brokers_registered") - gauge("veil_brokers_fenced");
-        if alive > 0.0 {
-            alive as usize
-        } else {
-            0
-        }
+                .filter(|v| *v > 0.0)
+                .map_or(0, |v| v as usize)
+        })
     }
 
     /// The controller as node `id` reports it in `/metrics` (`None` if it
@@ -300,12 +308,44 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         // A failed test gets the end of every node's log (the directory
         // with the full logs goes away with the cluster).
+        // `VEIL_TEST_KEEP_LOGS=<dir>` keeps them all, failed or not.
+        if let Some(dir) = std::env::var_os("VEIL_TEST_KEEP_LOGS") {
+            let dir = PathBuf::from(dir);
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let _ = std::fs::create_dir_all(&dir);
+            for (i, node) in self.nodes.iter().enumerate() {
+                let name = format!("{stamp}-{}-node{}.log", std::process::id(), i + 1);
+                let _ = std::fs::write(dir.join(name), node.log());
+            }
+        }
         if std::thread::panicking() {
             for (i, node) in self.nodes.iter().enumerate() {
                 let log = node.log();
-                let tail: Vec<&str> = log.lines().rev().take(60).collect();
-                eprintln!("---- node {} (last {} lines) ----", i + 1, tail.len());
-                for line in tail.iter().rev() {
+                // What explains a failure (warnings, elections, ISR and fencing changes) rather
+                // than the last lines, which are mostly routine.
+                let telling: Vec<&str> = log
+                    .lines()
+                    .filter(|l| {
+                        !l.contains(" INFO ")
+                            || ["ISR", "elect", "controller", "fenc", "leader of", "quorum"]
+                                .iter()
+                                .any(|w| l.contains(w))
+                    })
+                    .collect();
+                let tail = &telling[telling.len().saturating_sub(60)..];
+                eprintln!(
+                    "---- node {} (last {} of its warnings, elections, ISR and fencing lines) ----",
+                    i + 1,
+                    tail.len()
+                );
+                for line in tail {
+                    eprintln!("{line}");
+                }
+                let last: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!("---- node {} (last {} lines) ----", i + 1, last.len());
+                for line in last.iter().rev() {
                     eprintln!("{line}");
                 }
             }

@@ -34,6 +34,9 @@ async fn process_gone(addr: &str) -> bool {
 /// How often leases are checked.
 const LEASE_TICK: Duration = Duration::from_millis(250);
 
+/// A lease tick this much late means this node itself was not running.
+const STALL: Duration = Duration::from_millis(500);
+
 #[derive(Debug)]
 pub struct Controller {
     node_id: i32,
@@ -97,7 +100,7 @@ impl Controller {
                 topic: topic.clone(),
                 partition,
             };
-            match quorum.propose(cmd).await {
+            match quorum.propose_as_controller(cmd).await {
                 Ok(_) => tracing::info!(%topic, partition, "reassignment complete"),
                 Err(e) => {
                     tracing::debug!(%topic, partition, error = %e, "completing a reassignment failed");
@@ -118,7 +121,7 @@ impl Controller {
                 partition,
                 leader,
             };
-            match quorum.propose(cmd).await {
+            match quorum.propose_as_controller(cmd).await {
                 Ok(_) => {
                     tracing::info!(%topic, partition, leader, "leadership back to the preferred replica");
                 }
@@ -158,6 +161,14 @@ impl Controller {
             }
             (expired, suspects)
         })
+    }
+
+    /// Moves every broker's last-heard time forward by `by`.
+    fn extend_sessions(&self, by: Duration) {
+        let now = Instant::now();
+        for seen in self.last_seen.lock().values_mut() {
+            *seen = (*seen + by).min(now);
+        }
     }
 
     /// When the controller last heard from `node`.
@@ -278,10 +289,23 @@ impl Controller {
         let mut took_over_in: Option<u64> = None;
         let mut next_rebalance = Instant::now();
         let mut probe_all = false;
+        let mut last_tick = Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(LEASE_TICK) => {}
+            }
+            // A broker's silence counts only while this node could hear it: time this node
+            // spent stopped (SIGSTOP, a stalled host) is nobody's lease.
+            let now = Instant::now();
+            let stalled = now.duration_since(last_tick).saturating_sub(LEASE_TICK);
+            last_tick = now;
+            if stalled > STALL {
+                tracing::info!(
+                    ?stalled,
+                    "the controller loop did not run for a while; brokers get that time back"
+                );
+                self.extend_sessions(stalled);
             }
             let controller = quorum.is_controller();
             let term = quorum.metrics().current_term;
@@ -312,7 +336,7 @@ impl Controller {
                 let cmd = MetaCommand::SetClusterId {
                     cluster_id: cluster_id.clone(),
                 };
-                if let Err(e) = quorum.propose(cmd).await {
+                if let Err(e) = quorum.propose_as_controller(cmd).await {
                     tracing::debug!(error = %e, "naming the cluster failed; retrying");
                 }
             }
@@ -327,7 +351,7 @@ impl Controller {
             for (node_id, epoch) in expired.into_iter().chain(gone) {
                 tracing::warn!(node = node_id, "broker lease expired; fencing it");
                 if let Err(e) = quorum
-                    .propose(MetaCommand::FenceBroker { node_id, epoch })
+                    .propose_as_controller(MetaCommand::FenceBroker { node_id, epoch })
                     .await
                 {
                     tracing::warn!(node = node_id, error = %e, "fencing failed");

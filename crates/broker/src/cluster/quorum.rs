@@ -297,6 +297,19 @@ impl Quorum {
         }
     }
 
+    /// Proposes a decision only the controller may take (fencing on an expired lease, a
+    /// leadership rebalance): committed here or not at all. Never forwarded, so a node that
+    /// stopped being the controller while it was paused cannot have the new one commit what it
+    /// decided on stale clocks.
+    pub async fn propose_as_controller(&self, cmd: MetaCommand) -> Result<u64> {
+        match self.propose_local(cmd, self.request_timeout).await {
+            Proposed::Committed { index } => Ok(index),
+            Proposed::Rejected { rejection, .. } => Err(Error::Meta(rejection.into())),
+            Proposed::NotLeader { .. } => Err(Error::NoController),
+            Proposed::Unavailable(reason) => Err(Error::MetadataTimeout(reason)),
+        }
+    }
+
     /// Proposes on this node, which should be the leader.
     pub async fn propose_local(&self, cmd: MetaCommand, timeout: Duration) -> Proposed {
         if !self.is_controller() && self.voters.len() > 1 {
