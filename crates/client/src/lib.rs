@@ -19,7 +19,7 @@ pub mod sealed;
 pub mod transactions;
 
 pub use acl::{Acl, AclFilter};
-pub use admin::{Admin, TopicDescription, TopicSpec};
+pub use admin::{Admin, PartitionDescription, TopicDescription, TopicSpec};
 pub use blind::{load_user_key, BlindClient, BlindError, Connector, Resolved};
 pub use blind_data::{BlindConsumer, BlindProducer, KafkaProps, Record};
 pub use cluster::{
