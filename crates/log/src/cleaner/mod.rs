@@ -11,7 +11,8 @@
 //!    every cleanable segment up to there into `.cleaned` files, merging neighbours while the sum
 //!    stays under `segment.bytes`. A record is dropped when a later offset holds its key, when it
 //!    has no key, or when it is a tombstone (null value) that an earlier pass already cleaned and
-//!    whose segment was last written more than `delete.retention.ms` ago. Batches keep their base
+//!    whose segment was last written more than `delete.retention.ms` ago. The records of aborted
+//!    transactions go as well (their COMMIT/ABORT markers stay). Batches keep their base
 //!    offset, producer id, epoch and sequence, codec and leader epoch; a batch whose records all
 //!    go is dropped, unless it is its producer's last batch (kept empty so that idempotent
 //!    producers' sequence checks survive cleaning).
@@ -146,7 +147,7 @@ pub struct CleanPlan {
     segments: Vec<Planned>,
     /// Last offset of each producer's last batch: such batches are kept even when emptied.
     producer_last: HashMap<i64, i64>,
-    /// Aborted transactions in the dirty part: their records stay out of the map.
+    /// Aborted transactions: their records stay out of the map and out of cleaned segments.
     aborted: Vec<crate::AbortedTxn>,
     now_ms: i64,
 }
@@ -275,7 +276,7 @@ impl PartitionLog {
             .entries()
             .filter_map(|(id, e)| e.batches.back().map(|b| (id, b.last_offset)))
             .collect();
-        let aborted = self.aborted_transactions(stats.first_dirty_offset, i64::MAX);
+        let aborted = self.aborted_transactions(self.log_start_offset(), i64::MAX);
         Some(CleanPlan {
             aborted,
             dir: self.dir().to_path_buf(),
@@ -545,11 +546,14 @@ impl CleanPlan {
                     pending.extend_from_slice(batch);
                     headers.push(h.clone());
                 } else {
+                    // Nobody reads an aborted transaction's records once a pass covered them
+                    // (read_committed never did), as in Kafka.
+                    let aborted = h.last_offset() < map_end && self.is_aborted(h);
                     let body = records_section(batch, h, MAX_DECOMPRESSED)?;
                     let mut kept = Vec::with_capacity(body.len());
                     let mut count = 0i32;
                     walk_records(&body, h.base_offset, h.records_count, |r| {
-                        if self.keep(map, map_end, &r, tombstones_expired) {
+                        if !aborted && self.keep(map, map_end, &r, tombstones_expired) {
                             kept.extend_from_slice(r.raw);
                             count += 1;
                         }

@@ -485,6 +485,38 @@ fn aborted_records_never_replace_committed_values_and_open_transactions_stay_dir
 }
 
 #[test]
+fn a_pass_removes_aborted_records_and_keeps_markers_committed_records_and_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), compacted());
+    let aborted_at = put_txn(&mut log, 9, 0, "only-aborted", "aborted");
+    let abort_marker = end_txn(&mut log, 9, crate::Marker::Abort);
+    let committed_at = put_txn(&mut log, 11, 0, "only-committed", "committed");
+    let commit_marker = end_txn(&mut log, 11, crate::Marker::Commit);
+    fill(&mut log, 60, 5);
+    assert!(log.segment_count() > 3, "the test needs several segments");
+
+    let stats = clean(&mut log, now(), 1 << 20).expect("a pass runs");
+    assert!(stats.records_removed > 0);
+    let rows = read_rows(&log);
+    let at = |offset: i64| rows.iter().find(|r| r.0 == offset);
+    // The aborted record is gone even though no later record has its key.
+    assert_eq!(at(aborted_at), None, "{rows:?}");
+    assert!(!rows.iter().any(|r| r.1 == "only-aborted"));
+    // The committed one stays at its offset, and both markers stay.
+    assert_eq!(
+        at(committed_at).map(|r| r.2.clone()),
+        Some(Some("committed".to_owned()))
+    );
+    assert!(at(abort_marker).is_some() && at(commit_marker).is_some());
+    // A second pass over a clean log, and a reopen, change none of it.
+    let before = read_rows(&log);
+    drop(log);
+    let mut log = open(dir.path(), compacted());
+    let _ = clean(&mut log, now(), 1 << 20);
+    assert_eq!(read_rows(&log), before);
+}
+
+#[test]
 fn the_throttle_holds_io_to_its_rate() {
     // 1 MB/s: 100 kB of I/O cannot be done in less than 100 ms (sleeps never end early).
     let mut t = Throttle::new(1e6);
