@@ -36,10 +36,11 @@ def create(broker, name, config):
     a.create_topics([NewTopic(name, 1, 1, config=config)])[name].result(30)
 
 
-def read_partition(broker, topic):
+def read_partition(broker, topic, isolation="read_committed"):
     """Every record of partition 0, from the beginning to the high watermark."""
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": str(uuid.uuid4()),
-                  "enable.auto.commit": False, "enable.partition.eof": True})
+                  "enable.auto.commit": False, "enable.partition.eof": True,
+                  "isolation.level": isolation})
     tp = TopicPartition(topic, 0, OFFSET_BEGINNING)
     _, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
     c.assign([tp])
@@ -105,6 +106,47 @@ def test_100k_updates_over_1000_keys_read_back_as_the_1000_latest(broker):
     assert p.flush(30) == 0
     latest = {m.key(): m.value() for m in read_partition(broker, topic)}
     assert latest[b"device-7"] == b"state-new" and len(latest) == 1000
+
+
+def test_a_pass_removes_aborted_transactions_records(broker):
+    """Aborted records of a compacted topic are gone for every reader once the cleaner passed
+    over them; committed records, including those of transactions, stay at their offsets."""
+    topic = "twins-" + uuid.uuid4().hex[:8]
+    create(broker, topic, {"cleanup.policy": "compact", "segment.bytes": "4096",
+                           "segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01"})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "twins-writer",
+                  "linger.ms": 5})
+    p.init_transactions(30)
+    p.begin_transaction()
+    for i in range(20):
+        p.produce(topic, key=f"kept-{i}".encode(), value=f"committed-{i}".encode())
+    p.commit_transaction(30)
+    p.begin_transaction()
+    for i in range(20):
+        p.produce(topic, key=f"gone-{i}".encode(), value=f"aborted-{i}".encode())
+    p.flush(30)
+    p.abort_transaction(30)
+    # Enough committed updates after them to roll segments past the aborted ones.
+    for round_ in range(5):
+        p.begin_transaction()
+        for i in range(100):
+            p.produce(topic, key=f"filler-{i}".encode(), value=f"v{round_}-{i}".encode())
+        p.commit_transaction(30)
+
+    def values():
+        return [m.value().decode()
+                for m in read_partition(broker, topic, isolation="read_uncommitted")]
+
+    # read_uncommitted sees the aborted records until a pass removes them.
+    deadline = time.monotonic() + 60
+    got = values()
+    while any(v.startswith("aborted-") for v in got) and time.monotonic() < deadline:
+        time.sleep(1)
+        got = values()
+    assert not any(v.startswith("aborted-") for v in got), got
+    assert [v for v in got if v.startswith("committed-")] == [f"committed-{i}" for i in range(20)]
+    assert [v for v in got if v.startswith("v4-")] == [f"v4-{i}" for i in range(100)]
+    assert metric(broker, "veil_log_cleaner_cleaned_bytes_total", topic) > 0
 
 
 def test_keyless_records_are_refused_on_compacted_topics(broker):
