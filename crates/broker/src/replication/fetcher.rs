@@ -254,6 +254,14 @@ async fn fetch(
                     if let Some(records) = d.records.as_ref().filter(|r| !r.is_empty()) {
                         match p.append_replicated(records, epoch, now) {
                             Ok(_) => {}
+                            // Leadership moved while the fetch was out: its answer is stale
+                            // and the fetcher of the new leader takes over.
+                            Err(e @ crate::error::Error::NotLeader { .. }) => {
+                                tracing::debug!(topic = %p.topic, partition = p.index, error = %e,
+                                    "dropping a fetch answered under a leadership that has ended");
+                                stalled = true;
+                                continue;
+                            }
                             Err(e) => {
                                 tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
                                     "could not append replicated batches");
