@@ -68,11 +68,13 @@ fn partition_seen_by(
     })
 }
 
-/// The leader of `topic`-`partition` as one of `live` nodes reports it.
+/// The leader of `topic`-`partition` as the `live` nodes report it: the newest leader epoch
+/// wins, since a node that just woke up may still answer from metadata it has not caught up on.
 fn leader_of(cluster: &TestCluster, live: &[usize], topic: &str, partition: i32) -> Option<usize> {
     live.iter()
         .filter_map(|id| partition_seen_by(cluster, *id, topic, partition))
-        .find(|p| p.leader > 0)
+        .filter(|p| p.leader > 0)
+        .max_by_key(|p| p.leader_epoch)
         .and_then(|p| usize::try_from(p.leader).ok())
 }
 
