@@ -34,7 +34,7 @@ async fn process_gone(addr: &str) -> bool {
 /// How often leases are checked.
 const LEASE_TICK: Duration = Duration::from_millis(250);
 
-/// A lease tick this much late means this node itself was not running.
+/// A lease tick's sleep overrunning by this much means this node itself was not running.
 const STALL: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
@@ -289,17 +289,17 @@ impl Controller {
         let mut took_over_in: Option<u64> = None;
         let mut next_rebalance = Instant::now();
         let mut probe_all = false;
-        let mut last_tick = Instant::now();
         loop {
+            let asleep = Instant::now();
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(LEASE_TICK) => {}
             }
-            // A broker's silence counts only while this node could hear it: time this node
-            // spent stopped (SIGSTOP, a stalled host) is nobody's lease.
-            let now = Instant::now();
-            let stalled = now.duration_since(last_tick).saturating_sub(LEASE_TICK);
-            last_tick = now;
+            // A broker's silence counts only while this node could hear it: a sleep that
+            // overran means this node was stopped (SIGSTOP, a stalled host), and that time is
+            // nobody's lease. Only the sleep is measured: proposals below may take long while
+            // heartbeats are still heard.
+            let stalled = asleep.elapsed().saturating_sub(LEASE_TICK);
             if stalled > STALL {
                 tracing::info!(
                     ?stalled,
