@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{rt, BIN};
+use common::{eventually, rt, BIN};
 use veil_client::{Admin, TopicSpec};
 use veil_testkit::{ClusterOptions, TestCluster};
 
@@ -46,18 +46,6 @@ fn row(table: &str, id: usize) -> Vec<String> {
         .split_whitespace()
         .map(str::to_owned)
         .collect()
-}
-
-/// Polls `check` every 100 ms for at most `limit`.
-fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + limit;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(last) => assert!(Instant::now() < deadline, "{what} within {limit:?}: {last}"),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 async fn create(bootstrap: &str, name: &str, rf: i16) -> Result<(), String> {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{rt, BIN};
+use common::{eventually, rt, BIN};
 use rand::{RngCore, SeedableRng};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -79,18 +79,6 @@ async fn create(bootstrap: &str, name: &str, rf: i16) -> Result<(), String> {
         .create_topic(&spec, false)
         .await
         .map_err(|e| e.to_string())
-}
-
-/// Polls `check` every 100 ms for at most `limit`.
-fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + limit;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(last) => assert!(Instant::now() < deadline, "{what} within {limit:?}: {last}"),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Node `id` stays unready for `period` (checked every 200 ms).

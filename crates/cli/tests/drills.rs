@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::rt;
+use common::{eventually, rt};
 use rand::{Rng, SeedableRng};
 use veil_client::{Admin, TopicSpec};
 use veil_testkit::checker::Workload;
@@ -78,22 +78,23 @@ fn leader_of(cluster: &TestCluster, live: &[usize], topic: &str, partition: i32)
         .and_then(|p| usize::try_from(p.leader).ok())
 }
 
-/// Waits (bounded) until every replica of `topic`-`partition` is in sync again after the
-/// previous round's fault: a leader taken away with no other in-sync replica is rightly
-/// not replaced (no unclean election), which is not what a round tests.
+/// Waits (bounded) until every node sees every replica of `topic`-`partition` in sync again
+/// after the previous round's fault: a leader taken away with no other in-sync replica is
+/// rightly not replaced (no unclean election), which is not what a round tests.
 fn wait_in_sync(cluster: &TestCluster, topic: &str, partition: i32, round: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let p = partition_seen_by(cluster, 1, topic, partition);
-        if p.as_ref().is_some_and(|p| p.isr.len() == p.replicas.len()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "round {round}: replicas not back in sync within 60 s: {p:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        Duration::from_secs(60),
+        &format!("round {round}: every replica back in sync"),
+        || {
+            for id in 1..=cluster.size() {
+                match partition_seen_by(cluster, id, topic, partition) {
+                    Some(p) if p.isr.len() == p.replicas.len() => {}
+                    seen => return Err(format!("node {id} sees {seen:?}")),
+                }
+            }
+            Ok(())
+        },
+    );
 }
 
 fn assert_clean(name: &str, report: &veil_testkit::checker::Report) {
@@ -180,41 +181,28 @@ fn a_paused_leader_is_replaced_and_never_acknowledges_afterwards() {
     assert_clean("pause-leader", &report);
 }
 
-/// Waits (bounded) for `done`, polling every 50 ms.
-fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_controller_that_wakes_up_deposed_fences_nobody() {
     let cluster = TestCluster::start_with(common::BIN, 3, &options());
     let mut old = None;
-    assert!(eventually(Duration::from_secs(30), || {
+    eventually(Duration::from_secs(30), "a controller", || {
         old = cluster.controller_seen_by(1);
-        old.is_some()
-    }));
+        old.map(|_| ()).ok_or_else(|| "none known to node 1".into())
+    });
     let old = old.unwrap();
     let others: Vec<usize> = (1..=3).filter(|i| *i != old).collect();
     cluster.pause(old);
     // The others elect a controller, which fences the paused node once its lease is over.
     let mut new = None;
-    assert!(
-        eventually(Duration::from_secs(30), || {
+    eventually(
+        Duration::from_secs(30),
+        &format!("a new controller fencing node {old}"),
+        || {
             new = cluster
                 .controller_seen_by(others[0])
                 .filter(|c| *c != old && cluster.fenced_seen_by(*c) == 1);
-            new.is_some()
-        }),
-        "a new controller fenced node {old}"
+            new.map(|_| ()).ok_or_else(|| "not yet".into())
+        },
     );
     let new = new.unwrap();
     // Woken up, the old controller finds every lease it kept "expired" by its own clock; it

@@ -414,15 +414,13 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
-    /// A node that answers every Probe with `Probe(None)`, the first one only after `delay`.
+    /// A node that answers every Probe with `Probe(None)`, on its first connection only after `delay`.
     async fn slow_first_answer(listener: TcpListener, delay: Duration) {
-        let mut first = true;
-        for _ in 0..4 {
+        for connection in 0..4 {
             let Ok((mut stream, _)) = listener.accept().await else {
                 return;
             };
-            let pause = if first { Some(delay) } else { None };
-            first = false;
+            let pause = (connection == 0).then_some(delay);
             tokio::spawn(async move {
                 for _ in 0..8 {
                     let mut len = [0; 4];

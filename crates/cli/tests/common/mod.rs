@@ -13,6 +13,25 @@ use veil_client::{Admin, Connection, TopicSpec};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_veil");
 
+/// Polls `check` every 100 ms for at most `limit`; then fails with `what` and the last reason.
+pub fn eventually(
+    limit: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<(), String>,
+) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) => assert!(
+                std::time::Instant::now() < deadline,
+                "{what} within {limit:?}: {last}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
