@@ -147,8 +147,9 @@ pub struct CleanPlan {
     segments: Vec<Planned>,
     /// Last offset of each producer's last batch: such batches are kept even when emptied.
     producer_last: HashMap<i64, i64>,
-    /// Aborted transactions: their records stay out of the map and out of cleaned segments.
-    aborted: Vec<crate::AbortedTxn>,
+    /// Aborted transactions, as sorted (first, last offset) ranges per producer: their records
+    /// stay out of the map and out of cleaned segments.
+    aborted: HashMap<i64, Vec<(i64, i64)>>,
     now_ms: i64,
 }
 
@@ -276,7 +277,16 @@ impl PartitionLog {
             .entries()
             .filter_map(|(id, e)| e.batches.back().map(|b| (id, b.last_offset)))
             .collect();
-        let aborted = self.aborted_transactions(self.log_start_offset(), i64::MAX);
+        let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for t in self.aborted_transactions(self.log_start_offset(), i64::MAX) {
+            aborted
+                .entry(t.producer_id)
+                .or_default()
+                .push((t.first_offset, t.last_offset));
+        }
+        for ranges in aborted.values_mut() {
+            ranges.sort_unstable();
+        }
         Some(CleanPlan {
             aborted,
             dir: self.dir().to_path_buf(),
@@ -399,10 +409,12 @@ fn for_each_batch(
 impl CleanPlan {
     /// Whether `h` belongs to a transaction that was aborted.
     fn is_aborted(&self, h: &BatchHeader) -> bool {
+        // One producer's transactions do not overlap: the last one starting at or before the
+        // batch is the only candidate.
         h.is_transactional()
-            && self.aborted.iter().any(|t| {
-                t.producer_id == h.producer_id
-                    && (t.first_offset..=t.last_offset).contains(&h.base_offset)
+            && self.aborted.get(&h.producer_id).is_some_and(|ranges| {
+                let after = ranges.partition_point(|(first, _)| *first <= h.base_offset);
+                after > 0 && h.base_offset <= ranges[after - 1].1
             })
     }
 
